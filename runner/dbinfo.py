@@ -1,0 +1,220 @@
+"""Facts read from a live PostgreSQL database (psycopg 3, sync).
+
+This is the I/O edge the pure planner (:mod:`runner.plan`) is fed from: the
+current alembic heads, the server version, and the columns and row estimates
+of user tables. Nothing here writes; the session is read-only.
+
+Errors are :class:`runner.errors.DatabaseError` with one line that names the
+database (``host:port/db``) and the fix. A password never appears in one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import TupleRow
+
+from runner.errors import DatabaseError
+
+__all__ = ["DatabaseFacts", "read_facts", "redact", "to_psycopg_conninfo"]
+
+_SCHEMES = {
+    "postgresql": "postgresql",
+    "postgres": "postgresql",
+    "postgresql+psycopg": "postgresql",
+    "postgresql+psycopg2": "postgresql",
+    "postgresql+psycopg2cffi": "postgresql",
+    "postgres+psycopg": "postgresql",
+    "postgres+psycopg2": "postgresql",
+}
+_SECRET_PARAMS = {"password", "sslpassword"}
+_CONNECT_TIMEOUT_S = 10
+
+
+@dataclass(frozen=True)
+class DatabaseFacts:
+    """What the planner needs to know about the target database."""
+
+    current_heads: tuple[str, ...]
+    """Rows of the alembic version table, sorted; () when the table is missing."""
+    server_version_num: int
+    """``SHOW server_version_num``, e.g. 160004."""
+    columns: dict[str, dict[str, str]]
+    """"schema.table" (and "table" when visible on the search_path) -> column -> type."""
+    populated: dict[str, int]
+    """Same keys -> ``pg_class.reltuples`` estimate (-1: never vacuumed/analysed)."""
+
+
+def to_psycopg_conninfo(url: str) -> str:
+    """A libpq connection URI for a SQLAlchemy-style or libpq PostgreSQL URL.
+
+    Accepts ``postgresql://``, ``postgres://``, ``postgresql+psycopg://`` and
+    ``postgresql+psycopg2://``; the driver suffix is dropped.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise DatabaseError(
+            f"database URL {redact(url)!r} is not a URL; use "
+            "postgresql://user@host:5432/dbname"
+        )
+    libpq_scheme = _SCHEMES.get(scheme.lower())
+    if libpq_scheme is None:
+        raise DatabaseError(
+            f"unsupported database URL scheme {scheme!r} in {redact(url)!r}; use "
+            "postgresql://user@host:5432/dbname"
+        )
+    return f"{libpq_scheme}://{rest}"
+
+
+def redact(url: str) -> str:
+    """``url`` with its password (in the user info or the query) replaced by ***."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable database URL>"
+    netloc = parts.netloc
+    userinfo, at, hostinfo = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:***@{hostinfo}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(key in _SECRET_PARAMS for key, _ in pairs):
+            query = urlencode(
+                [(key, "***" if key in _SECRET_PARAMS else value) for key, value in pairs],
+                safe="*/",
+            )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def describe(url: str) -> str:
+    """``host:port/dbname`` of ``url``, for messages."""
+    try:
+        params = conninfo_to_dict(to_psycopg_conninfo(url))
+    except (psycopg.Error, DatabaseError):
+        return redact(url)
+    host = str(params.get("host") or params.get("hostaddr") or "localhost")
+    port = str(params.get("port") or "5432")
+    dbname = str(params.get("dbname") or params.get("user") or "")
+    return f"{host}:{port}/{dbname}"
+
+
+def scrub(text: str, url: str) -> str:
+    """``text`` with every spelling of the password in ``url`` replaced by ***."""
+    secrets: set[str] = set()
+    try:
+        parts = urlsplit(url)
+        if parts.password:
+            secrets.add(parts.password)
+        secrets.update(v for k, v in parse_qsl(parts.query) if k in _SECRET_PARAMS)
+    except ValueError:
+        pass
+    for secret in list(secrets):
+        secrets.update({unquote(secret), quote(secret, safe=""), quote(secret)})
+    for secret in sorted(secrets, key=len, reverse=True):
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def connect(url: str) -> psycopg.Connection[TupleRow]:
+    """Open a psycopg connection or raise a one-line :class:`DatabaseError`."""
+    conninfo = to_psycopg_conninfo(url)
+    if "connect_timeout" not in conninfo:
+        conninfo = make_conninfo(conninfo, connect_timeout=_CONNECT_TIMEOUT_S)
+    try:
+        return psycopg.connect(conninfo)
+    except psycopg.Error as exc:
+        raise DatabaseError(
+            f"cannot connect to database at {describe(url)}: {_reason(exc, url)}; "
+            "check --database-url"
+        ) from None
+
+
+def read_facts(
+    url: str,
+    *,
+    version_table: str = "alembic_version",
+    version_schema: str | None = None,
+) -> DatabaseFacts:
+    """Read :class:`DatabaseFacts` in one read-only transaction."""
+    with connect(url) as conn:
+        conn.read_only = True
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SHOW server_version_num")
+                row = cur.fetchone()
+                server_version_num = int(str(row[0])) if row else 0
+                heads = _current_heads(cur, version_table, version_schema)
+                columns, populated = _tables(cur)
+        except psycopg.Error as exc:
+            raise DatabaseError(
+                f"cannot read from database at {describe(url)}: {_reason(exc, url)}; "
+                "check that the --database-url user may read the catalog and the "
+                f"{version_table} table"
+            ) from None
+        finally:
+            with contextlib.suppress(psycopg.Error):
+                conn.rollback()
+    return DatabaseFacts(
+        current_heads=heads,
+        server_version_num=server_version_num,
+        columns=columns,
+        populated=populated,
+    )
+
+
+def _current_heads(
+    cur: psycopg.Cursor[TupleRow], table: str, schema: str | None
+) -> tuple[str, ...]:
+    name = sql.Identifier(schema, table) if schema else sql.Identifier(table)
+    cur.execute(sql.SQL("SELECT to_regclass({})").format(sql.Literal(name.as_string(cur))))
+    row = cur.fetchone()
+    if row is None or row[0] is None:
+        return ()
+    cur.execute(sql.SQL("SELECT version_num FROM {}").format(name))
+    return tuple(sorted(str(r[0]) for r in cur.fetchall()))
+
+
+_TABLES_SQL = """
+SELECT n.nspname, c.relname, pg_catalog.pg_table_is_visible(c.oid), c.reltuples,
+       a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod)
+FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_catalog.pg_attribute a
+       ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+WHERE c.relkind IN ('r', 'p')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg\\_toast%'
+  AND n.nspname NOT LIKE 'pg\\_temp\\_%'
+ORDER BY n.nspname, c.relname, a.attnum
+"""
+
+
+def _tables(
+    cur: psycopg.Cursor[TupleRow],
+) -> tuple[dict[str, dict[str, str]], dict[str, int]]:
+    columns: dict[str, dict[str, str]] = {}
+    populated: dict[str, int] = {}
+    cur.execute(_TABLES_SQL)
+    for schema, table, visible, reltuples, column, type_ in cur.fetchall():
+        keys = [f"{schema}.{table}"]
+        if visible:
+            keys.append(str(table))
+        for key in keys:
+            cols = columns.setdefault(key, {})
+            populated[key] = int(float(str(reltuples)))
+            if column is not None:
+                cols[str(column)] = str(type_)
+    return columns, populated
+
+
+def _reason(exc: BaseException, url: str) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return scrub(text, url)

@@ -1,0 +1,198 @@
+"""Run the rule catalogue over a sequence of statements, carrying state between them.
+
+One ``Analysis`` follows a whole plan: transactions opened and closed, tables
+created earlier in the plan, column types, ``lock_timeout``. Each statement is
+parsed once with sqlglot; statements sqlglot models only as ``exp.Command`` (or
+cannot parse) are classified from their tokens; what neither recognises is
+unanalysable. The same code serves the planner, ``signoff lint`` and (later)
+the gateway, so a statement is judged the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sqlglot import exp
+from sqlglot.dialects.postgres import Postgres
+from sqlglot.errors import ParseError, TokenError
+
+from runner.plan import directives, plpgsql
+from runner.plan.commands import classify
+from runner.plan.model import Category, Decision, Finding
+from runner.plan.policy import Policy
+from runner.plan.rules import catalogue
+from runner.plan.rules.base import Context, Rule, StatementView
+from runner.plan.schema import SchemaState
+from runner.plan.state import observe
+from runner.plan.statements import RawStatement
+
+# sqlglot logs a warning for every statement it falls back to exp.Command on;
+# that is expected here and handled by the token classifier.
+logging.getLogger("sqlglot").setLevel(logging.ERROR)
+
+_DIALECT = Postgres()
+
+# Statement types sqlglot parses reliably. Anything else at the top level is a
+# misparse (``START TRANSACTION`` comes back as an alias) and is classified
+# from its tokens instead.
+_KNOWN_NODES: tuple[type[exp.Expression], ...] = (
+    exp.Select,
+    exp.SetOperation,
+    exp.Insert,
+    exp.Update,
+    exp.Delete,
+    exp.Merge,
+    exp.Create,
+    exp.Drop,
+    exp.Alter,
+    exp.TruncateTable,
+    exp.Set,
+    exp.Comment,
+    exp.Grant,
+    exp.Revoke,
+    exp.Copy,
+    exp.Analyze,
+    exp.Commit,
+    exp.Rollback,
+    exp.Transaction,
+)
+_TRANSACTION_SHAPES = frozenset({"begin", "commit", "rollback"})
+
+
+@dataclass(frozen=True)
+class AnalysedStatement:
+    raw: RawStatement
+    kind: str
+    transaction: int | None
+    findings: tuple[Finding, ...]
+
+
+def view_of(raw: RawStatement, origin: str | None = None) -> StatementView:
+    """Parse one statement and say what it is."""
+    if raw.token_error is not None:
+        return StatementView(raw, None, None, None, parse_error=raw.token_error, origin=origin)
+    shape = classify(raw.tokens)
+    if shape is not None and shape.kind in _TRANSACTION_SHAPES:
+        return StatementView(raw, None, shape, shape.kind, origin=origin)
+    try:
+        nodes = _DIALECT.parse(raw.text)
+    except (ParseError, TokenError) as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        kind = shape.kind if shape is not None else None
+        return StatementView(raw, None, shape, kind, parse_error=message, origin=origin)
+    node = nodes[0] if len(nodes) == 1 else None
+    if node is None or isinstance(node, exp.Command) or not isinstance(node, _KNOWN_NODES):
+        kind = shape.kind if shape is not None else None
+        return StatementView(raw, node, shape, kind, origin=origin)
+    return StatementView(raw, node, None, _node_kind(node), origin=origin)
+
+
+def _node_kind(node: exp.Expression) -> str:
+    if isinstance(node, exp.Commit):
+        return "commit"
+    if isinstance(node, exp.Rollback):
+        return "rollback"
+    if isinstance(node, exp.Transaction):
+        return "begin"
+    if isinstance(node, exp.Create | exp.Drop | exp.Alter):
+        verb = type(node).__name__.lower()
+        kind = (node.args.get("kind") or "").lower().replace(" ", "_")
+        if node.args.get("materialized") or (
+            isinstance(node, exp.Create) and _is_materialized(node)
+        ):
+            kind = "materialized_view"
+        return f"{verb}_{kind}" if kind else verb
+    if isinstance(node, exp.TruncateTable):
+        return "truncate"
+    if isinstance(node, exp.SetOperation):
+        return "select"
+    return type(node).__name__.lower()
+
+
+def _is_materialized(node: exp.Create) -> bool:
+    properties = node.args.get("properties")
+    return properties is not None and any(
+        isinstance(p, exp.MaterializedProperty) for p in properties.expressions
+    )
+
+
+class Analysis:
+    """Analyses statements in plan order; one instance per plan."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        *,
+        server_version: int | None,
+        schema: SchemaState | None = None,
+        rules: Sequence[Rule] | None = None,
+    ) -> None:
+        self.policy = policy
+        self.rules = list(catalogue().values()) if rules is None else list(rules)
+        self.context = Context(
+            server_version=server_version,
+            schema=schema if schema is not None else SchemaState(),
+            apply_lock_timeout=policy.apply_lock_timeout,
+        )
+        self._next_transaction = 1
+
+    def analyse(self, raws: Iterable[RawStatement]) -> list[AnalysedStatement]:
+        return [self.analyse_one(raw) for raw in raws]
+
+    def analyse_one(self, raw: RawStatement) -> AnalysedStatement:
+        view = view_of(raw)
+        transaction = self._enter(view)
+        inner = self._read_do_block(view) if view.kind == "do" else []
+        hits = list(self._hits(view))
+        for inner_view in inner:
+            prefix = f"{inner_view.origin}, line {inner_view.raw.line}: "
+            hits.extend(self._hits(inner_view, prefix))
+            observe(inner_view, self.context)
+        observe(view, self.context)
+        findings = directives.apply(raw, hits, self.policy)
+        self._leave(view)
+        return AnalysedStatement(raw, view.kind or "unknown", transaction, tuple(findings))
+
+    # -- transactions ---------------------------------------------------------------
+
+    def _enter(self, view: StatementView) -> int | None:
+        if view.kind == "begin" and self.context.transaction is None:
+            self.context.transaction = self._next_transaction
+            self._next_transaction += 1
+            self.context.not_valid_in_transaction.clear()
+        return self.context.transaction
+
+    def _leave(self, view: StatementView) -> None:
+        if view.kind in ("commit", "rollback"):
+            self.context.transaction = None
+            self.context.not_valid_in_transaction.clear()
+            self.context.local_lock_timeout = False
+
+    # -- rules ----------------------------------------------------------------------
+
+    def _hits(self, view: StatementView, prefix: str = "") -> Iterable[tuple[Rule, str]]:
+        for rule in self.rules:
+            for message in rule.check(view, self.context):
+                yield rule, prefix + message
+
+    def _read_do_block(self, view: StatementView) -> list[StatementView]:
+        """The statements of a DO body; what cannot be read is noted on the outer view."""
+        body = plpgsql.read_do(view.raw)
+        view.unreadable_reasons.extend(body.unreadable)
+        return [
+            view_of(inner, origin=origin)
+            for inner, origin in zip(body.statements, body.origins, strict=True)
+        ]
+
+
+def needs_review(findings: Iterable[Finding]) -> bool:
+    return any(f.decision in (Decision.NEEDS_APPROVAL, Decision.DENY) for f in findings)
+
+
+def category_counts(findings: Iterable[Finding]) -> dict[Category, int]:
+    counts: dict[Category, int] = {}
+    for f in findings:
+        counts[f.category] = counts.get(f.category, 0) + 1
+    return counts

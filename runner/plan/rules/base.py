@@ -1,0 +1,217 @@
+"""The rule interface: what a rule is, what it sees, and the catalogue it joins.
+
+A rule is a small function over one statement (``StatementView``) and what the
+analysis knows at that point of the plan (``Context``), yielding one message per
+problem. Its definition carries everything a reviewer reads in the PR (a stable
+id, a rationale, a safer alternative) and its own examples: SQL that must
+trigger it and SQL that must not. The test suite runs every rule's examples, so
+a rule without both kinds of example does not pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+from sqlglot import exp
+
+from runner.plan.commands import CommandShape
+from runner.plan.model import Category, Decision, Severity
+from runner.plan.schema import SchemaState
+from runner.plan.statements import RawStatement
+
+# Examples are judged on this server version unless they say otherwise: the
+# version the labelled corpus assumes, and a current one.
+EXAMPLE_SERVER_VERSION = 150000
+
+
+@dataclass(frozen=True)
+class Example:
+    """SQL for a rule's tests, with the server facts it is judged against."""
+
+    sql: str
+    server_version: int | None = EXAMPLE_SERVER_VERSION
+    # "table" -> column -> type, as the database's catalog would report it.
+    columns: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    apply_lock_timeout: bool = True
+
+
+@dataclass
+class StatementView:
+    """One statement as the rules see it.
+
+    ``node`` is sqlglot's AST (``None`` when sqlglot could not parse it);
+    ``shape`` the token-level classification for statements sqlglot models only
+    as ``exp.Command`` or cannot parse; ``kind`` a stable snake_case name for the
+    statement (``None``: nothing recognised it, so it is unanalysable).
+    ``origin`` says where a statement nested in another one came from
+    (``"DO block"``, ``"EXECUTE string"``); rules treat it like any other.
+    """
+
+    raw: RawStatement
+    node: exp.Expression | None
+    shape: CommandShape | None
+    kind: str | None
+    parse_error: str | None = None
+    origin: str | None = None
+    # Set by the DO-block reader on the outer statement: inner problems it could
+    # not read past (``EXECUTE`` of a computed string, another language...).
+    unreadable_reasons: list[str] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return self.raw.text
+
+    def nodes(self, *types: type[exp.Expression]) -> Iterator[exp.Expression]:
+        """Every node of the given types anywhere in the statement (CTEs included)."""
+        if self.node is None:
+            return iter(())
+        return self.node.find_all(*types)
+
+    def alter_actions(self) -> list[exp.Expression]:
+        """The actions of an ``ALTER TABLE`` (empty for anything else)."""
+        if isinstance(self.node, exp.Alter) and (self.node.args.get("kind") or "").upper() == "TABLE":
+            return list(self.node.args.get("actions") or [])
+        return []
+
+    def alter_table(self) -> str | None:
+        if isinstance(self.node, exp.Alter):
+            return table_name(self.node.this)
+        if self.shape is not None and self.shape.kind.startswith("alter_table"):
+            return self.shape.relation
+        return None
+
+
+@dataclass
+class Context:
+    """What the analysis knows just before a statement runs.
+
+    ``server_version`` is ``server_version_num`` (150004 for 15.4) or ``None``
+    when neither a database nor the configuration told it: rules then assume the
+    worst (``version_below`` answers True).
+    """
+
+    server_version: int | None
+    schema: SchemaState
+    # Apply sets its own lock_timeout unless the configuration turns it off.
+    apply_lock_timeout: bool = True
+    transaction: int | None = None  # the explicit transaction we are in, if any
+    lock_timeout_set: bool = False  # a session-level SET lock_timeout is in force
+    local_lock_timeout: bool = False  # a SET LOCAL lock_timeout in this transaction
+    # (table, constraint) added NOT VALID in the current transaction.
+    not_valid_in_transaction: set[tuple[str, str]] = field(default_factory=set)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.transaction is not None
+
+    @property
+    def has_lock_timeout(self) -> bool:
+        return self.apply_lock_timeout or self.lock_timeout_set or self.local_lock_timeout
+
+    def version_below(self, version_num: int) -> bool:
+        return self.server_version is None or self.server_version < version_num
+
+    def version_between(self, low: int, high: int) -> bool:
+        """True when the server may be in [low, high] (unknown counts as may)."""
+        return self.server_version is None or low <= self.server_version <= high
+
+
+Check = Callable[[StatementView, Context], Iterable[str]]
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    name: str
+    category: Category
+    severity: Severity
+    summary: str
+    rationale: str
+    safer: str
+    check: Check
+    triggers: tuple[Example, ...]
+    passes: tuple[Example, ...]
+    # The rule's own decision when it is not the category's (a statement that
+    # cannot succeed is denied, whatever the category would say).
+    decision: Decision | None = None
+    module: str = ""
+
+
+CATALOGUE: dict[str, Rule] = {}
+
+
+def rule(
+    id: str,
+    name: str,
+    category: Category,
+    severity: Severity,
+    *,
+    summary: str,
+    rationale: str,
+    safer: str,
+    triggers: Iterable[str | Example],
+    passes: Iterable[str | Example],
+    decision: Decision | None = None,
+) -> Callable[[Check], Check]:
+    """Register a check function as a rule of the catalogue."""
+
+    def register(check: Check) -> Check:
+        if id in CATALOGUE:
+            raise ValueError(f"duplicate rule id {id}")
+        CATALOGUE[id] = Rule(
+            id=id,
+            name=name,
+            category=category,
+            severity=severity,
+            summary=summary,
+            rationale=" ".join(rationale.split()),
+            safer=" ".join(safer.split()),
+            check=check,
+            triggers=tuple(_example(e) for e in triggers),
+            passes=tuple(_example(e) for e in passes),
+            decision=decision,
+            module=check.__module__,
+        )
+        return check
+
+    return register
+
+
+def _example(value: str | Example) -> Example:
+    return value if isinstance(value, Example) else Example(value)
+
+
+# -- small helpers shared by rules ------------------------------------------------
+
+
+def table_name(node: exp.Expression | None) -> str:
+    """``public."Users"`` -> ``public."Users"``; bare names lower-cased as PostgreSQL folds them."""
+    if node is None:
+        return ""
+    if isinstance(node, exp.Schema):
+        node = node.this
+    if not isinstance(node, exp.Table):
+        return node.sql(dialect="postgres")
+    parts = [p for p in (node.args.get("catalog"), node.args.get("db"), node.this) if p]
+    return ".".join(_ident(p) for p in parts)
+
+
+def _ident(node: exp.Expression) -> str:
+    if isinstance(node, exp.Identifier):
+        return f'"{node.this}"' if node.quoted else node.this.lower()
+    return node.sql(dialect="postgres").lower()
+
+
+def ident(node: exp.Expression | None) -> str:
+    return "" if node is None else _ident(node)
+
+
+def drop_kind(view: StatementView) -> str | None:
+    """``TABLE``, ``VIEW``, ``MATERIALIZED VIEW``... for a DROP, else None."""
+    if not isinstance(view.node, exp.Drop):
+        return None
+    kind = (view.node.args.get("kind") or "").upper()
+    if view.node.args.get("materialized"):
+        return "MATERIALIZED " + kind
+    return kind

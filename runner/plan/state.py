@@ -1,0 +1,79 @@
+"""How each statement changes what the analysis knows (schema, lock_timeout, NOT VALID)."""
+
+from __future__ import annotations
+
+from sqlglot import exp
+
+from runner.plan.commands import words
+from runner.plan.rules.base import Context, StatementView, ident, table_name
+
+
+def observe(view: StatementView, context: Context) -> None:
+    """Update ``context`` for the statement having run."""
+    node = view.node
+    if isinstance(node, exp.Create):
+        _create(node, context)
+    elif isinstance(node, exp.Drop) and (node.args.get("kind") or "").upper() == "TABLE":
+        for table in node.expressions:
+            context.schema.drop_table(table_name(table))
+    elif isinstance(node, exp.Alter) and (node.args.get("kind") or "").upper() == "TABLE":
+        _alter(node, context)
+    elif view.kind in ("set", "reset") or isinstance(node, exp.Set):
+        _setting(view, context)
+
+
+def _create(node: exp.Create, context: Context) -> None:
+    if (node.args.get("kind") or "").upper() != "TABLE":
+        return
+    schema = node.this
+    columns: dict[str, exp.DataType | None] = {}
+    if isinstance(schema, exp.Schema):
+        for column in schema.expressions:
+            if isinstance(column, exp.ColumnDef):
+                kind = column.args.get("kind")
+                columns[ident(column.this)] = kind if isinstance(kind, exp.DataType) else None
+    context.schema.create_table(table_name(schema), columns)
+
+
+def _alter(node: exp.Alter, context: Context) -> None:
+    table = table_name(node.this)
+    schema = context.schema
+    for action in node.args.get("actions") or []:
+        if isinstance(action, exp.ColumnDef):
+            kind = action.args.get("kind")
+            schema.set_column(table, ident(action.this), kind if isinstance(kind, exp.DataType) else None)
+        elif isinstance(action, exp.AlterColumn) and isinstance(action.args.get("dtype"), exp.DataType):
+            schema.set_column(table, ident(action.this), action.args["dtype"])
+        elif isinstance(action, exp.Drop) and (action.args.get("kind") or "").upper() == "COLUMN":
+            for column in action.expressions:
+                schema.drop_column(table, ident(column.this if isinstance(column, exp.Column) else column))
+        elif isinstance(action, exp.RenameColumn):
+            schema.rename_column(table, ident(action.this.this), ident(action.args["to"].this))
+        elif isinstance(action, exp.AlterRename):
+            schema.rename_table(table, table_name(action.this))
+        elif isinstance(action, exp.AddConstraint) and node.args.get("not_valid"):
+            if context.in_transaction:
+                for constraint in action.expressions:
+                    name = ident(constraint.this) if isinstance(constraint, exp.Constraint) else ""
+                    context.not_valid_in_transaction.add((table, name))
+
+
+def _setting(view: StatementView, context: Context) -> None:
+    """SET [LOCAL|SESSION] lock_timeout = v / TO v; RESET lock_timeout / ALL."""
+    ws = [w.text for w in words(view.raw.tokens)]
+    if not ws:
+        return
+    if ws[0] == "RESET":
+        if len(ws) > 1 and ws[1] in ("LOCK_TIMEOUT", "ALL"):
+            context.lock_timeout_set = context.local_lock_timeout = False
+        return
+    local = len(ws) > 1 and ws[1] == "LOCAL"
+    rest = ws[2:] if len(ws) > 1 and ws[1] in ("LOCAL", "SESSION") else ws[1:]
+    if len(rest) < 3 or rest[0] != "LOCK_TIMEOUT" or rest[1] not in ("=", "TO"):
+        return
+    value = rest[2].strip("'").lower()
+    enabled = value not in ("0", "default")
+    if local:
+        context.local_lock_timeout = enabled
+    else:
+        context.lock_timeout_set = enabled

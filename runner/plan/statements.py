@@ -1,0 +1,224 @@
+"""Split SQL text into statements, keeping each statement's original text and lines.
+
+The split is done on sqlglot's PostgreSQL token stream, never on the raw text,
+so semicolons inside strings, dollar-quoted bodies and comments cannot cut a
+statement in two. The text of a statement is the source slice from the end of
+the previous statement to its last token: leading comments (where an inline
+``-- signoff: allow`` lives) are part of it and so part of its sha256, and the
+terminating semicolon is not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlglot.dialects.postgres import Postgres
+from sqlglot.errors import TokenError
+from sqlglot.tokens import Token, TokenType
+
+from runner.plan.model import sha256_hex
+
+
+
+class _PlainTokenizer(Postgres.Tokenizer):  # type: ignore[misc,name-defined]
+    """PostgreSQL tokens with sqlglot's "command" mode off.
+
+    sqlglot turns everything after ``DO``, ``VACUUM``, ``EXECUTE``... into one
+    string token; the splitter and the token classifier need the real tokens.
+    """
+
+    COMMANDS: set[TokenType] = set()
+
+
+_TOKENIZER = _PlainTokenizer()
+
+# Literal token types: replaced by "?" in the fingerprint so that the same
+# statement with other values (or with $1 placeholders, as it arrives over the
+# extended protocol) matches. Dollar-quoted bodies are *not* replaced: they are
+# code (DO blocks, function bodies) and two different bodies must never share a
+# fingerprint, or a grant for one would cover the other.
+_LITERAL_TYPES = frozenset(
+    {
+        TokenType.STRING,
+        TokenType.NUMBER,
+        TokenType.NATIONAL_STRING,
+        TokenType.BIT_STRING,
+        TokenType.HEX_STRING,
+        TokenType.BYTE_STRING,
+        TokenType.RAW_STRING,
+        TokenType.UNICODE_STRING,
+        TokenType.PLACEHOLDER,
+        TokenType.PARAMETER,
+    }
+)
+
+
+@dataclass(frozen=True)
+class Comment:
+    text: str  # without the -- or /* */ markers, stripped
+    line: int  # 1-based, in the source the statement came from
+    # False for a comment after the terminating semicolon on the same line: it
+    # reads as belonging to the statement but is not part of its text (or hash).
+    in_text: bool = True
+
+
+@dataclass(frozen=True)
+class RawStatement:
+    """A statement as it stands in the source, before any analysis."""
+
+    text: str
+    line: int  # 1-based line of the first character of ``text``
+    end_line: int
+    tokens: tuple[Token, ...]  # empty when the text could not be tokenized
+    comments: tuple[Comment, ...]
+    token_error: str | None = None
+
+    @property
+    def sha256(self) -> str:
+        return sha256_hex(self.text)
+
+    @property
+    def fingerprint(self) -> str:
+        if not self.tokens:
+            return sha256_hex("unreadable:" + self.text)
+        return fingerprint(self.tokens)
+
+
+def tokenize(sql: str) -> list[Token]:
+    return list(_TOKENIZER.tokenize(sql))
+
+
+def fingerprint(tokens: Sequence[Token]) -> str:
+    """sha256 of the normalised token stream: keywords upper, literals as ``?``."""
+    return sha256_hex(" ".join(_normal_form(t) for t in tokens))
+
+
+def _normal_form(token: Token) -> str:
+    kind = token.token_type
+    if kind in _LITERAL_TYPES:
+        return "?"
+    if kind is TokenType.HEREDOC_STRING:
+        return "$$" + token.text + "$$"
+    if kind is TokenType.IDENTIFIER:  # quoted identifier: case matters
+        return '"' + token.text + '"'
+    if kind is TokenType.VAR:  # unquoted identifiers fold to lower case in PostgreSQL
+        return token.text.lower()
+    return token.text.upper()
+
+
+def split_statements(sql: str, *, first_line: int = 1) -> list[RawStatement]:
+    """Split ``sql`` into statements.
+
+    Text that cannot be tokenized (an unterminated string or comment) becomes one
+    statement with no tokens, which the analysis reports as unanalysable: the
+    split fails closed rather than guessing where statements end.
+    """
+    try:
+        tokens = tokenize(sql)
+    except TokenError as error:
+        text = sql.strip()
+        if not text:
+            return []
+        start = sql.index(text)
+        line = first_line + sql.count("\n", 0, start)
+        return [
+            RawStatement(
+                text=text,
+                line=line,
+                end_line=line + text.count("\n"),
+                tokens=(),
+                comments=(),
+                token_error=str(error).splitlines()[0],
+            )
+        ]
+
+    statements: list[RawStatement] = []
+    current: list[Token] = []
+    # Offset where the text of the next statement may begin (just after the
+    # previous terminator), and comments waiting for the statement they lead.
+    region_start = 0
+    for token in tokens:
+        if token.token_type is not TokenType.SEMICOLON:
+            current.append(token)
+            continue
+        next_region = _after_trailing_comment(sql, token.end + 1)
+        if current:
+            statements.append(_make(sql, region_start, current, next_region, first_line))
+        current = []
+        region_start = next_region
+    if current:
+        statements.append(_make(sql, region_start, current, len(sql), first_line))
+    return statements
+
+
+def _make(
+    sql: str, region_start: int, tokens: list[Token], region_end: int, first_line: int
+) -> RawStatement:
+    start = region_start
+    while start < len(sql) and sql[start].isspace():
+        start += 1
+    end = tokens[-1].end + 1
+    text = sql[start:end]
+    line = first_line + sql.count("\n", 0, start)
+    comments = tuple(
+        Comment(body, first_line + sql.count("\n", 0, offset), in_text=offset < end)
+        for offset, body in _comments(sql, start, region_end, tokens)
+    )
+    return RawStatement(
+        text=text,
+        line=line,
+        end_line=line + text.count("\n"),
+        tokens=tuple(tokens),
+        comments=comments,
+    )
+
+
+def _after_trailing_comment(sql: str, offset: int) -> int:
+    """A comment on the same line after a ``;`` belongs to the statement it ends."""
+    index = offset
+    while index < len(sql) and sql[index] in " \t":
+        index += 1
+    if sql.startswith("--", index):
+        newline = sql.find("\n", index)
+        return len(sql) if newline < 0 else newline + 1
+    return offset
+
+
+def _comments(
+    sql: str, start: int, end: int, tokens: Sequence[Token]
+) -> list[tuple[int, str]]:
+    """Comments in the gaps between tokens (the only places the tokenizer skipped)."""
+    found: list[tuple[int, str]] = []
+    position = start
+    for token in [*tokens, None]:
+        gap_end = end if token is None else token.start
+        found.extend(_scan_gap(sql, position, gap_end))
+        if token is not None:
+            position = token.end + 1
+    return found
+
+
+def _scan_gap(sql: str, start: int, end: int) -> list[tuple[int, str]]:
+    found: list[tuple[int, str]] = []
+    index = start
+    while index < end:
+        if sql.startswith("--", index):
+            newline = sql.find("\n", index, end)
+            stop = end if newline < 0 else newline
+            found.append((index, sql[index + 2 : stop].strip()))
+            index = stop
+        elif sql.startswith("/*", index):
+            depth, cursor = 1, index + 2
+            while cursor < end and depth:
+                if sql.startswith("/*", cursor):
+                    depth, cursor = depth + 1, cursor + 2
+                elif sql.startswith("*/", cursor):
+                    depth, cursor = depth - 1, cursor + 2
+                else:
+                    cursor += 1
+            found.append((index, sql[index + 2 : cursor - 2].strip()))
+            index = cursor
+        else:
+            index += 1
+    return found
