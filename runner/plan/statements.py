@@ -91,7 +91,21 @@ def tokenize(sql: str) -> list[Token]:
 
 def fingerprint(tokens: Sequence[Token]) -> str:
     """sha256 of the normalised token stream: keywords upper, literals as ``?``."""
-    return sha256_hex(" ".join(_normal_form(t) for t in tokens))
+    parts: list[str] = []
+    previous: Token | None = None
+    for token in tokens:
+        # "$1" arrives as PARAMETER "$" + NUMBER "1": one placeholder, one "?".
+        if (
+            previous is not None
+            and previous.token_type is TokenType.PARAMETER
+            and token.token_type is TokenType.NUMBER
+            and token.start == previous.end + 1
+        ):
+            previous = token
+            continue
+        parts.append(_normal_form(token))
+        previous = token
+    return sha256_hex(" ".join(parts))
 
 
 def _normal_form(token: Token) -> str:
