@@ -32,11 +32,13 @@ import argparse
 import contextlib
 import io
 import logging
+import re
 import traceback
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import quote, unquote, urlsplit
 
 from alembic.config import Config
@@ -64,6 +66,7 @@ __all__ = [
 ]
 
 _MARKER = "-- Running "
+_MISSING_DOWN = re.compile(r"Revision (\S+) referenced from .*?-> (\S+)")
 _HEAD_TARGETS = ("heads", "head")
 
 
@@ -74,7 +77,7 @@ class RevisionInfo:
     id: str
     down_revisions: tuple[str, ...]
     message: str
-    """The revision's message (first line of its docstring, as alembic shows it)."""
+    """The revision's message: first paragraph of its docstring, as alembic shows it."""
     path: str
     """Path of the revision file relative to the alembic script directory."""
 
@@ -148,29 +151,56 @@ def _load(config: Config, alembic_ini: Path) -> ScriptDirectory:
             f"{alembic_ini}: script_location {script.dir} is not a directory; fix "
             "script_location so it names the directory holding env.py and versions/"
         )
-    try:
-        # Loads and imports every revision file and checks the graph.
-        script.revision_map.get_revisions("heads")
-    except SyntaxError as exc:
-        where = _relative(script, exc.filename) if exc.filename else "a revision file"
-        line = f" line {exc.lineno}" if exc.lineno else ""
-        raise SourceError(
-            f"{where}:{line} syntax error ({exc.msg}); fix the revision file"
-        ) from None
-    except RevisionError as exc:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            # Loads and imports every revision file and checks the graph.
+            script.revision_map.get_revisions("heads")
+            failure: Exception | None = None
+        except Exception as exc:
+            failure = exc
+    for warning in caught:
+        missing = _MISSING_DOWN.search(str(warning.message))
+        if missing:
+            down, rev = missing.groups()
+            raise SourceError(
+                f"revision {rev} names down_revision {down}, which is not in "
+                f"{script.dir}: the revision graph is broken; fix down_revision in that "
+                "revision file (or restore the missing revision)"
+            )
+    for warning in caught:  # anything else alembic warned about stays visible
+        warnings.warn_explicit(
+            warning.message, warning.category, warning.filename, warning.lineno
+        )
+    if failure is not None:
+        _raise_load_error(script, failure)
+    return script
+
+
+def _raise_load_error(script: ScriptDirectory, exc: Exception) -> NoReturn:
+    if isinstance(exc, SyntaxError):
+        raise SourceError(f"{_syntax_where(script, exc)}: {_syntax_what(exc)}; fix the file")
+    if isinstance(exc, RevisionError):
         raise SourceError(
             f"{script.dir}: the revision graph is broken ({_one_line(exc)}); fix "
             "down_revision in the revision files"
-        ) from None
-    except CommandError as exc:
-        raise SourceError(f"{script.dir}: {_one_line(exc)}; fix the revision file") from None
-    except Exception as exc:
-        where = _failing_file(script, exc) or f"a revision file in {script.dir}"
-        raise SourceError(
-            f"{where}: cannot import it ({type(exc).__name__}: {_one_line(exc)}); fix "
-            "the revision file"
-        ) from None
-    return script
+        )
+    if isinstance(exc, CommandError):
+        raise SourceError(f"{script.dir}: {_one_line(exc)}; fix the revision file")
+    where = _failing_file(script, exc) or f"a revision file in {script.dir}"
+    raise SourceError(
+        f"{where}: cannot import it ({type(exc).__name__}: {_one_line(exc)}); fix "
+        "the revision file"
+    )
+
+
+def _syntax_where(script: ScriptDirectory, exc: SyntaxError) -> str:
+    where = _relative(script, exc.filename) if exc.filename else "a revision file"
+    return f"{where} line {exc.lineno}" if exc.lineno else where
+
+
+def _syntax_what(exc: SyntaxError) -> str:
+    return f"syntax error ({exc.msg})"
 
 
 def _failing_file(script: ScriptDirectory, exc: BaseException) -> str | None:
@@ -315,8 +345,9 @@ def _pending_scripts(
         ) from None
     if (
         not revs
-        and destination not in ("heads", "base", *heads)
-        and _is_revision_id(script, destination)
+        and heads
+        and destination not in ("heads", *heads)
+        and (destination == "base" or _is_revision_id(script, destination))
     ):
         # alembic treats "upgrade to an older revision" as a silent no-op.
         raise SourceError(
@@ -383,6 +414,11 @@ def _offline_sql(
                 "env.py?); signoff plans one database: make env.py call "
                 "context.run_migrations() once"
             )
+        if set(rev) != set(heads):  # fail closed: alembic must start where we planned
+            raise SourceError(
+                f"alembic started offline mode at {', '.join(rev) or 'base'}, not at "
+                f"{', '.join(heads) or 'base'}; refusing to plan: check env.py"
+            )
         return steps
 
     buffer = _RevisionSplitter(infos)
@@ -411,9 +447,8 @@ def _offline_sql(
         except SourceError:
             raise
         except SyntaxError as exc:
-            where = _relative(script, exc.filename) if exc.filename else env_py
             raise SourceError(
-                f"{where}: line {exc.lineno} syntax error ({exc.msg}); fix the file"
+                f"{_syntax_where(script, exc)}: {_syntax_what(exc)}; fix the file"
             ) from None
         except Exception as exc:
             where = _failing_file(script, exc) or env_py
