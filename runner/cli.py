@@ -120,9 +120,7 @@ def _source_options(func: Callable[..., Any]) -> Callable[..., Any]:
             help="Target database (its alembic_version, server version and catalog). "
             "Env: SIGNOFF_DATABASE_URL.",
         ),
-        click.option(
-            "--from", "from_revision", help="Revision the target is at (default: base)."
-        ),
+        click.option("--from", "from_revision", help="Revision the target is at (default: base)."),
         click.option("--to", "to_revision", help="Revision to plan up to (default: heads)."),
         click.option("--target", help="Target database name recorded in the plan hash."),
         click.option(
@@ -214,9 +212,7 @@ def lint(
 
 @main.command()
 @click.argument("rule_id", required=False)
-@click.option(
-    "--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text"
-)
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text")
 @handle_errors
 def rules(rule_id: str | None, fmt: str) -> None:
     """List the rule catalogue, or explain one rule."""

@@ -23,9 +23,9 @@ DEFAULT_LOCK_TIMEOUT_MS = 5000
 
 _KEYS = {
     "target": "the database name plans are made for (part of the plan hash)",
-    "postgres_version": "server version assumed when no database is given, e.g. \"15\" or \"14.2\"",
+    "postgres_version": 'server version assumed when no database is given, e.g. "15" or "14.2"',
     "fail_on": "exit 1 on findings at or above: info, warning, error, none",
-    "lock_timeout": "lock_timeout apply and dry-run set, e.g. \"5s\", \"500ms\"; \"off\" to not set one",
+    "lock_timeout": 'lock_timeout apply and dry-run set, e.g. "5s", "500ms"; "off" to not set one',
     "decisions": "table: category -> decision",
     "rules": "table: rule id -> decision",
     "inline_allow": "categories an inline '-- signoff: allow' may downgrade",
@@ -194,7 +194,7 @@ def parse_version(value: Any, where: str) -> int:
             minor = int(parts[1]) if len(parts) == 2 else 0
             if major >= 10:
                 return major * 10000 + minor
-    raise ConfigError(f"{where}: {value!r} is not a PostgreSQL version; write e.g. \"15\" or \"14.2\"")
+    raise ConfigError(f'{where}: {value!r} is not a PostgreSQL version; write e.g. "15" or "14.2"')
 
 
 _UNITS_MS = {"ms": 1, "s": 1000, "min": 60_000}
@@ -211,4 +211,4 @@ def parse_duration_ms(value: Any, where: str) -> int | None:
             number = value.strip()[: -len(unit)] if value.strip().endswith(unit) else None
             if number is not None and number.strip().isdigit() and int(number) > 0:
                 return int(number) * _UNITS_MS[unit]
-    raise ConfigError(f"{where}: {value!r} is not a duration; write e.g. \"5s\", \"500ms\" or \"off\"")
+    raise ConfigError(f'{where}: {value!r} is not a duration; write e.g. "5s", "500ms" or "off"')

@@ -11,7 +11,10 @@ from runner.plan.build import lint_text
 from runner.plan.model import Plan, canonical_json
 from runner.plan.policy import Policy
 
-SQL = "BEGIN;\nALTER TABLE patients ADD COLUMN bio text;\nALTER TABLE patients DROP COLUMN ssn;\nCOMMIT;\n"
+SQL = (
+    "BEGIN;\nALTER TABLE patients ADD COLUMN bio text;\n"
+    "ALTER TABLE patients DROP COLUMN ssn;\nCOMMIT;\n"
+)
 
 
 def test_plan_hash_is_sha256_of_the_canonical_contract_fields() -> None:
@@ -21,7 +24,9 @@ def test_plan_hash_is_sha256_of_the_canonical_contract_fields() -> None:
             {
                 "target": "ehr",
                 "revisions": [],
-                "statements": [hashlib.sha256(s.text.encode()).hexdigest() for s in plan.statements],
+                "statements": [
+                    hashlib.sha256(s.text.encode()).hexdigest() for s in plan.statements
+                ],
                 "ruleset": plan.ruleset,
             },
             sort_keys=True,

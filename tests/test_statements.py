@@ -56,7 +56,7 @@ def test_fingerprint_ignores_literal_values_case_and_whitespace() -> None:
         "UPDATE t SET a = 1 WHERE id = 'x';"
         "update T  set A = 2\n where ID = $1;"
         "UPDATE t SET b = 1 WHERE id = 'x';"
-        'UPDATE "T" SET a = 1 WHERE id = \'x\';'
+        "UPDATE \"T\" SET a = 1 WHERE id = 'x';"
     )
     assert a.fingerprint == b.fingerprint
     assert a.fingerprint != c.fingerprint  # another column is another statement

@@ -82,7 +82,7 @@ def view_of(raw: RawStatement, origin: str | None = None) -> StatementView:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         kind = shape.kind if shape is not None else None
         return StatementView(raw, None, shape, kind, parse_error=message, origin=origin)
-    node = nodes[0] if len(nodes) == 1 else None
+    node = nodes[0] if len(nodes) == 1 and isinstance(nodes[0], exp.Expression) else None
     if node is None or isinstance(node, exp.Command) or not isinstance(node, _KNOWN_NODES):
         kind = shape.kind if shape is not None else None
         return StatementView(raw, node, shape, kind, origin=origin)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlglot.tokens import Token, TokenType
+from sqlglot.tokenizer_core import Token, TokenType
 
 _PUNCTUATION = frozenset(
     {
@@ -77,7 +77,9 @@ def normalise_name(parts: Sequence[Word]) -> str:
     out = []
     for word in parts:
         text = word.token.text
-        out.append('"' + text + '"' if word.token.token_type is TokenType.IDENTIFIER else text.lower())
+        out.append(
+            '"' + text + '"' if word.token.token_type is TokenType.IDENTIFIER else text.lower()
+        )
     return ".".join(out)
 
 
@@ -234,9 +236,11 @@ def _classify_special(c: _Cursor) -> CommandShape | None:
         c.take("ONLY")
         relation = c.name()
         rest = c.rest()
-        mode = " ".join(rest[rest.index("IN") + 1 : rest.index("MODE")]) if (
-            "IN" in rest and "MODE" in rest
-        ) else "ACCESS EXCLUSIVE"
+        mode = (
+            " ".join(rest[rest.index("IN") + 1 : rest.index("MODE")])
+            if ("IN" in rest and "MODE" in rest)
+            else "ACCESS EXCLUSIVE"
+        )
         return CommandShape("lock", relation=relation, args=(mode,))
     if c.take("REFRESH", "MATERIALIZED", "VIEW"):
         concurrently = c.take("CONCURRENTLY")

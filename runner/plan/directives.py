@@ -71,7 +71,8 @@ def apply(raw: RawStatement, hits: Iterable[tuple[Rule, str]], policy: Policy) -
             matched = [i for i, f in enumerate(findings) if f.rule == rule_id]
             if not matched:
                 problems.append(
-                    f"line {parsed.line}: signoff allow {rule_id} matches no finding of this statement"
+                    f"line {parsed.line}: signoff allow {rule_id} "
+                    "matches no finding of this statement"
                 )
             for index in matched:
                 findings[index] = _allow(findings[index], parsed, policy)

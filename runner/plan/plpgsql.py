@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlglot.tokens import Token, TokenType
+from sqlglot.tokenizer_core import Token, TokenType
 
 from runner.plan.statements import RawStatement, split_statements
 
@@ -37,8 +37,16 @@ _PROCEDURAL = frozenset(
     }
 )
 # Block openers stripped up to (and including) the word that ends their header.
-_HEADERS = {"IF": "THEN", "ELSIF": "THEN", "ELSEIF": "THEN", "WHEN": "THEN", "WHILE": "LOOP",
-            "FOR": "LOOP", "FOREACH": "LOOP", "CASE": None}
+_HEADERS = {
+    "IF": "THEN",
+    "ELSIF": "THEN",
+    "ELSEIF": "THEN",
+    "WHEN": "THEN",
+    "WHILE": "LOOP",
+    "FOR": "LOOP",
+    "FOREACH": "LOOP",
+    "CASE": None,
+}
 
 
 @dataclass
@@ -93,7 +101,11 @@ def _read_body(body: str, first_line: int, result: DoBody, *, origin: str) -> No
         head = tokens[0].text.upper()
         if head in _PROCEDURAL or (len(tokens) > 1 and tokens[1].token_type is TokenType.COLON_EQ):
             continue
-        if len(tokens) > 1 and tokens[1].token_type is TokenType.EQ and tokens[0].token_type is TokenType.VAR:
+        if (
+            len(tokens) > 1
+            and tokens[1].token_type is TokenType.EQ
+            and tokens[0].token_type is TokenType.VAR
+        ):
             continue  # "x = expr" assignment
         if head == "EXECUTE":
             _read_execute(tokens, chunk, result)

@@ -26,7 +26,7 @@ _MARK = {
     Decision.DENY: "⛔",
     Decision.NEEDS_APPROVAL: "🛑",
     Decision.WARN: "⚠️",
-    Decision.ADVISORY: "ℹ️",
+    Decision.ADVISORY: "💬",
 }
 
 
@@ -74,7 +74,9 @@ def finding_line(finding: Finding) -> str:
 def _basis(plan: Plan) -> str:
     basis = plan.basis
     if basis.server_version_num is None:
-        version = "server version unknown (assumed the worst; give --database-url or postgres_version)"
+        version = (
+            "server version unknown (assumed the worst; give --database-url or postgres_version)"
+        )
     else:
         major, minor = divmod(basis.server_version_num, 10000)
         version = f"PostgreSQL {major}.{minor} ({basis.server_version_source})"
@@ -137,7 +139,8 @@ def markdown(plan: Plan) -> str:
     ]
     if plan.needs_approval and not plan.denied:
         out += [
-            "A reviewer with write access (not the author) approves **this exact plan** with a comment:",
+            "A reviewer with write access (not the author) approves **this exact plan** "
+            "with a comment:",
             "",
             f"    /signoff approve {plan.short_hash}",
             "",
@@ -249,9 +252,7 @@ def sarif(plan: Plan) -> dict[str, Any]:
             },
         }
         if finding.allowed is not None:
-            result["suppressions"] = [
-                {"kind": "inSource", "justification": finding.allowed.reason}
-            ]
+            result["suppressions"] = [{"kind": "inSource", "justification": finding.allowed.reason}]
         results.append(result)
     return {
         "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
@@ -263,7 +264,9 @@ def sarif(plan: Plan) -> dict[str, Any]:
                         "name": "signoff",
                         "version": __version__,
                         "semanticVersion": __version__,
-                        "rules": [_sarif_rule(rules[rule_id]) for rule_id in used if rule_id in rules],
+                        "rules": [
+                            _sarif_rule(rules[rule_id]) for rule_id in used if rule_id in rules
+                        ],
                     }
                 },
                 "results": results,

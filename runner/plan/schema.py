@@ -33,11 +33,11 @@ class SchemaState:
     tables: dict[str, TableState] = field(default_factory=dict)
     # True when a database catalog seeded the state: an unknown table then
     # really is unknown rather than merely not described.
-    from_catalog: bool = False
+    seeded_from_catalog: bool = False
 
     @classmethod
     def from_catalog(cls, columns: Mapping[str, Mapping[str, str]]) -> SchemaState:
-        state = cls(from_catalog=bool(columns))
+        state = cls(seeded_from_catalog=bool(columns))
         for table, cols in columns.items():
             state.tables[relation_key(table)] = TableState(
                 created_in_plan=False,

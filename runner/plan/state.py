@@ -41,21 +41,30 @@ def _alter(node: exp.Alter, context: Context) -> None:
     for action in node.args.get("actions") or []:
         if isinstance(action, exp.ColumnDef):
             kind = action.args.get("kind")
-            schema.set_column(table, ident(action.this), kind if isinstance(kind, exp.DataType) else None)
-        elif isinstance(action, exp.AlterColumn) and isinstance(action.args.get("dtype"), exp.DataType):
+            schema.set_column(
+                table, ident(action.this), kind if isinstance(kind, exp.DataType) else None
+            )
+        elif isinstance(action, exp.AlterColumn) and isinstance(
+            action.args.get("dtype"), exp.DataType
+        ):
             schema.set_column(table, ident(action.this), action.args["dtype"])
         elif isinstance(action, exp.Drop) and (action.args.get("kind") or "").upper() == "COLUMN":
             for column in action.expressions:
-                schema.drop_column(table, ident(column.this if isinstance(column, exp.Column) else column))
+                schema.drop_column(
+                    table, ident(column.this if isinstance(column, exp.Column) else column)
+                )
         elif isinstance(action, exp.RenameColumn):
             schema.rename_column(table, ident(action.this.this), ident(action.args["to"].this))
         elif isinstance(action, exp.AlterRename):
             schema.rename_table(table, table_name(action.this))
-        elif isinstance(action, exp.AddConstraint) and node.args.get("not_valid"):
-            if context.in_transaction:
-                for constraint in action.expressions:
-                    name = ident(constraint.this) if isinstance(constraint, exp.Constraint) else ""
-                    context.not_valid_in_transaction.add((table, name))
+        elif (
+            isinstance(action, exp.AddConstraint)
+            and node.args.get("not_valid")
+            and context.in_transaction
+        ):
+            for constraint in action.expressions:
+                name = ident(constraint.this) if isinstance(constraint, exp.Constraint) else ""
+                context.not_valid_in_transaction.add((table, name))
 
 
 def _setting(view: StatementView, context: Context) -> None:

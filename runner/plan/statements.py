@@ -12,23 +12,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 from sqlglot.dialects.postgres import Postgres
 from sqlglot.errors import TokenError
-from sqlglot.tokens import Token, TokenType
+from sqlglot.tokenizer_core import Token, TokenType
 
 from runner.plan.model import sha256_hex
 
 
-
-class _PlainTokenizer(Postgres.Tokenizer):  # type: ignore[misc,name-defined]
+class _PlainTokenizer(Postgres.Tokenizer):
     """PostgreSQL tokens with sqlglot's "command" mode off.
 
     sqlglot turns everything after ``DO``, ``VACUUM``, ``EXECUTE``... into one
     string token; the splitter and the token classifier need the real tokens.
     """
 
-    COMMANDS: set[TokenType] = set()
+    COMMANDS: ClassVar[set[TokenType]] = set()
 
 
 _TOKENIZER = _PlainTokenizer()
@@ -199,9 +199,7 @@ def _after_trailing_comment(sql: str, offset: int) -> int:
     return offset
 
 
-def _comments(
-    sql: str, start: int, end: int, tokens: Sequence[Token]
-) -> list[tuple[int, str]]:
+def _comments(sql: str, start: int, end: int, tokens: Sequence[Token]) -> list[tuple[int, str]]:
     """Comments in the gaps between tokens (the only places the tokenizer skipped)."""
     found: list[tuple[int, str]] = []
     position = start

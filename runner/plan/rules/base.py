@@ -70,7 +70,10 @@ class StatementView:
 
     def alter_actions(self) -> list[exp.Expression]:
         """The actions of an ``ALTER TABLE`` (empty for anything else)."""
-        if isinstance(self.node, exp.Alter) and (self.node.args.get("kind") or "").upper() == "TABLE":
+        if (
+            isinstance(self.node, exp.Alter)
+            and (self.node.args.get("kind") or "").upper() == "TABLE"
+        ):
             return list(self.node.args.get("actions") or [])
         return []
 

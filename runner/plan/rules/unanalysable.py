@@ -92,5 +92,4 @@ def unrecognised(view: StatementView, context: Context) -> Iterator[str]:
     ],
 )
 def unreadable_block(view: StatementView, context: Context) -> Iterator[str]:
-    for reason in view.unreadable_reasons:
-        yield reason
+    yield from view.unreadable_reasons

@@ -1,0 +1,109 @@
+"""`signoff lint` and `signoff rules`: formats, exit codes and one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from runner.cli import main
+
+
+def run(*args: str, input: str | None = None) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(args), input=input)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def write(tmp_path: Path, name: str, sql: str) -> str:
+    path = tmp_path / name
+    path.write_text(sql)
+    return str(path)
+
+
+def test_safe_sql_exits_zero_and_stays_quiet(tmp_path: Path) -> None:
+    path = write(tmp_path, "safe.sql", "ALTER TABLE patients ADD COLUMN bio text;\n")
+    status, out, _ = run("lint", path, "--fail-on", "info")
+    assert status == 0, out
+    assert "No findings" in out
+
+
+def test_destructive_sql_needs_approval_exit_3(tmp_path: Path) -> None:
+    path = write(tmp_path, "drop.sql", "ALTER TABLE patients DROP COLUMN ssn;\n")
+    status, out, _ = run("lint", path)
+    assert status == 3, out
+    assert "needs approval" in out
+
+
+def test_unknown_statement_fails_closed(tmp_path: Path) -> None:
+    status, out, _ = run("lint", "-", input="CALL purge_everything();\n")
+    assert status == 3
+    assert "SO002" in out
+
+
+def test_fail_on_warning_turns_warnings_into_exit_1(tmp_path: Path) -> None:
+    path = write(tmp_path, "rename.sql", "ALTER TABLE patients RENAME COLUMN mrn TO record_no;\n")
+    assert run("lint", path)[0] == 0
+    status, out, _ = run("lint", path, "--fail-on", "warning")
+    assert status == 1, out
+
+
+def test_json_format_carries_rule_category_severity_and_needs_approval(tmp_path: Path) -> None:
+    path = write(tmp_path, "drop.sql", "DROP TABLE encounters;\n")
+    status, out, _ = run("lint", path, "--format", "json")
+    data = json.loads(out)
+    finding = data["statements"][0]["findings"][0]
+    assert set(finding) >= {"rule", "category", "severity", "needs_approval"}
+    assert finding["needs_approval"] is True
+    assert data["needs_approval"] is True
+    assert status == 3
+
+
+def test_github_and_sarif_formats(tmp_path: Path) -> None:
+    path = write(tmp_path, "m.sql", "SELECT 1;\nDROP TABLE encounters;\n")
+    _, out, _ = run("lint", path, "--format", "github")
+    line = next(li for li in out.splitlines() if li.startswith("::error"))
+    assert f"file={path}" in line and "line=2" in line
+    _, out, _ = run("lint", path, "--format", "sarif")
+    sarif = json.loads(out)
+    result = sarif["runs"][0]["results"][0]
+    assert sarif["version"] == "2.1.0"
+    assert result["locations"][0]["physicalLocation"]["region"]["startLine"] == 2
+    rule_ids = [r["id"] for r in sarif["runs"][0]["tool"]["driver"]["rules"]]
+    assert result["ruleId"] in rule_ids
+
+
+def test_missing_file_is_one_line_exit_2(tmp_path: Path) -> None:
+    status, out, err = run("lint", str(tmp_path / "missing.sql"))
+    assert status == 2
+    assert err.count("\n") == 1 and "no such file" in err
+    assert "Traceback" not in err + out
+
+
+def test_bad_config_is_exit_2(tmp_path: Path) -> None:
+    config = write(tmp_path, "signoff.toml", "bogus = 1\n")
+    path = write(tmp_path, "m.sql", "SELECT 1;")
+    status, _, err = run("--config", config, "lint", path)
+    assert status == 2
+    assert "unknown key 'bogus'" in err
+
+
+def test_inline_allow_downgrades_and_is_shown(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "m.sql",
+        "-- signoff: allow SO302 because no deployed reader uses mrn\n"
+        "ALTER TABLE patients RENAME COLUMN mrn TO record_no;\n",
+    )
+    status, out, _ = run("lint", path, "--fail-on", "warning")
+    assert status == 0, out
+    assert "allowed inline: no deployed reader uses mrn" in out
+
+
+def test_rules_lists_and_explains() -> None:
+    status, out, _ = run("rules")
+    assert status == 0 and "SO001" in out
+    status, out, _ = run("rules", "so001")
+    assert status == 0 and "Why:" in out and "Safer:" in out
+    status, _, err = run("rules", "SO999")
+    assert status == 2 and "no rule" in err
