@@ -83,10 +83,20 @@ def view_of(raw: RawStatement, origin: str | None = None) -> StatementView:
         kind = shape.kind if shape is not None else None
         return StatementView(raw, None, shape, kind, parse_error=message, origin=origin)
     node = nodes[0] if len(nodes) == 1 and isinstance(nodes[0], exp.Expression) else None
+    if node is not None and _lossy(node):
+        # sqlglot kept part of the statement only as an opaque option; judge
+        # it from its tokens instead (or not at all) rather than half-read.
+        node = None
     if node is None or isinstance(node, exp.Command) or not isinstance(node, _KNOWN_NODES):
         kind = shape.kind if shape is not None else None
         return StatementView(raw, node, shape, kind, origin=origin)
     return StatementView(raw, node, None, _node_kind(node), origin=origin)
+
+
+def _lossy(node: exp.Expression) -> bool:
+    """Parses that drop meaning: ``ALTER TABLE t ADD a int, SET SCHEMA x`` keeps
+    ``SET SCHEMA`` as a generic option of the ALTER."""
+    return isinstance(node, exp.Alter) and bool(node.args.get("options"))
 
 
 def _node_kind(node: exp.Expression) -> str:

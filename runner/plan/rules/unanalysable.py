@@ -55,7 +55,8 @@ def unparseable(view: StatementView, context: Context) -> Iterator[str]:
     triggers=[
         "CALL archive_old_patients()",
         "ALTER TABLE t ADD COLUMN a int, SET SCHEMA archive",
-        "IMPORT FOREIGN SCHEMA remote FROM SERVER s INTO local",
+        "ALTER SYSTEM SET work_mem = '64MB'",
+        "CREATE EVENT TRIGGER audit ON ddl_command_start EXECUTE FUNCTION f()",
     ],
     passes=["VACUUM ANALYZE orders", "ALTER TYPE mood ADD VALUE 'meh'", "SELECT 1"],
 )

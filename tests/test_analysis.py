@@ -1,0 +1,98 @@
+"""The analysis engine: fail-closed classification, DO blocks, transactions, directives."""
+
+from __future__ import annotations
+
+from runner.plan.build import lint_text
+from runner.plan.model import Category, Decision
+from runner.plan.policy import Policy
+
+PG15 = Policy(server_version=150000)
+
+
+def findings(sql: str, policy: Policy = PG15) -> list[tuple[int, str, str]]:
+    plan = lint_text(sql, "t.sql", policy=policy)
+    return [(s.index, f.rule, f.decision.value) for s, f in plan.findings]
+
+
+def test_no_statement_sqlglot_cannot_read_is_ever_safe() -> None:
+    for sql in (
+        "CALL purge()",
+        "ALTER TABLE t ADD COLUMN a int, SET SCHEMA x",
+        "FROBNICATE TABLE t",
+        "SELECT 'unterminated",
+        "CREATE INDEX i ON ONLY t (a) WITH BOGUS SYNTAX ((",
+    ):
+        plan = lint_text(sql, "t.sql", policy=PG15)
+        categories = {f.category for _, f in plan.findings}
+        assert Category.UNANALYSABLE in categories, sql
+        assert plan.needs_approval, sql
+
+
+def test_token_classified_statements_are_not_unanalysable() -> None:
+    for sql in (
+        "VACUUM ANALYZE patients",
+        "ALTER TYPE encounter_status ADD VALUE 'cancelled'",
+        "CREATE EXTENSION IF NOT EXISTS pgcrypto",
+        "START TRANSACTION",
+        "SET search_path TO ehr, public",
+        "COMMENT ON TABLE patients IS 'PHI'",
+        "ALTER TABLE patients OWNER TO app",
+    ):
+        plan = lint_text(sql, "t.sql", policy=PG15)
+        assert not any(f.category is Category.UNANALYSABLE for _, f in plan.findings), sql
+
+
+def test_do_block_with_raise_is_safe_and_with_drop_is_destructive() -> None:
+    assert findings("DO $$ BEGIN RAISE NOTICE 'hello %', now(); END $$") == []
+    sql = (
+        "DO $$\nBEGIN\n  IF EXISTS (SELECT 1 FROM pg_tables WHERE tablename = 'tmp') THEN\n"
+        "    DROP TABLE tmp;\n  END IF;\nEND\n$$;"
+    )
+    plan = lint_text(sql, "t.sql", policy=PG15)
+    (statement,) = plan.statements
+    destructive = [f for f in statement.findings if f.category is Category.DESTRUCTIVE]
+    assert destructive and destructive[0].message.startswith("DO block, line 4:")
+    assert statement.needs_approval
+
+
+def test_execute_literal_is_analysed_and_computed_execute_is_unanalysable() -> None:
+    literal = lint_text("DO $$ BEGIN EXECUTE 'TRUNCATE audit_log'; END $$", policy=PG15)
+    assert any(f.category is Category.DESTRUCTIVE for _, f in literal.findings)
+    computed = lint_text("DO $$ BEGIN EXECUTE 'SELECT ' || 1; END $$", policy=PG15)
+    assert [f.rule for _, f in computed.findings] == ["SO003"]
+
+
+def test_transactions_are_numbered_and_autocommit_statements_have_none() -> None:
+    plan = lint_text(
+        "BEGIN; SELECT 1; COMMIT; SELECT 2; START TRANSACTION; SELECT 3; END;", policy=PG15
+    )
+    assert [s.transaction for s in plan.statements] == [1, 1, 1, None, 2, 2, 2]
+
+
+def test_inline_allow_cannot_waive_destructive_by_default_but_config_can() -> None:
+    sql = "-- signoff: allow SO101 because archived to S3 first\nDROP TABLE old_visits;"
+    plan = lint_text(sql, policy=PG15)
+    (finding,) = [f for _, f in plan.findings if f.rule == "SO101"]
+    assert finding.decision is Decision.NEEDS_APPROVAL
+    assert finding.note and "refused" in finding.note
+    permissive = Policy(server_version=150000, inline_allow=frozenset(Category))
+    plan = lint_text(sql, policy=permissive)
+    (finding,) = [f for _, f in plan.findings if f.rule == "SO101"]
+    assert finding.decision is Decision.ADVISORY
+    assert finding.allowed is not None and finding.allowed.reason == "archived to S3 first"
+    assert not plan.needs_approval
+
+
+def test_category_decisions_come_from_policy() -> None:
+    strict = Policy(
+        server_version=150000,
+        decisions={**Policy().decisions, Category.INCOMPATIBLE: Decision.NEEDS_APPROVAL},
+    )
+    sql = "ALTER TABLE patients RENAME COLUMN mrn TO record_no"
+    assert not lint_text(sql, policy=PG15).needs_approval
+    assert lint_text(sql, policy=strict).needs_approval
+
+
+def test_safe_migration_stays_quiet() -> None:
+    assert findings("ALTER TABLE patients ADD COLUMN bio text") == []
+    assert findings("ALTER TABLE patients ADD COLUMN bio text", Policy()) == []
