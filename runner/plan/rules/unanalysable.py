@@ -27,7 +27,7 @@ from runner.plan.rules.base import Context, StatementView, rule
         Rewrite the statement in plain PostgreSQL syntax, or have a reviewer
         approve it on the pull request.
     """,
-    triggers=["SELECT 'unterminated", "CREATE FROBNICATOR x WITH (a = 1)"],
+    triggers=["SELECT 'unterminated", "IMPORT FOREIGN SCHEMA remote FROM SERVER s INTO local"],
     passes=["SELECT 1", "CLUSTER orders USING orders_pkey"],
 )
 def unparseable(view: StatementView, context: Context) -> Iterator[str]:
