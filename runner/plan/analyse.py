@@ -32,7 +32,8 @@ from runner.plan.statements import RawStatement
 # that is expected here and handled by the token classifier.
 logging.getLogger("sqlglot").setLevel(logging.ERROR)
 
-_DIALECT = Postgres()
+_PARSER = Postgres().parser()
+_COMMAND_TOKENS = frozenset(Postgres.Tokenizer.COMMANDS)
 
 # Statement types sqlglot parses reliably. Anything else at the top level is a
 # misparse (``START TRANSACTION`` comes back as an alias) and is classified
@@ -59,6 +60,8 @@ _KNOWN_NODES: tuple[type[exp.Expression], ...] = (
     exp.Transaction,
 )
 _TRANSACTION_SHAPES = frozenset({"begin", "commit", "rollback"})
+# First words of transaction control; sqlglot misreads some (START TRANSACTION).
+_TRANSACTION_WORDS = frozenset({"BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT"})
 
 
 @dataclass(frozen=True)
@@ -73,14 +76,19 @@ def view_of(raw: RawStatement, origin: str | None = None) -> StatementView:
     """Parse one statement and say what it is."""
     if raw.token_error is not None:
         return StatementView(raw, None, None, None, parse_error=raw.token_error, origin=origin)
-    shape = classify(raw.tokens)
-    if shape is not None and shape.kind in _TRANSACTION_SHAPES:
-        return StatementView(raw, None, shape, shape.kind, origin=origin)
+    if raw.tokens[0].text.upper() in _TRANSACTION_WORDS:
+        shape = classify(raw.tokens)
+        if shape is not None and shape.kind in _TRANSACTION_SHAPES:
+            return StatementView(raw, None, shape, shape.kind, origin=origin)
     try:
-        nodes = _DIALECT.parse(raw.text)
+        nodes = _PARSER.parse(list(raw.tokens), raw.source_text)
     except (ParseError, TokenError) as error:
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        shape = classify(raw.tokens)
         kind = shape.kind if shape is not None else None
+        if raw.tokens[0].token_type in _COMMAND_TOKENS:
+            # sqlglot models these only as opaque commands: not a syntax error.
+            return StatementView(raw, None, shape, kind, origin=origin)
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
         return StatementView(raw, None, shape, kind, parse_error=message, origin=origin)
     node = nodes[0] if len(nodes) == 1 and isinstance(nodes[0], exp.Expression) else None
     if node is not None and _lossy(node):
@@ -88,6 +96,7 @@ def view_of(raw: RawStatement, origin: str | None = None) -> StatementView:
         # it from its tokens instead (or not at all) rather than half-read.
         node = None
     if node is None or isinstance(node, exp.Command) or not isinstance(node, _KNOWN_NODES):
+        shape = classify(raw.tokens)
         kind = shape.kind if shape is not None else None
         return StatementView(raw, node, shape, kind, origin=origin)
     return StatementView(raw, node, None, _node_kind(node), origin=origin)

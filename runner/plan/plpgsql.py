@@ -174,4 +174,5 @@ def _sub_statement(body: str, tokens: list[Token], chunk: RawStatement) -> RawSt
         end_line=line + text.count("\n"),
         tokens=tuple(tokens),
         comments=chunk.comments,
+        source_text=body,
     )

@@ -11,7 +11,7 @@ terminating semicolon is not.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from sqlglot.dialects.postgres import Postgres
@@ -73,6 +73,9 @@ class RawStatement:
     tokens: tuple[Token, ...]  # empty when the text could not be tokenized
     comments: tuple[Comment, ...]
     token_error: str | None = None
+    # The text the tokens' offsets index into (the whole file); the parser reads
+    # the tokens against it, so a statement is tokenized once, not twice.
+    source_text: str = field(default="", compare=False, repr=False)
 
     @property
     def sha256(self) -> str:
@@ -147,6 +150,7 @@ def split_statements(sql: str, *, first_line: int = 1) -> list[RawStatement]:
             )
         ]
 
+    lines = _LineCounter(sql, first_line)
     statements: list[RawStatement] = []
     current: list[Token] = []
     # Offset where the text of the next statement may begin (just after the
@@ -158,25 +162,42 @@ def split_statements(sql: str, *, first_line: int = 1) -> list[RawStatement]:
             continue
         next_region = _after_trailing_comment(sql, token.end + 1)
         if current:
-            statements.append(_make(sql, region_start, current, next_region, first_line))
+            statements.append(_make(sql, region_start, current, next_region, lines))
         current = []
         region_start = next_region
     if current:
-        statements.append(_make(sql, region_start, current, len(sql), first_line))
+        statements.append(_make(sql, region_start, current, len(sql), lines))
     return statements
 
 
+class _LineCounter:
+    """1-based line of an offset; offsets asked for only grow, so counting is linear."""
+
+    def __init__(self, sql: str, first_line: int) -> None:
+        self.sql = sql
+        self.offset = 0
+        self.line = first_line
+        self.first_line = first_line
+
+    def at(self, offset: int) -> int:
+        if offset < self.offset:
+            return self.first_line + self.sql.count("\n", 0, offset)
+        self.line += self.sql.count("\n", self.offset, offset)
+        self.offset = offset
+        return self.line
+
+
 def _make(
-    sql: str, region_start: int, tokens: list[Token], region_end: int, first_line: int
+    sql: str, region_start: int, tokens: list[Token], region_end: int, lines: _LineCounter
 ) -> RawStatement:
     start = region_start
     while start < len(sql) and sql[start].isspace():
         start += 1
     end = tokens[-1].end + 1
     text = sql[start:end]
-    line = first_line + sql.count("\n", 0, start)
+    line = lines.at(start)
     comments = tuple(
-        Comment(body, first_line + sql.count("\n", 0, offset), in_text=offset < end)
+        Comment(body, lines.at(offset), in_text=offset < end)
         for offset, body in _comments(sql, start, region_end, tokens)
     )
     return RawStatement(
@@ -185,6 +206,7 @@ def _make(
         end_line=line + text.count("\n"),
         tokens=tuple(tokens),
         comments=comments,
+        source_text=sql,
     )
 
 
