@@ -10,6 +10,9 @@ from runner.plan.rules.base import Context, StatementView, ident, table_name
 
 def observe(view: StatementView, context: Context) -> None:
     """Update ``context`` for the statement having run."""
+    if view.kind in ("create_type", "alter_type_add_value"):
+        _enum(view, context)
+        return
     node = view.node
     if isinstance(node, exp.Create):
         _create(node, context)
@@ -86,3 +89,20 @@ def _setting(view: StatementView, context: Context) -> None:
         context.local_lock_timeout = enabled
     else:
         context.lock_timeout_set = enabled
+
+
+def _enum(view: StatementView, context: Context) -> None:
+    """Enum types created and labels added inside an explicit transaction."""
+    transaction = context.transaction
+    if transaction is None:
+        return
+    node = view.node
+    if isinstance(node, exp.Create):
+        created = node.args.get("expression")
+        if isinstance(created, exp.DataType) and created.this is exp.DataType.Type.ENUM:
+            name = table_name(node.this).removeprefix("public.")
+            context.enum_types_created[name] = transaction
+    elif view.shape is not None and view.shape.args:
+        name = (view.shape.relation or "").removeprefix("public.")
+        if context.enum_types_created.get(name) != transaction:
+            context.enum_labels_added[(name, view.shape.args[0])] = transaction

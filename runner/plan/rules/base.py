@@ -103,6 +103,12 @@ class Context:
     local_lock_timeout: bool = False  # a SET LOCAL lock_timeout in this transaction
     # (table, constraint) added NOT VALID in the current transaction.
     not_valid_in_transaction: set[tuple[str, str]] = field(default_factory=set)
+    # Enum labels added by ALTER TYPE ... ADD VALUE inside an explicit transaction,
+    # (type, label) -> that transaction: PostgreSQL 12+ refuses to use them before it
+    # commits. Enum types created inside one, type -> that transaction (labels added
+    # to a type created in the same transaction are usable at once).
+    enum_labels_added: dict[tuple[str, str], int] = field(default_factory=dict)
+    enum_types_created: dict[str, int] = field(default_factory=dict)
 
     @property
     def in_transaction(self) -> bool:
