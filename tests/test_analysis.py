@@ -96,3 +96,9 @@ def test_category_decisions_come_from_policy() -> None:
 def test_safe_migration_stays_quiet() -> None:
     assert findings("ALTER TABLE patients ADD COLUMN bio text") == []
     assert findings("ALTER TABLE patients ADD COLUMN bio text", Policy()) == []
+
+
+def test_rollback_to_savepoint_keeps_the_transaction() -> None:
+    plan = lint_text("BEGIN; SAVEPOINT a; ROLLBACK TO SAVEPOINT a; SELECT 1; COMMIT;", policy=PG15)
+    assert [s.transaction for s in plan.statements] == [1, 1, 1, 1, 1]
+    assert plan.statements[2].kind == "savepoint"

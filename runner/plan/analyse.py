@@ -59,8 +59,8 @@ _KNOWN_NODES: tuple[type[exp.Expression], ...] = (
     exp.Rollback,
     exp.Transaction,
 )
-_TRANSACTION_SHAPES = frozenset({"begin", "commit", "rollback"})
-# First words of transaction control; sqlglot misreads some (START TRANSACTION).
+# First words of transaction control, classified from tokens: sqlglot misreads
+# some (START TRANSACTION) and ROLLBACK TO SAVEPOINT must not end the transaction.
 _TRANSACTION_WORDS = frozenset({"BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT"})
 
 
@@ -78,7 +78,7 @@ def view_of(raw: RawStatement, origin: str | None = None) -> StatementView:
         return StatementView(raw, None, None, None, parse_error=raw.token_error, origin=origin)
     if raw.tokens[0].text.upper() in _TRANSACTION_WORDS:
         shape = classify(raw.tokens)
-        if shape is not None and shape.kind in _TRANSACTION_SHAPES:
+        if shape is not None:
             return StatementView(raw, None, shape, shape.kind, origin=origin)
     try:
         nodes = _PARSER.parse(list(raw.tokens), raw.source_text)
