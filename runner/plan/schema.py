@@ -68,6 +68,9 @@ class SchemaState:
         state = self.tables.pop(relation_key(old), None)
         if state is not None:
             self.tables[relation_key(new)] = state
+        else:
+            # A table the plan knows nothing about now holds the name.
+            self.tables.pop(relation_key(new), None)
 
     def set_column(self, table: str, column: str, type_: exp.DataType | None) -> None:
         state = self.tables.setdefault(relation_key(table), TableState(created_in_plan=False))

@@ -17,7 +17,7 @@ def observe(view: StatementView, context: Context) -> None:
     if isinstance(node, exp.Create):
         _create(node, context)
     elif isinstance(node, exp.Drop) and (node.args.get("kind") or "").upper() == "TABLE":
-        for table in node.expressions:
+        for table in node.args.get("tables") or node.expressions:
             context.schema.drop_table(table_name(table))
     elif isinstance(node, exp.Alter) and (node.args.get("kind") or "").upper() == "TABLE":
         _alter(node, context)
@@ -35,7 +35,14 @@ def _create(node: exp.Create, context: Context) -> None:
             if isinstance(column, exp.ColumnDef):
                 kind = column.args.get("kind")
                 columns[ident(column.this)] = kind if isinstance(kind, exp.DataType) else None
-    context.schema.create_table(table_name(schema), columns)
+    name = table_name(schema)
+    if node.args.get("exists") and not (
+        context.schema.seeded_from_catalog and context.schema.table(name) is None
+    ):
+        # CREATE TABLE IF NOT EXISTS may find the table already there, with its rows:
+        # unless the catalog says it is absent, the plan did not necessarily create it.
+        return
+    context.schema.create_table(name, columns)
 
 
 def _alter(node: exp.Alter, context: Context) -> None:
@@ -52,7 +59,7 @@ def _alter(node: exp.Alter, context: Context) -> None:
         ):
             schema.set_column(table, ident(action.this), action.args["dtype"])
         elif isinstance(action, exp.Drop) and (action.args.get("kind") or "").upper() == "COLUMN":
-            for column in action.expressions:
+            for column in action.args.get("tables") or action.expressions:
                 schema.drop_column(
                     table, ident(column.this if isinstance(column, exp.Column) else column)
                 )
