@@ -267,10 +267,14 @@ def _classify_special(c: _Cursor) -> CommandShape | None:
                 return None
             return _alter_relation(c, kind.lower())
     c.i = 0
+    if c.take("CREATE", "INDEX") or c.take("CREATE", "UNIQUE", "INDEX"):
+        return _create_index(c)
+    c.i = 0
     if c.take("DROP", "INDEX"):
         concurrently = c.take("CONCURRENTLY")
         rest = c.rest()
         flags = _flags(rest, "CASCADE", "IF")
+        c.take("IF", "EXISTS")
         return CommandShape(
             "drop_index",
             relation=c.name(),
@@ -278,6 +282,21 @@ def _classify_special(c: _Cursor) -> CommandShape | None:
         )
     c.i = 0
     return None
+
+
+def _create_index(c: _Cursor) -> CommandShape:
+    # CREATE [UNIQUE] INDEX [CONCURRENTLY] [[IF NOT EXISTS] name] ON [ONLY] table ...
+    # (sqlglot parses most of these; ON ONLY and NULLS NOT DISTINCT end up here).
+    unique = c.ws[1].text == "UNIQUE"
+    concurrently = c.take("CONCURRENTLY")
+    c.take("IF", "NOT", "EXISTS")
+    index = "" if c.peek("ON") else c.name() or ""
+    c.take("ON")
+    only = c.take("ONLY")
+    flags = {"concurrently"} if concurrently else set()
+    flags |= {"only"} if only else set()
+    flags |= {"unique"} if unique else set()
+    return CommandShape("create_index", relation=c.name(), flags=frozenset(flags), args=(index,))
 
 
 def _reindex(c: _Cursor) -> CommandShape:
@@ -361,12 +380,18 @@ def _alter_relation(c: _Cursor, object_kind: str) -> CommandShape | None:
     if c.take("ADD", "CONSTRAINT"):
         constraint = c.name() or ""
         rest = c.rest()
-        if "USING" in rest and "INDEX" in rest and ("UNIQUE" in rest or "PRIMARY" in rest):
+        # sqlglot's tokenizer reads PRIMARY KEY as one token.
+        keyed = "UNIQUE" in rest or "PRIMARY" in rest or "PRIMARY KEY" in rest
+        if "USING" in rest and "INDEX" in rest and keyed:
             return CommandShape(
                 prefix + "_add_constraint_using_index", relation=name, args=(constraint,)
             )
         return None
-    if c.peek("ADD", "UNIQUE", "USING", "INDEX") or c.peek("ADD", "PRIMARY", "KEY", "USING"):
+    if (
+        c.peek("ADD", "UNIQUE", "USING", "INDEX")
+        or c.peek("ADD", "PRIMARY", "KEY", "USING")
+        or c.peek("ADD", "PRIMARY KEY", "USING")
+    ):
         return CommandShape(prefix + "_add_constraint_using_index", relation=name)
     if c.take("OWNER", "TO"):
         return CommandShape(prefix + "_owner", relation=name)
@@ -417,4 +442,17 @@ def _alter_column(c: _Cursor, prefix: str, table: str | None) -> CommandShape | 
     for words_, kind in shapes:
         if rest[: len(words_)] == list(words_):
             return CommandShape(prefix + "_column" + kind, relation=table, args=(column,))
+    for type_prefix in (["TYPE"], ["SET", "DATA", "TYPE"]):
+        if rest[: len(type_prefix)] == type_prefix:
+            # args: (column, the new type as written); flags: using, collate.
+            type_words = rest[len(type_prefix) :]
+            end = next(
+                (i for i, w in enumerate(type_words) if w in ("USING", "COLLATE")), len(type_words)
+            )
+            return CommandShape(
+                prefix + "_column_type",
+                relation=table,
+                flags=_flags(type_words[end:], "USING", "COLLATE"),
+                args=(column, " ".join(type_words[:end])),
+            )
     return None

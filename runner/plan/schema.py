@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import sqlglot
 from sqlglot import exp
-from sqlglot.errors import ParseError
+from sqlglot.errors import ParseError, TokenError
 
 
 def relation_key(name: str) -> str:
@@ -26,6 +27,9 @@ class TableState:
     created_in_plan: bool
     # column -> type; None when the type is not known (CREATE TABLE AS, ...).
     columns: dict[str, exp.DataType | None] = field(default_factory=dict)
+    # CHECK (column IS NOT NULL) constraints the plan added: name -> (column, validated).
+    # A validated one lets SET NOT NULL skip its full scan (PostgreSQL 12+).
+    not_null_checks: dict[str, tuple[str, bool]] = field(default_factory=dict)
 
 
 @dataclass
@@ -86,10 +90,44 @@ class SchemaState:
         if state is not None and old in state.columns:
             state.columns[new] = state.columns.pop(old)
 
+    def add_not_null_check(self, table: str, name: str, column: str, validated: bool) -> None:
+        state = self.tables.setdefault(relation_key(table), TableState(created_in_plan=False))
+        state.not_null_checks[name] = (column, validated)
+
+    def validate_check(self, table: str, name: str) -> None:
+        state = self.table(table)
+        if state is not None and name in state.not_null_checks:
+            state.not_null_checks[name] = (state.not_null_checks[name][0], True)
+
+    def drop_check(self, table: str, name: str) -> None:
+        state = self.table(table)
+        if state is not None:
+            state.not_null_checks.pop(name, None)
+
+    def has_validated_not_null_check(self, table: str, column: str) -> bool:
+        state = self.table(table)
+        return state is not None and (column, True) in state.not_null_checks.values()
+
 
 def parse_type(text: str) -> exp.DataType | None:
-    """A type as ``format_type()`` or a migration writes it, or None if unreadable."""
+    """A type as ``format_type()`` or a migration writes it, or None if unreadable.
+
+    Names sqlglot does not know (``cidr``, ``citext``, an enum or a domain) come
+    back as user-defined types, as ``ALTER ... TYPE cidr`` parses them; and
+    ``bit varying(n)``, which sqlglot would read as plain ``bit``, as ``varbit(n)``.
+    """
+    spelled = " ".join(text.split())
+    if spelled.lower().startswith("bit varying"):
+        spelled = "varbit" + spelled[len("bit varying") :]
     try:
-        return exp.DataType.build(text, dialect="postgres")
+        return exp.DataType.build(spelled, dialect="postgres")
     except (ParseError, ValueError):
+        pass
+    try:
+        cast = sqlglot.parse_one(f"CAST(NULL AS {spelled})", read="postgres")
+    except (ParseError, TokenError, ValueError):
         return None
+    if isinstance(cast, exp.Cast) and isinstance(cast.this, exp.Null):
+        to = cast.args.get("to")
+        return to if isinstance(to, exp.DataType) else None
+    return None

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from sqlglot import exp
 
-from runner.plan.commands import words
+from runner.plan.commands import CommandShape, words
 from runner.plan.rules.base import Context, StatementView, ident, table_name
+from runner.plan.schema import parse_type
 
 
 def observe(view: StatementView, context: Context) -> None:
@@ -21,12 +22,19 @@ def observe(view: StatementView, context: Context) -> None:
             context.schema.drop_table(table_name(table))
     elif isinstance(node, exp.Alter) and (node.args.get("kind") or "").upper() == "TABLE":
         _alter(node, context)
+    elif view.shape is not None and view.kind in _SHAPES_THAT_CHANGE_STATE:
+        _alter_shape(view.shape, context)
     elif view.kind in ("set", "reset") or isinstance(node, exp.Set):
         _setting(view, context)
 
 
 def _create(node: exp.Create, context: Context) -> None:
-    if (node.args.get("kind") or "").upper() != "TABLE":
+    object_kind = (node.args.get("kind") or "").upper()
+    if object_kind == "VIEW" and _materialized(node):
+        # A materialized view made by the plan is as new as a table it made.
+        context.schema.create_table(table_name(node.this), {})
+        return
+    if object_kind != "TABLE":
         return
     schema = node.this
     columns: dict[str, exp.DataType | None] = {}
@@ -48,7 +56,8 @@ def _create(node: exp.Create, context: Context) -> None:
 def _alter(node: exp.Alter, context: Context) -> None:
     table = table_name(node.this)
     schema = context.schema
-    for action in node.args.get("actions") or []:
+    actions = list(node.args.get("actions") or [])
+    for action in actions:
         if isinstance(action, exp.ColumnDef):
             kind = action.args.get("kind")
             schema.set_column(
@@ -67,14 +76,61 @@ def _alter(node: exp.Alter, context: Context) -> None:
             schema.rename_column(table, ident(action.this.this), ident(action.args["to"].this))
         elif isinstance(action, exp.AlterRename):
             schema.rename_table(table, table_name(action.this))
-        elif (
-            isinstance(action, exp.AddConstraint)
-            and node.args.get("not_valid")
-            and context.in_transaction
-        ):
+        elif isinstance(action, exp.AddConstraint):
+            # sqlglot keeps NOT VALID on the statement; PostgreSQL only accepts it
+            # after the last action, so it belongs to that one.
+            not_valid = bool(node.args.get("not_valid")) and action is actions[-1]
             for constraint in action.expressions:
                 name = ident(constraint.this) if isinstance(constraint, exp.Constraint) else ""
-                context.not_valid_in_transaction.add((table, name))
+                if not_valid and context.in_transaction:
+                    context.not_valid_in_transaction.add((table, name))
+                column = _not_null_check_column(constraint)
+                if name and column:
+                    schema.add_not_null_check(table, name, column, validated=not not_valid)
+        elif (
+            isinstance(action, exp.Drop) and (action.args.get("kind") or "").upper() == "CONSTRAINT"
+        ):
+            for constraint in action.args.get("tables") or action.expressions:
+                schema.drop_check(table, table_name(constraint))
+
+
+_SHAPES_THAT_CHANGE_STATE = frozenset(
+    {"alter_table_validate_constraint", "alter_table_column_type"}
+)
+
+
+def _alter_shape(shape: CommandShape, context: Context) -> None:
+    """The token-classified ALTER TABLE actions that change what the analysis knows."""
+    table = shape.relation or ""
+    if shape.kind == "alter_table_validate_constraint" and shape.args:
+        context.schema.validate_check(table, shape.args[0])
+    elif shape.kind == "alter_table_column_type" and len(shape.args) > 1:
+        context.schema.set_column(table, shape.args[0], parse_type(shape.args[1]))
+
+
+def _materialized(node: exp.Create) -> bool:
+    properties = node.args.get("properties")
+    return properties is not None and any(
+        isinstance(p, exp.MaterializedProperty) for p in properties.expressions
+    )
+
+
+def _not_null_check_column(constraint: exp.Expression) -> str | None:
+    """``c`` for ``CONSTRAINT x CHECK (c IS NOT NULL)``, else None."""
+    for check in constraint.expressions if isinstance(constraint, exp.Constraint) else []:
+        if not isinstance(check, exp.CheckColumnConstraint):
+            continue
+        condition = check.this
+        while isinstance(condition, exp.Paren):
+            condition = condition.this
+        if (
+            isinstance(condition, exp.Is)
+            and condition.args.get("negate")
+            and isinstance(condition.expression, exp.Null)
+            and isinstance(condition.this, exp.Column)
+        ):
+            return ident(condition.this.this)
+    return None
 
 
 def _setting(view: StatementView, context: Context) -> None:
