@@ -142,6 +142,9 @@ _SIMPLE_PREFIXES: tuple[tuple[tuple[str, ...], str], ...] = (
     (("COMMIT", "PREPARED"), "commit_prepared"),
     (("COMMIT",), "commit"),
     (("END",), "commit"),
+    (("ROLLBACK", "TO"), "savepoint"),  # ROLLBACK TO SAVEPOINT keeps the transaction
+    (("ROLLBACK", "TRANSACTION", "TO"), "savepoint"),
+    (("ROLLBACK", "WORK", "TO"), "savepoint"),
     (("ROLLBACK",), "rollback"),
     (("ABORT",), "rollback"),
     (("SAVEPOINT",), "savepoint"),
