@@ -102,3 +102,38 @@ def test_rollback_to_savepoint_keeps_the_transaction() -> None:
     plan = lint_text("BEGIN; SAVEPOINT a; ROLLBACK TO SAVEPOINT a; SELECT 1; COMMIT;", policy=PG15)
     assert [s.transaction for s in plan.statements] == [1, 1, 1, 1, 1]
     assert plan.statements[2].kind == "savepoint"
+
+
+def test_a_rule_that_fails_on_a_statement_fails_closed() -> None:
+    from runner.plan.analyse import Analysis
+    from runner.plan.model import Severity
+    from runner.plan.rules.base import Rule
+    from runner.plan.statements import split_statements
+
+    def broken(view: object, context: object) -> list[str]:
+        raise AttributeError("boom")
+
+    rule = Rule(
+        "SO999", "broken", Category.HYGIENE, Severity.INFO, "s", "r", "x", broken, (), ()
+    )
+    analysis = Analysis(PG15, server_version=150000, rules=[rule])
+    (result,) = analysis.analyse(split_statements("SELECT 1"))
+    (finding,) = result.findings
+    assert finding.rule == "SO001" and finding.decision is Decision.NEEDS_APPROVAL
+    assert "rule SO999 failed" in finding.message
+
+
+def test_interval_type_change_does_not_crash() -> None:
+    plan = lint_text("ALTER TABLE t ALTER COLUMN c TYPE interval day to second", policy=PG15)
+    assert not any(f.rule == "SO001" for _, f in plan.findings)
+
+
+def test_set_local_lock_timeout_counts_only_inside_its_transaction() -> None:
+    policy = Policy(server_version=150000, apply_lock_timeout=False)
+    alter = "ALTER TABLE patients ALTER COLUMN mrn SET DEFAULT 'x'"
+    outside = lint_text(f"SET LOCAL lock_timeout = '2s'; {alter};", policy=policy)
+    inside = lint_text(f"BEGIN; SET LOCAL lock_timeout = '2s'; {alter}; COMMIT;", policy=policy)
+    after = lint_text(f"BEGIN; SET LOCAL lock_timeout = '2s'; COMMIT; {alter};", policy=policy)
+    assert "SO401" in {f.rule for _, f in outside.findings}
+    assert "SO401" not in {f.rule for _, f in inside.findings}
+    assert "SO401" in {f.rule for _, f in after.findings}

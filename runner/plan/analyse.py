@@ -61,6 +61,7 @@ _KNOWN_NODES: tuple[type[exp.Expression], ...] = (
 )
 # First words of transaction control, classified from tokens: sqlglot misreads
 # some (START TRANSACTION) and ROLLBACK TO SAVEPOINT must not end the transaction.
+UNPARSEABLE_RULE = "SO001"
 _TRANSACTION_WORDS = frozenset({"BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT"})
 
 
@@ -156,6 +157,7 @@ class Analysis:
             apply_lock_timeout=policy.apply_lock_timeout,
         )
         self._next_transaction = 1
+        self._unanalysable = catalogue()[UNPARSEABLE_RULE]
 
     def analyse(self, raws: Iterable[RawStatement]) -> list[AnalysedStatement]:
         return [self.analyse_one(raw) for raw in raws]
@@ -193,7 +195,15 @@ class Analysis:
 
     def _hits(self, view: StatementView, prefix: str = "") -> Iterable[tuple[Rule, str]]:
         for rule in self.rules:
-            for message in rule.check(view, self.context):
+            try:
+                messages = list(rule.check(view, self.context))
+            except Exception as error:  # a rule that cannot read a statement fails closed
+                yield self._unanalysable, (
+                    f"{prefix}cannot be analysed: rule {rule.id} failed on it "
+                    f"({type(error).__name__}); it needs a reviewer"
+                )
+                continue
+            for message in messages:
                 yield rule, prefix + message
 
     def _read_do_block(self, view: StatementView) -> list[StatementView]:

@@ -149,7 +149,8 @@ def _setting(view: StatementView, context: Context) -> None:
     value = rest[2].strip("'").lower()
     enabled = value not in ("0", "default")
     if local:
-        context.local_lock_timeout = enabled
+        # Outside a transaction block PostgreSQL ignores SET LOCAL (with a warning).
+        context.local_lock_timeout = enabled and context.in_transaction
     else:
         context.lock_timeout_set = enabled
 

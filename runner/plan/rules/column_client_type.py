@@ -52,7 +52,12 @@ def value_class(dtype: exp.DataType) -> str:
         kind = dtype.args.get("kind")
         name = _udt_name(kind)
         return "text" if name in _TEXT_LIKE_EXTENSIONS else f"type {name}"
-    return _CLASSES.get(dtype.this) or str(dtype.this.value).lower()
+    known = _CLASSES.get(dtype.this)
+    if known is not None:
+        return known
+    if isinstance(dtype.this, exp.DataType.Type):
+        return str(dtype.this.value).lower()
+    return dtype.sql(dialect="postgres").lower()  # INTERVAL DAY TO SECOND and the like
 
 
 def _udt_name(kind: object) -> str:

@@ -17,11 +17,11 @@ from runner.plan.rules.base import Context, StatementView, rule
     "unparseable-statement",
     Category.UNANALYSABLE,
     Severity.ERROR,
-    summary="The statement could not be parsed or tokenized.",
+    summary="The statement could not be parsed, tokenized or analysed.",
     rationale="""
         Signoff judges statements by their syntax tree. A statement that neither
-        sqlglot nor the token classifier can read might do anything, so it is not
-        passed as safe: a reviewer has to read it.
+        sqlglot nor the token classifier can read, or that a rule fails on, might
+        do anything, so it is not passed as safe: a reviewer has to read it.
     """,
     safer="""
         Rewrite the statement in plain PostgreSQL syntax, or have a reviewer
