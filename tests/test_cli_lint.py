@@ -107,3 +107,17 @@ def test_rules_lists_and_explains() -> None:
     assert status == 0 and "Why:" in out and "Safer:" in out
     status, _, err = run("rules", "SO999")
     assert status == 2 and "no rule" in err
+
+
+def test_readme_rule_list_is_generated_from_the_catalogue() -> None:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, str(root / "tools" / "update_readme.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr

@@ -157,6 +157,7 @@ class Analysis:
             apply_lock_timeout=policy.apply_lock_timeout,
         )
         self._next_transaction = 1
+        self._rules_by_kind: dict[str | None, list[Rule]] = {}
         self._unanalysable = catalogue()[UNPARSEABLE_RULE]
 
     def analyse(self, raws: Iterable[RawStatement]) -> list[AnalysedStatement]:
@@ -166,7 +167,7 @@ class Analysis:
         view = view_of(raw)
         transaction = self._enter(view)
         inner = self._read_do_block(view) if view.kind == "do" else []
-        hits = list(self._hits(view))
+        hits = self._hits(view)
         for inner_view in inner:
             prefix = f"{inner_view.origin}, line {inner_view.raw.line}: "
             hits.extend(self._hits(inner_view, prefix))
@@ -193,18 +194,27 @@ class Analysis:
 
     # -- rules ----------------------------------------------------------------------
 
-    def _hits(self, view: StatementView, prefix: str = "") -> Iterable[tuple[Rule, str]]:
-        for rule in self.rules:
+    def _hits(self, view: StatementView, prefix: str = "") -> list[tuple[Rule, str]]:
+        # The hot loop of the analysis: every rule sees every statement.
+        hits: list[tuple[Rule, str]] = []
+        context = self.context
+        rules = self._rules_by_kind.get(view.kind)
+        if rules is None:
+            rules = [r for r in self.rules if r.kinds is None or view.kind in r.kinds]
+            self._rules_by_kind[view.kind] = rules
+        for rule in rules:
             try:
-                messages = list(rule.check(view, self.context))
+                for message in rule.check(view, context):
+                    hits.append((rule, prefix + message))
             except Exception as error:  # a rule that cannot read a statement fails closed
-                yield self._unanalysable, (
-                    f"{prefix}cannot be analysed: rule {rule.id} failed on it "
-                    f"({type(error).__name__}); it needs a reviewer"
+                hits.append(
+                    (
+                        self._unanalysable,
+                        f"{prefix}cannot be analysed: rule {rule.id} failed on it "
+                        f"({type(error).__name__}); it needs a reviewer",
+                    )
                 )
-                continue
-            for message in messages:
-                yield rule, prefix + message
+        return hits
 
     def _read_do_block(self, view: StatementView) -> list[StatementView]:
         """The statements of a DO body; what cannot be read is noted on the outer view."""

@@ -196,9 +196,14 @@ def _make(
     end = tokens[-1].end + 1
     text = sql[start:end]
     line = lines.at(start)
-    comments = tuple(
-        Comment(body, lines.at(offset), in_text=offset < end)
-        for offset, body in _comments(sql, start, region_end, tokens)
+    region = sql[start:region_end]
+    comments = (
+        tuple(
+            Comment(body, lines.at(offset), in_text=offset < end)
+            for offset, body in _comments(sql, start, region_end, tokens)
+        )
+        if "--" in region or "/*" in region  # most statements carry none
+        else ()
     )
     return RawStatement(
         text=text,

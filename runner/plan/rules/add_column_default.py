@@ -177,6 +177,7 @@ _KINDS = frozenset({"alter_table"})
         "CREATE TABLE tokens (id int);\n"
         "ALTER TABLE tokens ADD COLUMN value uuid DEFAULT gen_random_uuid()",
     ],
+    kinds=_KINDS,
 )
 def add_column_volatile_default(view: StatementView, context: Context) -> Iterable[str]:
     if view.kind not in _KINDS:

@@ -80,6 +80,7 @@ def _needs_value(column: exp.ColumnDef) -> bool:
         "CREATE TABLE accounts (id bigint PRIMARY KEY);\n"
         "ALTER TABLE accounts ADD COLUMN tenant_id bigint NOT NULL",
     ],
+    kinds=("alter_table",),
 )
 def add_column_not_null(view: StatementView, context: Context) -> Iterator[str]:
     actions = view.alter_actions()

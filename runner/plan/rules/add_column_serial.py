@@ -76,6 +76,7 @@ _KINDS = frozenset({"alter_table"})
         "CREATE TABLE invoices_new (note text);\nALTER TABLE invoices_new ADD COLUMN id bigserial",
         "ALTER TABLE invoices ALTER COLUMN seq_no ADD GENERATED ALWAYS AS IDENTITY",
     ],
+    kinds=_KINDS,
 )
 def add_column_serial(view: StatementView, context: Context) -> Iterable[str]:
     if view.kind not in _KINDS:

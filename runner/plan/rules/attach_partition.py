@@ -52,6 +52,7 @@ _KINDS = frozenset({"alter_table_attach_partition"})
         "CREATE TABLE m (ts date) PARTITION BY RANGE (ts);\n"
         "ALTER TABLE m ATTACH PARTITION m_old FOR VALUES FROM (MINVALUE) TO ('2020-01-01')",
     ],
+    kinds=_KINDS,
 )
 def attach_partition_scan(view: StatementView, context: Context) -> Iterable[str]:
     if view.kind not in _KINDS:

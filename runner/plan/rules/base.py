@@ -57,6 +57,7 @@ class StatementView:
     # Set by the DO-block reader on the outer statement: inner problems it could
     # not read past (``EXECUTE`` of a computed string, another language...).
     unreadable_reasons: list[str] = field(default_factory=list)
+    _alter_table: str | None = field(default=None, repr=False)
 
     @property
     def text(self) -> str:
@@ -79,7 +80,9 @@ class StatementView:
 
     def alter_table(self) -> str | None:
         if isinstance(self.node, exp.Alter):
-            return table_name(self.node.this)
+            if self._alter_table is None:  # asked by many rules in turn
+                self._alter_table = table_name(self.node.this)
+            return self._alter_table
         if self.shape is not None and self.shape.kind.startswith("alter_table"):
             return self.shape.relation
         return None
@@ -145,6 +148,9 @@ class Rule:
     # cannot succeed is denied, whatever the category would say).
     decision: Decision | None = None
     module: str = ""
+    # The statement kinds (StatementView.kind; None for unrecognised) the check
+    # can fire on. The engine skips the rule for any other kind; None: every kind.
+    kinds: frozenset[str | None] | None = None
 
 
 CATALOGUE: dict[str, Rule] = {}
@@ -162,6 +168,7 @@ def rule(
     triggers: Iterable[str | Example],
     passes: Iterable[str | Example],
     decision: Decision | None = None,
+    kinds: Iterable[str | None] | None = None,
 ) -> Callable[[Check], Check]:
     """Register a check function as a rule of the catalogue."""
 
@@ -181,6 +188,7 @@ def rule(
             passes=tuple(_example(e) for e in passes),
             decision=decision,
             module=check.__module__,
+            kinds=None if kinds is None else frozenset(kinds),
         )
         return check
 

@@ -58,6 +58,7 @@ _KINDS = frozenset({"alter_table"})
         "ALTER TABLE products ADD COLUMN discount int",
         "CREATE TABLE coupons (pct int CHECK (pct > 0))",
     ],
+    kinds=_KINDS,
 )
 def check_without_not_valid(view: StatementView, context: Context) -> Iterable[str]:
     if view.kind not in _KINDS:

@@ -39,6 +39,7 @@ _KINDS = frozenset({"cluster"})
         "ALTER TABLE orders CLUSTER ON orders_pkey",
         "CREATE TABLE staging (id int PRIMARY KEY);\nCLUSTER staging USING staging_pkey",
     ],
+    kinds=_KINDS,
 )
 def cluster(view: StatementView, context: Context) -> Iterable[str]:
     if view.kind not in _KINDS:

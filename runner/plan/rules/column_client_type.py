@@ -146,6 +146,7 @@ def _type_changes(view: StatementView) -> Iterator[tuple[str, str, exp.DataType 
             columns={"users": {"tags": "text[]"}},
         ),
     ],
+    kinds=("alter_table", "alter_table_column_type"),
 )
 def alter_column_type(view: StatementView, context: Context) -> Iterator[str]:
     if view.kind not in ("alter_table", "alter_table_column_type"):

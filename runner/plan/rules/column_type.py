@@ -268,6 +268,7 @@ _KINDS = frozenset({"alter_table", "alter_table_column_type"})
         "ALTER TABLE users ALTER COLUMN code TYPE varchar",
         "CREATE TABLE counters (n integer);\nALTER TABLE counters ALTER COLUMN n TYPE bigint",
     ],
+    kinds=_KINDS,
 )
 def alter_column_type_rewrite(view: StatementView, context: Context) -> Iterable[str]:
     if view.kind not in _KINDS:

@@ -86,6 +86,7 @@ def _element(dtype: exp.DataType) -> exp.DataType:
         "CREATE TABLE vitals (id bigint, taken_at timestamp with time zone, taken_on date)",
         "ALTER TABLE users ADD COLUMN bio text",
     ],
+    kinds=("create_table", "alter_table"),
 )
 def prefer_timestamptz(view: StatementView, context: Context) -> Iterator[str]:
     if view.kind not in ("create_table", "alter_table"):
@@ -169,6 +170,7 @@ def _table_pk_columns(node: exp.Create) -> list[str]:
         "CREATE TABLE patient_tags (\n  patient_id serial,\n  tag_id serial,\n"
         "  PRIMARY KEY (patient_id, tag_id)\n)",
     ],
+    kinds=("create_table",),
 )
 def prefer_bigint_primary_key(view: StatementView, context: Context) -> Iterator[str]:
     node = view.node
@@ -215,6 +217,7 @@ def prefer_bigint_primary_key(view: StatementView, context: Context) -> Iterator
         "CREATE TABLE addresses (id bigint, country varchar(2) NOT NULL)",
         "ALTER TABLE users ADD COLUMN bio text",
     ],
+    kinds=("create_table", "alter_table"),
 )
 def prefer_text_to_char(view: StatementView, context: Context) -> Iterator[str]:
     if view.kind not in ("create_table", "alter_table"):

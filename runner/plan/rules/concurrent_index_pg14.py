@@ -46,6 +46,7 @@ _KINDS = frozenset({"create_index", "reindex"})
         Example("CREATE INDEX CONCURRENTLY idx ON orders (user_id)", server_version=130010),
         Example("DROP INDEX CONCURRENTLY idx", server_version=140002),
     ],
+    kinds=_KINDS,
 )
 def concurrently_index_pg14_bug(view: StatementView, context: Context) -> Iterable[str]:
     if view.kind not in _KINDS:

@@ -77,6 +77,7 @@ def concurrent_operation(view: StatementView) -> tuple[str, str] | None:
         "BEGIN;\nALTER TABLE m DETACH PARTITION m_2019 FINALIZE;\nCOMMIT",
     ],
     decision=Decision.DENY,
+    kinds=_CONCURRENT_KINDS,
 )
 def concurrently_in_transaction(view: StatementView, context: Context) -> Iterable[str]:
     if view.kind not in _CONCURRENT_KINDS:
@@ -132,6 +133,7 @@ _VERSIONED_KINDS = frozenset({"reindex", "alter_table_detach_partition"})
         Example("CREATE INDEX CONCURRENTLY i ON orders (a)", server_version=100000),
     ],
     decision=Decision.DENY,
+    kinds=_VERSIONED_KINDS,
 )
 def concurrently_unsupported(view: StatementView, context: Context) -> Iterable[str]:
     if view.kind not in _VERSIONED_KINDS:

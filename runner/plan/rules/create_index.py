@@ -72,6 +72,7 @@ _KINDS = frozenset({"create_index"})
         "CREATE INDEX measurements_ts ON ONLY measurements (ts)",
         "CREATE TABLE public.Tags (name text);\nCREATE UNIQUE INDEX tags_name ON tags (name)",
     ],
+    kinds=_KINDS,
 )
 def create_index_non_concurrently(view: StatementView, context: Context) -> Iterable[str]:
     if view.kind not in _KINDS:

@@ -44,6 +44,7 @@ _KINDS = frozenset({"alter_table_detach_partition"})
         "CREATE TABLE m_2020 PARTITION OF m FOR VALUES FROM ('2020-01-01') TO ('2021-01-01');\n"
         "ALTER TABLE m DETACH PARTITION m_2020",
     ],
+    kinds=_KINDS,
 )
 def detach_partition(view: StatementView, context: Context) -> Iterable[str]:
     if view.kind not in _KINDS:

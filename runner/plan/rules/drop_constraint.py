@@ -62,6 +62,7 @@ def _added_names(actions: list[exp.Expression]) -> set[str]:
         "ALTER TABLE t DROP CONSTRAINT t_a_check",
         "ALTER TABLE orders DROP COLUMN legacy_flag",
     ],
+    kinds=("alter_table",),
 )
 def drop_constraint(view: StatementView, context: Context) -> Iterator[str]:
     actions = view.alter_actions()

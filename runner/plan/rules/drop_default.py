@@ -48,6 +48,7 @@ def _drops_default(action: exp.Expression) -> bool:
         "CREATE TABLE t (status text DEFAULT 'new');\n"
         "ALTER TABLE t ALTER COLUMN status DROP DEFAULT",
     ],
+    kinds=("alter_table",),
 )
 def drop_default(view: StatementView, context: Context) -> Iterator[str]:
     actions = view.alter_actions()

@@ -55,6 +55,7 @@ _KINDS = frozenset({"drop_index"})
         "drop index concurrently public.idx_orders_user_id",
         "DROP TABLE orders_archive",
     ],
+    kinds=_KINDS,
 )
 def drop_index_non_concurrently(view: StatementView, context: Context) -> Iterable[str]:
     if view.kind not in _KINDS:

@@ -39,6 +39,7 @@ from runner.plan.rules.base import Context, StatementView, ident, rule
         "ALTER TABLE patients ALTER COLUMN date_of_birth DROP DEFAULT",
         "CREATE TABLE t (a int NOT NULL);\nALTER TABLE t ALTER COLUMN a DROP NOT NULL",
     ],
+    kinds=("alter_table",),
 )
 def drop_not_null(view: StatementView, context: Context) -> Iterator[str]:
     actions = view.alter_actions()

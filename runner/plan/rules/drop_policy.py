@@ -38,6 +38,7 @@ from runner.plan.rules.drop_trigger import table_after_on
         "ALTER POLICY patients_by_clinic ON patients USING (clinic_id = current_clinic())",
         "CREATE TABLE t (a int);\nDROP POLICY IF EXISTS t_read ON t",
     ],
+    kinds=("drop_policy",),
 )
 def drop_policy(view: StatementView, context: Context) -> Iterator[str]:
     if view.kind != "drop_policy" or view.shape is None:

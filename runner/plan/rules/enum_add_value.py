@@ -49,6 +49,7 @@ _KINDS = frozenset({"alter_type_add_value"})
         Example("ALTER TYPE mood ADD VALUE 'meh'", server_version=110000),
     ],
     decision=Decision.DENY,
+    kinds=_KINDS,
 )
 def enum_add_value_in_transaction(view: StatementView, context: Context) -> Iterable[str]:
     if view.kind not in _KINDS:

@@ -48,6 +48,7 @@ _KINDS = frozenset({"alter_table"})
         "ALTER TABLE slots ADD CONSTRAINT no_overlap EXCLUDE USING gist (during WITH &&)",
         "ALTER TABLE bookings ADD CONSTRAINT ref_key UNIQUE USING INDEX bookings_ref_idx",
     ],
+    kinds=_KINDS,
 )
 def add_exclusion_constraint(view: StatementView, context: Context) -> Iterable[str]:
     if view.kind not in _KINDS:

@@ -71,6 +71,7 @@ _KINDS = frozenset({"alter_table"})
         "CREATE TABLE notes (id int, user_id int REFERENCES users (id))",
         "ALTER TABLE orders ADD COLUMN customer_id bigint",
     ],
+    kinds=_KINDS,
 )
 def foreign_key_without_not_valid(view: StatementView, context: Context) -> Iterable[str]:
     if view.kind not in _KINDS:

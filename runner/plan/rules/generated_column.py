@@ -49,6 +49,7 @@ _KINDS = frozenset({"alter_table"})
         "CREATE TABLE lines (q int, c int);\n"
         "ALTER TABLE lines ADD COLUMN total bigint GENERATED ALWAYS AS (q * c) STORED",
     ],
+    kinds=_KINDS,
 )
 def add_column_generated_stored(view: StatementView, context: Context) -> Iterable[str]:
     if view.kind not in _KINDS:

@@ -56,6 +56,7 @@ _KINDS = frozenset({"lock"})
         "BEGIN;\nLOCK TABLE orders IN SHARE UPDATE EXCLUSIVE MODE;\nCOMMIT",
         Example("BEGIN;\nCREATE TABLE staging (id int);\nLOCK TABLE staging;\nCOMMIT"),
     ],
+    kinds=_KINDS,
 )
 def lock_table(view: StatementView, context: Context) -> Iterable[str]:
     if view.kind not in _KINDS:

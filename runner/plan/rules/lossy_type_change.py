@@ -214,6 +214,7 @@ def _using_loss(
         "ALTER TABLE scratch ALTER COLUMN v TYPE integer",
         "ALTER TABLE orders ALTER COLUMN status TYPE order_status USING status::text::order_status",
     ],
+    kinds=("alter_table",),
 )
 def lossy_type_change(view: StatementView, context: Context) -> Iterator[str]:
     if view.kind != "alter_table" or not isinstance(view.node, exp.Alter):

@@ -39,6 +39,7 @@ _KINDS = frozenset({"refresh_materialized_view"})
         "REFRESH MATERIALIZED VIEW CONCURRENTLY daily_totals",
         "CREATE MATERIALIZED VIEW totals AS SELECT 1 AS n;\nREFRESH MATERIALIZED VIEW totals",
     ],
+    kinds=_KINDS,
 )
 def refresh_materialized_view(view: StatementView, context: Context) -> Iterable[str]:
     if view.kind not in _KINDS:

@@ -43,6 +43,7 @@ _KINDS = frozenset({"reindex"})
         "REINDEX (CONCURRENTLY) TABLE orders",
         "CREATE TABLE staging (id int PRIMARY KEY);\nREINDEX TABLE staging",
     ],
+    kinds=_KINDS,
 )
 def reindex_non_concurrently(view: StatementView, context: Context) -> Iterable[str]:
     if view.kind not in _KINDS:

@@ -204,6 +204,7 @@ def rename_column(view: StatementView, context: Context) -> Iterator[str]:
         'ALTER SCHEMA "Clinical" RENAME TO clinical',
     ],
     passes=["ALTER SCHEMA billing OWNER TO billing_admin", "CREATE SCHEMA invoicing"],
+    kinds=("alter_schema_rename",),
 )
 def rename_schema(view: StatementView, context: Context) -> Iterator[str]:
     if view.kind == "alter_schema_rename" and view.shape is not None:
@@ -282,6 +283,7 @@ def rename_constraint(view: StatementView, context: Context) -> Iterator[str]:
         "alter type public.order_status rename value 'canceled' to 'cancelled'",
     ],
     passes=["ALTER TYPE mood ADD VALUE 'meh'", "ALTER TYPE mood RENAME TO feeling_old"],
+    kinds=("alter_type_rename_value",),
 )
 def rename_enum_value(view: StatementView, context: Context) -> Iterator[str]:
     if view.kind == "alter_type_rename_value" and view.shape is not None:
@@ -316,6 +318,7 @@ def rename_enum_value(view: StatementView, context: Context) -> Iterator[str]:
         'ALTER TYPE public."Mood" RENAME TO mood',
     ],
     passes=["ALTER TYPE order_status ADD VALUE 'refunded'", "ALTER TYPE order_status OWNER TO app"],
+    kinds=("alter_type_rename",),
 )
 def rename_type(view: StatementView, context: Context) -> Iterator[str]:
     if view.kind == "alter_type_rename" and view.shape is not None:

@@ -65,6 +65,7 @@ def _describe_tokens(view: StatementView) -> str:
         "REVOKE GRANT OPTION FOR SELECT ON patients FROM app",
         "CREATE TABLE staging_patients (id bigint);\nREVOKE ALL ON staging_patients FROM PUBLIC",
     ],
+    kinds=("revoke",),
 )
 def revoke(view: StatementView, context: Context) -> Iterator[str]:
     if view.kind != "revoke":

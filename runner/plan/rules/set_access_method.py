@@ -38,6 +38,7 @@ _KINDS = frozenset({"alter_table"})
         "CREATE TABLE events_new (id int);\nALTER TABLE events_new SET ACCESS METHOD columnar",
         "ALTER TABLE events SET (autovacuum_enabled = false)",
     ],
+    kinds=_KINDS,
 )
 def set_access_method(view: StatementView, context: Context) -> Iterable[str]:
     if view.kind not in _KINDS:

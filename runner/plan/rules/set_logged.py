@@ -49,6 +49,7 @@ _KINDS = frozenset({"alter_table"})
         "CREATE UNLOGGED TABLE scratch (id int);\nALTER TABLE scratch SET LOGGED",
         "ALTER TABLE sessions SET (fillfactor = 70)",
     ],
+    kinds=_KINDS,
 )
 def set_logged_unlogged(view: StatementView, context: Context) -> Iterable[str]:
     if view.kind not in _KINDS:

@@ -63,6 +63,7 @@ _KINDS = frozenset({"alter_table"})
         "ALTER TABLE users ALTER COLUMN email SET NOT NULL;\n"
         "ALTER TABLE users DROP CONSTRAINT users_email_nn",
     ],
+    kinds=_KINDS,
 )
 def set_not_null(view: StatementView, context: Context) -> Iterable[str]:
     if view.kind not in _KINDS:

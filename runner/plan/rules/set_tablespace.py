@@ -60,6 +60,7 @@ def _moves(view: StatementView) -> Iterator[tuple[str, str, str]]:
         "CREATE TABLE staging (id int);\nALTER TABLE staging SET TABLESPACE fast_ssd",
         "CREATE INDEX CONCURRENTLY orders_ref ON orders (ref) TABLESPACE fast_ssd",
     ],
+    kinds=_KINDS,
 )
 def set_tablespace(view: StatementView, context: Context) -> Iterable[str]:
     if view.kind not in _KINDS:

@@ -76,6 +76,7 @@ def read_truncate(view: StatementView) -> Truncated | None:
         "SELECT 'TRUNCATE orders'",
         "DELETE FROM sessions WHERE expires_at < now()",
     ],
+    kinds=("truncate", None),
 )
 def truncate(view: StatementView, context: Context) -> Iterator[str]:
     if view.kind not in ("truncate", None):

@@ -63,6 +63,7 @@ _KINDS = frozenset({"alter_table"})
         "CREATE TABLE handles (h text);\nALTER TABLE handles ADD CONSTRAINT h_key UNIQUE (h)",
         "CREATE TABLE handles (h text UNIQUE, id bigint PRIMARY KEY)",
     ],
+    kinds=_KINDS,
 )
 def add_unique_or_primary_key(view: StatementView, context: Context) -> Iterable[str]:
     if view.kind not in _KINDS:

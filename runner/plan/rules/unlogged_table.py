@@ -40,6 +40,7 @@ from runner.plan.rules.base import Context, StatementView, rule, table_name
         "CREATE UNLOGGED TABLE session_cache (id int)",
         "CREATE TABLE scratch (id int);\nALTER TABLE scratch SET UNLOGGED",
     ],
+    kinds=("alter_table",),
 )
 def set_unlogged(view: StatementView, context: Context) -> Iterator[str]:
     if view.kind != "alter_table" or not isinstance(view.node, exp.Alter):

@@ -84,6 +84,7 @@ _KINDS = frozenset({"vacuum"})
         "VACUUM (FULL false) orders",
         "CREATE TABLE staging (id int);\nVACUUM FULL staging",
     ],
+    kinds=_KINDS,
 )
 def vacuum_full(view: StatementView, context: Context) -> Iterable[str]:
     if view.kind not in _KINDS:

@@ -47,6 +47,7 @@ _KINDS = frozenset({"alter_table_validate_constraint"})
         "BEGIN;\nALTER TABLE products ADD CONSTRAINT a_pos CHECK (a > 0) NOT VALID;\n"
         "ALTER TABLE products VALIDATE CONSTRAINT b_pos;\nCOMMIT",
     ],
+    kinds=_KINDS,
 )
 def validate_in_same_transaction(view: StatementView, context: Context) -> Iterable[str]:
     if view.kind not in _KINDS:
