@@ -121,8 +121,13 @@ def test_sample_yields_every_revision_in_order() -> None:
     for older, newer in itertools.pairwise(result):
         assert newer.revision.down_revisions == (older.revision.id,)
     for r in result:
-        assert (SAMPLE / r.revision.path).is_file()
-        assert r.revision.path.startswith("versions/")
+        # relative to the working directory (the repository root in CI), else to
+        # the script directory
+        real = next((SAMPLE / "versions").glob(f"*{r.revision.id}*.py")).resolve()
+        assert real in (
+            (Path.cwd() / r.revision.path).resolve(),
+            (SAMPLE / r.revision.path).resolve(),
+        )
         assert r.revision.id in r.revision.path
     assert result[0].revision.message == "create clinicians and patients"
     assert result[-1].revision.message == "drop patients.ssn"
@@ -198,9 +203,7 @@ def test_from_to_range() -> None:
     assert "CREATE TABLE alembic_version" not in result[0].sql
     assert result[0].sql.startswith("BEGIN;\n\n-- Running upgrade fc7bad4eb6f3 -> 9e68476d999a")
     assert "WHERE alembic_version.version_num = 'fc7bad4eb6f3'" in result[0].sql
-    assert "".join(r.sql for r in result) == _alembic_sql(
-        SAMPLE_INI, "fc7bad4eb6f3:3213fa000745"
-    )
+    assert "".join(r.sql for r in result) == _alembic_sql(SAMPLE_INI, "fc7bad4eb6f3:3213fa000745")
 
 
 def test_base_to_first_revision_and_head_alias() -> None:
@@ -263,9 +266,9 @@ def test_offline_sql_leaves_logging_alone(project: Path) -> None:
     # An env.py that configures logging unconditionally (alembic's template does).
     env = project.parent / "env.py"
     env.write_text(
-        env.read_text().replace(
-            'config.attributes.get("configure_logger", True)', "True"
-        ).replace("disable_existing_loggers=False", "disable_existing_loggers=True")
+        env.read_text()
+        .replace('config.attributes.get("configure_logger", True)', "True")
+        .replace("disable_existing_loggers=False", "disable_existing_loggers=True")
     )
     mine = logging.getLogger("runner.test_source.mine")
     mine.setLevel(logging.DEBUG)
@@ -360,8 +363,7 @@ def test_missing_alembic_ini(tmp_path: Path) -> None:
         load_script(missing)
 
     assert _source_error(excinfo) == (
-        f"{missing} does not exist: pass --alembic-ini with the path of your project's "
-        "alembic.ini"
+        f"{missing} does not exist: pass --alembic-ini with the path of your project's alembic.ini"
     )
     with pytest.raises(SourceError, match="does not exist"):
         offline_sql(missing, current=())
@@ -403,7 +405,7 @@ def test_revision_with_syntax_error_is_named(project: Path) -> None:
         load_script(project)
 
     message = _source_error(excinfo)
-    assert re.match(rf"versions/{re.escape(broken.name)} line \d+: syntax error \(", message)
+    assert re.search(rf"versions/{re.escape(broken.name)} line \d+: syntax error \(", message)
     assert message.endswith("; fix the file")
     with pytest.raises(SourceError, match=re.escape(broken.name)):
         offline_sql(project, current=())
@@ -419,7 +421,7 @@ def test_revision_with_import_error_is_named(project: Path) -> None:
         load_script(project)
 
     message = _source_error(excinfo)
-    assert message.startswith(f"versions/{broken.name} line ")
+    assert f"versions/{broken.name} line " in message
     assert "cannot import it (ImportError: cannot import name 'opp'" in message
 
 
@@ -435,7 +437,7 @@ def test_revision_failing_during_offline_run_is_named(project: Path) -> None:
         offline_sql(project, current=(REVISIONS[-2],))
 
     message = _source_error(excinfo)
-    assert message.startswith(f"versions/{broken.name} line ")
+    assert f"versions/{broken.name} line " in message
     assert "KeyError" in message
 
 

@@ -215,10 +215,15 @@ def _failing_file(script: ScriptDirectory, exc: BaseException) -> str | None:
 
 
 def _relative(script: ScriptDirectory, path: str) -> str:
-    try:
-        return str(Path(path).resolve().relative_to(Path(script.dir).resolve()))
-    except ValueError:
-        return path
+    """The revision file relative to the working directory (the repository root in
+    CI, which is what annotations and SARIF locations need), else to the script dir."""
+    resolved = Path(path).resolve()
+    for base in (Path.cwd(), Path(script.dir)):
+        try:
+            return str(resolved.relative_to(base.resolve()))
+        except ValueError:
+            continue
+    return path
 
 
 def _info(script: ScriptDirectory, rev: Script) -> RevisionInfo:
