@@ -357,7 +357,7 @@ def render_dry_run(report: command.DryRunReport, fmt: str) -> str:
         total = sum(run.duration_ms for run in report.runs)
         out.append(
             f"All {len(report.runs)} statements applied in {total:.1f} ms; "
-            f"plan {render.verdict(report.plan)}."
+            f"plan verdict: {render.verdict(report.plan)}."
         )
     return "\n".join(out) + "\n"
 

@@ -139,8 +139,7 @@ def _start_or_reuse(pgdata: Path) -> str:
     base.mkdir(parents=True, exist_ok=True)
     if run_as is not None:
         _grant_search(base, run_as)
-        if not _reachable(install, run_as):
-            install = _private_copy(install, base)
+        install = _install_for(install, base, run_as)
     with _locked(base / f"{pgdata.name}.lock"):
         if _read_running(pgdata) is None:
             _ensure_initialised(pgdata, install, run_as)
@@ -233,6 +232,11 @@ def _reachable(path: Path, run_as: _RunAs) -> bool:
         directory.stat().st_mode & _needed_bit(directory.stat(), run_as)
         for directory in [*reversed(path.parents), path]
     )
+
+
+def _install_for(install: Path, base: Path, run_as: _RunAs) -> Path:
+    """The installation run_as can execute: the wheel's, or a private copy of it."""
+    return install if _reachable(install, run_as) else _private_copy(install, base)
 
 
 def _private_copy(install: Path, base: Path) -> Path:
@@ -513,6 +517,8 @@ def _release(pgdata: Path, owner_pid: int | None = None) -> None:
             return
         install = _pginstall()
         run_as = _ensure_system_user() if os.geteuid() == 0 else None
+        if run_as is not None:
+            install = _install_for(install, pgdata.parent, run_as)
         _run(
             [str(install / "bin" / "pg_ctl"), "-D", str(pgdata), "-m", "fast", "-w", "stop"],
             run_as,

