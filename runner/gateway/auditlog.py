@@ -1,0 +1,421 @@
+"""The audit chain: verifying it, writing it with group commit, and reading it as records.
+
+* ``verify_chain`` walks entries in seq order and reports the first break: an
+  entry whose hash does not match its contents, a ``prev_hash`` that does not
+  link, a missing seq. Statement entries with no outcome are ``incomplete``
+  (the gateway stopped between forwarding and recording the result): reported,
+  never a chain failure.
+* ``AuditWriter`` is what the proxy awaits before forwarding a statement: one
+  background thread drains every queued request and writes them with a single
+  ``store.append`` (one transaction), so under load many statements share one
+  commit and each caller still gets its own entries, in its own order.
+* ``merge_records`` is the DESIGN.md audit-record view (one record per
+  statement, its outcome merged in, plus session events).
+* ``statement_entry`` / ``outcome_entry`` / ``event_entry`` build the entries
+  in the shape ``merge_records`` reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from runner.gateway.model import (
+    GENESIS_HASH,
+    AuditEntry,
+    EntryKind,
+    NewEntry,
+    Outcome,
+    Session,
+    StatementDecision,
+    StateStore,
+    entry_hash,
+)
+from runner.gateway.store import canonical_data
+
+# -- verification -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    ok: bool
+    count: int  # entries read
+    first_bad_seq: int | None = None
+    problem: str | None = None  # one line, e.g. "entry 17: hash does not match its contents"
+    incomplete: tuple[int, ...] = ()  # statement entries with no outcome entry
+    last_seq: int = 0  # the last entry read (0: none)
+    last_hash: str = GENESIS_HASH
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "count": self.count,
+            "first_bad_seq": self.first_bad_seq,
+            "problem": self.problem,
+            "incomplete": list(self.incomplete),
+            "last_seq": self.last_seq,
+            "last_hash": self.last_hash,
+        }
+
+
+def _missing(expected: int, found: int) -> str:
+    if found == expected + 1:
+        return f"seq {expected} missing (gap after {expected - 1})"
+    return f"seqs {expected}-{found - 1} missing (gap after {expected - 1})"
+
+
+def verify_chain(
+    entries: Iterable[AuditEntry], *, after: tuple[int, str] | None = None
+) -> ChainReport:
+    """Check that ``entries`` (in seq order) form one unbroken chain.
+
+    By default the chain must start at seq 1 with the genesis hash; ``after``
+    = (seq, hash) of an already-trusted entry verifies a tail that follows it.
+    Deleting the newest entries cannot be seen from the chain alone: compare
+    ``last_seq``/``last_hash`` with a copy kept elsewhere (the signed bundle).
+    """
+    prev_seq, prev_hash = after if after is not None else (0, GENESIS_HASH)
+    count = 0
+    bad_seq: int | None = None
+    problem: str | None = None
+    statements: dict[int, bool] = {}  # statement seq -> has an outcome
+    for entry in entries:
+        count += 1
+        if bad_seq is None:
+            expected = prev_seq + 1
+            if entry.seq > expected:
+                bad_seq, problem = expected, _missing(expected, entry.seq)
+            elif entry.seq < expected:
+                bad_seq = entry.seq
+                problem = f"entry {entry.seq}: out of order (after entry {prev_seq})"
+            elif entry_hash(entry.prev_hash, entry.body()) != entry.hash:
+                bad_seq = entry.seq
+                problem = f"entry {entry.seq}: hash does not match its contents"
+            elif entry.prev_hash != prev_hash:
+                bad_seq = entry.seq
+                if prev_seq == 0:
+                    problem = f"entry {entry.seq}: prev_hash is not the genesis hash"
+                else:
+                    problem = f"entry {entry.seq}: prev_hash does not link to entry {prev_seq}"
+            elif entry.kind is EntryKind.OUTCOME and not _outcome_links(entry, statements, after):
+                bad_seq = entry.seq
+                problem = (
+                    f"entry {entry.seq}: outcome refers to entry {entry.ref}, "
+                    "which is not an earlier statement"
+                )
+            prev_seq, prev_hash = entry.seq, entry.hash
+        if entry.kind is EntryKind.STATEMENT:
+            statements.setdefault(entry.seq, False)
+        elif entry.kind is EntryKind.OUTCOME and entry.ref in statements:
+            statements[entry.ref] = True
+    return ChainReport(
+        ok=bad_seq is None,
+        count=count,
+        first_bad_seq=bad_seq,
+        problem=problem,
+        incomplete=tuple(seq for seq, done in statements.items() if not done),
+        last_seq=prev_seq,
+        last_hash=prev_hash,
+    )
+
+
+def _outcome_links(
+    entry: AuditEntry, statements: Mapping[int, bool], after: tuple[int, str] | None
+) -> bool:
+    if entry.ref is None:
+        return False
+    if entry.ref in statements:
+        return True
+    # A tail verified after a trusted entry may complete a statement before it.
+    return after is not None and entry.ref <= after[0]
+
+
+# -- building entries --------------------------------------------------------------------
+
+
+def statement_entry(session: Session, decision: StatementDecision) -> NewEntry:
+    """The entry written before a statement is forwarded (or refused)."""
+    grant = decision.grant
+    return NewEntry(
+        kind=EntryKind.STATEMENT,
+        session_id=session.id,
+        data={
+            "principal": session.principal.to_json(),
+            "database": session.database,
+            "role": session.role,
+            "text": decision.text,
+            "sha256": decision.sha256,
+            "fingerprint": decision.fingerprint,
+            "findings": [dict(f) for f in decision.findings],
+            "decision": decision.decision.value,
+            "reason": decision.reason,
+            "grant": None
+            if grant is None
+            else {"id": grant.id, "approver": grant.approver, "evidence_url": grant.evidence_url},
+        },
+    )
+
+
+def outcome_entry(
+    session_id: str | None,
+    statement_seq: int,
+    outcome: Outcome,
+    *,
+    masked_columns: Sequence[str] = (),
+) -> NewEntry:
+    """The entry that completes statement entry ``statement_seq``."""
+    return NewEntry(
+        kind=EntryKind.OUTCOME,
+        session_id=session_id,
+        ref=statement_seq,
+        data={
+            "outcome": outcome.tag if outcome.tag is not None else outcome.sqlstate,
+            "tag": outcome.tag,
+            "sqlstate": outcome.sqlstate,
+            "rows": outcome.rows,
+            "duration_ms": round(outcome.duration_ms, 3),
+            "status": outcome.status,
+            "masked_columns": list(masked_columns),
+        },
+    )
+
+
+def event_entry(session_id: str | None, event: str, **data: Any) -> NewEntry:
+    """A session event: exchanged, refused, authenticated, auth failed, revoked, closed..."""
+    return NewEntry(kind=EntryKind.SESSION, session_id=session_id, data={"event": event, **data})
+
+
+# -- the records view ---------------------------------------------------------------------
+
+
+def merge_records(entries: Iterable[AuditEntry]) -> list[dict[str, Any]]:
+    """One record per statement entry with its outcome merged in, plus session events.
+
+    Statement records carry the statement entry's data (principal, database,
+    text, sha256, fingerprint, findings, decision, grant...) and ``outcome``
+    (command tag or SQLSTATE), ``rows``, ``duration_ms``, ``masked_columns`` and
+    ``status``: the outcome's status ("completed", "failed", "not-run",
+    "connection-lost"), or "incomplete" when no outcome entry was written.
+    ``seq``/``ts``/``prev_hash``/``hash`` are the statement entry's;
+    ``outcome_seq``/``outcome_hash`` the outcome entry's. Session and grant
+    entries are records of their own; records come in seq order.
+    """
+    ordered = sorted(entries, key=lambda e: e.seq)
+    outcomes: dict[int, AuditEntry] = {}
+    for entry in ordered:
+        if entry.kind is EntryKind.OUTCOME and entry.ref is not None:
+            outcomes.setdefault(entry.ref, entry)
+    statement_seqs = {e.seq for e in ordered if e.kind is EntryKind.STATEMENT}
+
+    records: list[dict[str, Any]] = []
+    for entry in ordered:
+        if entry.kind is EntryKind.STATEMENT:
+            records.append(_statement_record(entry, outcomes.get(entry.seq)))
+        elif entry.kind is EntryKind.OUTCOME:
+            if entry.ref in statement_seqs:
+                continue  # merged into its statement's record
+            records.append(_plain_record(entry))  # its statement is outside this view
+        else:
+            records.append(_plain_record(entry))
+    return records
+
+
+def _statement_record(entry: AuditEntry, outcome: AuditEntry | None) -> dict[str, Any]:
+    record: dict[str, Any] = dict(entry.data)
+    record.update(seq=entry.seq, ts=entry.ts, kind=entry.kind.value, session_id=entry.session_id)
+    if outcome is None:
+        record.update(
+            outcome=None,
+            rows=None,
+            duration_ms=None,
+            masked_columns=[],
+            status="incomplete",
+            outcome_seq=None,
+            outcome_hash=None,
+        )
+    else:
+        data = outcome.data
+        tag, sqlstate = data.get("tag"), data.get("sqlstate")
+        result = data.get("outcome", tag if tag is not None else sqlstate)
+        status = data.get("status") or ("failed" if sqlstate else "completed")
+        record.update(
+            outcome=result,
+            rows=data.get("rows"),
+            duration_ms=data.get("duration_ms"),
+            masked_columns=list(data.get("masked_columns") or []),
+            status=status,
+            outcome_seq=outcome.seq,
+            outcome_hash=outcome.hash,
+        )
+    record.update(prev_hash=entry.prev_hash, hash=entry.hash)
+    return record
+
+
+def _plain_record(entry: AuditEntry) -> dict[str, Any]:
+    record: dict[str, Any] = dict(entry.data)
+    record.update(seq=entry.seq, ts=entry.ts, kind=entry.kind.value, session_id=entry.session_id)
+    if entry.ref is not None:
+        record["ref"] = entry.ref
+    record.update(prev_hash=entry.prev_hash, hash=entry.hash)
+    return record
+
+
+# -- group-commit writer ----------------------------------------------------------------------
+
+_Deliver = Callable[[list[AuditEntry] | None, BaseException | None], None]
+
+
+@dataclass
+class _Request:
+    entries: list[NewEntry]
+    deliver: _Deliver = field(repr=False)
+
+
+@dataclass
+class WriterStats:
+    requests: int = 0  # append requests written (or failed)
+    entries: int = 0
+    batches: int = 0  # store.append calls
+
+
+class AuditWriter:
+    """Durable appends with group commit, for the event loop.
+
+    ``await writer.append(entries)`` returns once the entries are committed.
+    One background thread serves every caller: it takes everything queued
+    (up to ``max_batch`` entries), writes it with ONE ``store.append`` and
+    resolves each caller's future with that caller's entries. A failed write
+    fails every request in it; a request whose data is not JSON fails alone.
+    """
+
+    def __init__(self, store: StateStore, *, max_batch: int = 2000) -> None:
+        self._store = store
+        self._max_batch = max(1, max_batch)
+        self._pending: deque[_Request] = deque()
+        self._cond = threading.Condition()
+        self._closing = False
+        self.stats = WriterStats()
+        self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
+        self._thread.start()
+
+    async def append(self, entries: Sequence[NewEntry]) -> list[AuditEntry]:
+        if not entries:
+            return []
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[AuditEntry]] = loop.create_future()
+
+        def deliver(result: list[AuditEntry] | None, error: BaseException | None) -> None:
+            # A closed loop (RuntimeError) means nobody is waiting any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle, future, result, error)
+
+        self._submit(_Request(list(entries), deliver))
+        return await future
+
+    def append_now(self, entries: Sequence[NewEntry]) -> list[AuditEntry]:
+        """The same, blocking (CLI, tests, non-async code)."""
+        if not entries:
+            return []
+        future: concurrent.futures.Future[list[AuditEntry]] = concurrent.futures.Future()
+
+        def deliver(result: list[AuditEntry] | None, error: BaseException | None) -> None:
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result or [])
+
+        self._submit(_Request(list(entries), deliver))
+        return future.result()
+
+    def close(self) -> None:
+        """Write everything queued, then stop the thread. Idempotent."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)
+
+    @property
+    def closed(self) -> bool:
+        return self._closing
+
+    def _submit(self, request: _Request) -> None:
+        with self._cond:
+            if self._closing:
+                raise RuntimeError("the audit writer is closed")
+            self._pending.append(request)
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closing:
+                    self._cond.wait()
+                if not self._pending:
+                    return  # closing and drained
+                batch: list[_Request] = []
+                size = 0
+                while self._pending and (
+                    not batch or size + len(self._pending[0].entries) <= self._max_batch
+                ):
+                    request = self._pending.popleft()
+                    batch.append(request)
+                    size += len(request.entries)
+            self._write(batch)
+
+    def _write(self, batch: list[_Request]) -> None:
+        good: list[_Request] = []
+        for request in batch:
+            try:
+                for new in request.entries:
+                    canonical_data(new.data)
+                    EntryKind(new.kind)
+            except Exception as exc:
+                _safe_deliver(request, None, exc)
+            else:
+                good.append(request)
+        self.stats.requests += len(batch)
+        if not good:
+            return
+        try:
+            written = self._store.append([new for request in good for new in request.entries])
+        except Exception as exc:
+            for request in good:
+                _safe_deliver(request, None, exc)
+            return
+        self.stats.batches += 1
+        self.stats.entries += len(written)
+        start = 0
+        for request in good:
+            end = start + len(request.entries)
+            _safe_deliver(request, written[start:end], None)
+            start = end
+
+
+def _safe_deliver(
+    request: _Request, result: list[AuditEntry] | None, error: BaseException | None
+) -> None:
+    with contextlib.suppress(Exception):  # a vanished caller must not stop the writer
+        request.deliver(result, error)
+
+
+def _settle(
+    future: asyncio.Future[list[AuditEntry]],
+    result: list[AuditEntry] | None,
+    error: BaseException | None,
+) -> None:
+    if future.done():  # the caller was cancelled
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result or [])

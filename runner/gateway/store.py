@@ -1,0 +1,939 @@
+"""The gateway's state store: sessions, seen token ids, grants and the audit chain.
+
+``open_store(url)`` picks the backend by URL:
+
+* ``sqlite:///abs/path.db`` (or ``sqlite:///:memory:``): one file in WAL mode,
+  ``synchronous=NORMAL`` unless ``?synchronous=FULL`` is given, a busy timeout
+  (``?busy_timeout=<ms>``, default 5000). One connection guarded by a lock, so
+  every method is safe from several threads; write transactions are
+  ``BEGIN IMMEDIATE`` so several processes on one file are safe too.
+* ``postgresql://...`` (or ``postgres://``): psycopg 3 with a small pool of
+  autocommit connections. Several gateway processes share sessions, grants,
+  seen token ids and ONE audit chain: appenders are serialised with a
+  transaction-scoped advisory lock, so the chain never forks.
+
+The schema is created on open (idempotent, versioned in ``schema_version``).
+Audit ``data`` is stored as the exact canonical JSON the entry's hash was taken
+over (text, not jsonb), and ``ts`` as the exact RFC 3339 string, so re-reading
+an entry gives a body whose hash verifies. Only SCRAM verifiers are stored,
+never a session secret; no exception message carries a URL or secret.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from enum import Enum
+from typing import Any
+
+import psycopg
+from psycopg import errors as pg_errors
+
+from runner.gateway.model import (
+    GENESIS_HASH,
+    AuditEntry,
+    EntryKind,
+    Grant,
+    NewEntry,
+    Principal,
+    ScramVerifier,
+    Session,
+    StateStore,
+    entry_hash,
+)
+from runner.pg import describe_server
+
+SCHEMA_VERSION = 1
+
+# pg_advisory_xact_lock keys (advisory locks are scoped to the current database).
+_AUDIT_LOCK_KEY = 0x5169_0FF0_A0D1_7001
+_SCHEMA_LOCK_KEY = 0x5169_0FF0_A0D1_7002
+
+# Expired seen_jti rows are purged at most this often per store, and only once
+# they are well past expiry (a validator may allow some clock-skew leeway).
+_JTI_PURGE_INTERVAL_S = 60.0
+_JTI_PURGE_GRACE_S = 300.0
+
+_AUDIT_COLUMNS = "seq, ts, kind, session_id, ref, data, prev_hash, hash"
+_SESSION_COLUMNS = (
+    "id, salt, iterations, stored_key, server_key, principal, claims, database, role, "
+    "created_at, expires_at, revoked_at"
+)
+_GRANT_COLUMNS = (
+    "id, database, fingerprint, approver, evidence_url, session_id, plan_hash, created_at, "
+    "used_at, used_by_session"
+)
+
+
+class StoreError(Exception):
+    """The state store cannot do what was asked; the message names what and why."""
+
+
+# -- schema ---------------------------------------------------------------------------
+
+_SQLITE_V1 = (
+    """CREATE TABLE sessions (
+        id TEXT PRIMARY KEY,
+        salt BLOB NOT NULL,
+        iterations INTEGER NOT NULL,
+        stored_key BLOB NOT NULL,
+        server_key BLOB NOT NULL,
+        principal TEXT NOT NULL,
+        claims TEXT NOT NULL,
+        database TEXT NOT NULL,
+        role TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        revoked_at TEXT
+    )""",
+    """CREATE TABLE seen_jti (
+        issuer TEXT NOT NULL,
+        jti TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        PRIMARY KEY (issuer, jti)
+    )""",
+    "CREATE INDEX seen_jti_expires ON seen_jti (expires_at)",
+    """CREATE TABLE grants (
+        id TEXT PRIMARY KEY,
+        database TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        approver TEXT NOT NULL,
+        evidence_url TEXT,
+        session_id TEXT,
+        plan_hash TEXT,
+        created_at TEXT NOT NULL,
+        used_at TEXT,
+        used_by_session TEXT
+    )""",
+    "CREATE INDEX grants_unused ON grants (database, fingerprint) WHERE used_at IS NULL",
+    """CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY,
+        ts TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        session_id TEXT,
+        ref INTEGER,
+        data TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL
+    )""",
+    "CREATE INDEX audit_session ON audit (session_id, seq)",
+)
+
+_POSTGRES_V1 = (
+    """CREATE TABLE sessions (
+        id text PRIMARY KEY,
+        salt bytea NOT NULL,
+        iterations integer NOT NULL,
+        stored_key bytea NOT NULL,
+        server_key bytea NOT NULL,
+        principal text NOT NULL,
+        claims text NOT NULL,
+        database text NOT NULL,
+        role text NOT NULL,
+        created_at timestamptz NOT NULL,
+        expires_at timestamptz NOT NULL,
+        revoked_at timestamptz
+    )""",
+    """CREATE TABLE seen_jti (
+        issuer text NOT NULL,
+        jti text NOT NULL,
+        expires_at timestamptz NOT NULL,
+        PRIMARY KEY (issuer, jti)
+    )""",
+    "CREATE INDEX seen_jti_expires ON seen_jti (expires_at)",
+    """CREATE TABLE grants (
+        id text PRIMARY KEY,
+        database text NOT NULL,
+        fingerprint text NOT NULL,
+        approver text NOT NULL,
+        evidence_url text,
+        session_id text,
+        plan_hash text,
+        created_at timestamptz NOT NULL,
+        used_at timestamptz,
+        used_by_session text
+    )""",
+    "CREATE INDEX grants_unused ON grants (database, fingerprint) WHERE used_at IS NULL",
+    """CREATE TABLE audit (
+        seq bigint PRIMARY KEY,
+        ts text NOT NULL,
+        kind text NOT NULL,
+        session_id text,
+        ref bigint,
+        data text NOT NULL,
+        prev_hash text NOT NULL,
+        hash text NOT NULL
+    )""",
+    "CREATE INDEX audit_session ON audit (session_id, seq)",
+)
+
+# version -> the statements that bring the schema from version-1 to version.
+_SQLITE_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _SQLITE_V1}
+_POSTGRES_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _POSTGRES_V1}
+
+
+def _newer_schema(found: int) -> StoreError:
+    return StoreError(
+        f"the state store's schema is version {found}, newer than this gateway supports "
+        f"({SCHEMA_VERSION}); upgrade the gateway"
+    )
+
+
+# -- values ---------------------------------------------------------------------------
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return rfc3339(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"audit data holds a {type(value).__name__}, which is not JSON")
+
+
+def canonical_data(data: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The canonical JSON text of entry data and the plain dict it reads back as.
+
+    Datetimes become RFC 3339 strings, enums their values, tuples lists: the
+    hash is taken over exactly what is stored, so it verifies after a round trip.
+    """
+    try:
+        text = json.dumps(
+            data,
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
+            allow_nan=False,  # NaN and infinities are not JSON
+            default=_json_default,
+        )
+    except ValueError as exc:
+        raise ValueError(f"audit data is not JSON: {exc}") from exc
+    plain = json.loads(text)
+    if not isinstance(plain, dict):
+        raise TypeError("audit data must be a JSON object")
+    return text, plain
+
+
+def _plain_json(value: Mapping[str, Any]) -> str:
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_json_default
+    )
+
+
+def _utc(value: datetime) -> datetime:
+    """Aware UTC; a naive datetime is taken to be UTC already."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def rfc3339(value: datetime) -> str:
+    """``2024-05-01T12:00:00.123456Z``: fixed width, so text order is time order."""
+    return _utc(value).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _from_rfc3339(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    kind: EntryKind
+    session_id: str | None
+    ref: int | None
+    text: str  # canonical JSON of the data, as stored
+    data: dict[str, Any]  # what that text reads back as, as hashed
+
+
+def _prepare(entries: Sequence[NewEntry]) -> list[_Prepared]:
+    """Validate and canonicalise entries before any lock is taken."""
+    prepared: list[_Prepared] = []
+    for new in entries:
+        text, plain = canonical_data(new.data)
+        ref = None if new.ref is None else int(new.ref)
+        prepared.append(_Prepared(EntryKind(new.kind), new.session_id, ref, text, plain))
+    return prepared
+
+
+def _chain(
+    prepared: Sequence[_Prepared], last_seq: int, last_hash: str, ts: str
+) -> list[tuple[AuditEntry, str]]:
+    built: list[tuple[AuditEntry, str]] = []
+    prev = last_hash
+    seq = last_seq
+    for p in prepared:
+        seq += 1
+        body = {
+            "seq": seq,
+            "ts": ts,
+            "kind": p.kind.value,
+            "session_id": p.session_id,
+            "ref": p.ref,
+            "data": p.data,
+            "prev_hash": prev,
+        }
+        digest = entry_hash(prev, body)
+        built.append(
+            (AuditEntry(seq, ts, p.kind, p.session_id, p.data, prev, digest, p.ref), p.text)
+        )
+        prev = digest
+    return built
+
+
+def build_entries(
+    entries: Sequence[NewEntry], last_seq: int, last_hash: str, *, ts: str | None = None
+) -> list[tuple[AuditEntry, str]]:
+    """Chain ``entries`` after (last_seq, last_hash): each entry and its stored data text."""
+    stamp = ts if ts is not None else rfc3339(datetime.now(UTC))
+    return _chain(_prepare(entries), last_seq, last_hash, stamp)
+
+
+def _audit_rows(built: Sequence[tuple[AuditEntry, str]]) -> list[tuple[Any, ...]]:
+    return [
+        (e.seq, e.ts, e.kind.value, e.session_id, e.ref, text, e.prev_hash, e.hash)
+        for e, text in built
+    ]
+
+
+def _entry_from_row(row: Sequence[Any]) -> AuditEntry:
+    seq, ts, kind, session_id, ref, data, prev_hash, digest = row
+    return AuditEntry(
+        seq=int(seq),
+        ts=str(ts),
+        kind=EntryKind(kind),
+        session_id=session_id,
+        data=json.loads(data),
+        prev_hash=str(prev_hash),
+        hash=str(digest),
+        ref=None if ref is None else int(ref),
+    )
+
+
+def _principal_from(principal_json: str, claims_json: str) -> Principal:
+    fields = json.loads(principal_json)
+    return Principal(
+        iss=fields["iss"],
+        sub=fields["sub"],
+        actor=fields.get("actor"),
+        repository=fields.get("repository"),
+        ref=fields.get("ref"),
+        sha=fields.get("sha"),
+        run_id=fields.get("run_id"),
+        workflow=fields.get("workflow"),
+        claims=json.loads(claims_json),
+    )
+
+
+# -- SQLite ---------------------------------------------------------------------------
+
+
+class SqliteStore:
+    """The state store in one SQLite file (or in memory), for a single gateway node."""
+
+    def __init__(
+        self, path: str, *, synchronous: str = "NORMAL", busy_timeout_ms: int = 5000
+    ) -> None:
+        if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
+            raise StoreError(
+                f"sqlite synchronous must be NORMAL, FULL, EXTRA or OFF, not {synchronous!r}"
+            )
+        self.path = path
+        self._lock = threading.RLock()
+        self._last_purge = 0.0
+        try:
+            conn = sqlite3.connect(
+                path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the state store file {path}: {exc}") from exc
+        self._conn: sqlite3.Connection | None = conn
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            if path != ":memory:":
+                conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+            self._migrate(conn)
+        except sqlite3.Error as exc:
+            conn.close()
+            self._conn = None
+            raise StoreError(f"cannot open the state store file {path}: {exc}") from exc
+
+    # plumbing
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+            current = int(row[0]) if row and row[0] is not None else 0
+            if current > SCHEMA_VERSION:
+                raise _newer_schema(current)
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                for statement in _SQLITE_MIGRATIONS[version]:
+                    conn.execute(statement)
+                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            if self._conn is None:
+                raise StoreError("the state store is closed")
+            yield self._conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One BEGIN IMMEDIATE transaction: the write lock is taken up front."""
+        with self._lock:
+            conn = self._conn
+            if conn is None:
+                raise StoreError("the state store is closed")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    # sessions
+
+    def create_session(self, session: Session) -> None:
+        v = session.verifier
+        try:
+            with self._write() as conn:
+                conn.execute(
+                    f"INSERT INTO sessions ({_SESSION_COLUMNS}) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        session.id,
+                        v.salt,
+                        v.iterations,
+                        v.stored_key,
+                        v.server_key,
+                        _plain_json(session.principal.to_json()),
+                        _plain_json(session.principal.claims),
+                        session.database,
+                        session.role,
+                        rfc3339(session.created_at),
+                        rfc3339(session.expires_at),
+                        None if session.revoked_at is None else rfc3339(session.revoked_at),
+                    ),
+                )
+        except sqlite3.IntegrityError as exc:
+            raise StoreError(f"session {session.id} already exists") from exc
+
+    def get_session(self, session_id: str) -> Session | None:
+        with self._read() as conn:
+            row = conn.execute(
+                f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = ?", (session_id,)
+            ).fetchone()
+        if row is None:
+            return None
+        return Session(
+            id=row[0],
+            verifier=ScramVerifier(bytes(row[1]), int(row[2]), bytes(row[3]), bytes(row[4])),
+            principal=_principal_from(row[5], row[6]),
+            database=row[7],
+            role=row[8],
+            created_at=_from_rfc3339(row[9]),
+            expires_at=_from_rfc3339(row[10]),
+            revoked_at=None if row[11] is None else _from_rfc3339(row[11]),
+        )
+
+    def revoke_session(self, session_id: str, at: datetime) -> bool:
+        with self._write() as conn:
+            cur = conn.execute(
+                "UPDATE sessions SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                (rfc3339(at), session_id),
+            )
+            return cur.rowcount == 1
+
+    # token ids
+
+    def remember_jti(self, issuer: str, jti: str, expires_at: datetime) -> bool:
+        with self._write() as conn:
+            now = time.monotonic()
+            if now - self._last_purge >= _JTI_PURGE_INTERVAL_S:
+                self._last_purge = now
+                cutoff = datetime.fromtimestamp(time.time() - _JTI_PURGE_GRACE_S, UTC)
+                conn.execute("DELETE FROM seen_jti WHERE expires_at < ?", (rfc3339(cutoff),))
+            cur = conn.execute(
+                "INSERT INTO seen_jti (issuer, jti, expires_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (issuer, jti) DO NOTHING",
+                (issuer, jti, rfc3339(expires_at)),
+            )
+            return cur.rowcount == 1
+
+    # grants
+
+    def add_grant(self, grant: Grant) -> None:
+        try:
+            with self._write() as conn:
+                conn.execute(
+                    f"INSERT INTO grants ({_GRANT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        grant.id,
+                        grant.database,
+                        grant.fingerprint,
+                        grant.approver,
+                        grant.evidence_url,
+                        grant.session_id,
+                        grant.plan_hash,
+                        rfc3339(grant.created_at),
+                        None if grant.used_at is None else rfc3339(grant.used_at),
+                        grant.used_by_session,
+                    ),
+                )
+        except sqlite3.IntegrityError as exc:
+            raise StoreError(f"grant {grant.id} already exists") from exc
+
+    @staticmethod
+    def _grant(row: Sequence[Any]) -> Grant:
+        return Grant(
+            id=row[0],
+            database=row[1],
+            fingerprint=row[2],
+            approver=row[3],
+            evidence_url=row[4],
+            session_id=row[5],
+            plan_hash=row[6],
+            created_at=_from_rfc3339(row[7]),
+            used_at=None if row[8] is None else _from_rfc3339(row[8]),
+            used_by_session=row[9],
+        )
+
+    def consume_grant(
+        self, database: str, fingerprint: str, session_id: str, at: datetime
+    ) -> Grant | None:
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT id FROM grants WHERE database = ? AND fingerprint = ? "
+                "AND used_at IS NULL AND (session_id IS NULL OR session_id = ?) "
+                "ORDER BY session_id IS NULL, created_at, id LIMIT 1",
+                (database, fingerprint, session_id),
+            ).fetchone()
+            if row is None:
+                return None
+            conn.execute(
+                "UPDATE grants SET used_at = ?, used_by_session = ? WHERE id = ?",
+                (rfc3339(at), session_id, row[0]),
+            )
+            used = conn.execute(
+                f"SELECT {_GRANT_COLUMNS} FROM grants WHERE id = ?", (row[0],)
+            ).fetchone()
+        return self._grant(used)
+
+    def list_grants(self, database: str | None = None) -> Sequence[Grant]:
+        with self._read() as conn:
+            if database is None:
+                rows = conn.execute(
+                    f"SELECT {_GRANT_COLUMNS} FROM grants ORDER BY created_at, id"
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    f"SELECT {_GRANT_COLUMNS} FROM grants WHERE database = ? "
+                    "ORDER BY created_at, id",
+                    (database,),
+                ).fetchall()
+        return [self._grant(row) for row in rows]
+
+    # audit
+
+    def append(self, entries: Sequence[NewEntry]) -> list[AuditEntry]:
+        if not entries:
+            return []
+        prepared = _prepare(entries)
+        with self._write() as conn:
+            last = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+            last_seq, last_hash = (0, GENESIS_HASH) if last is None else (int(last[0]), last[1])
+            built = _chain(prepared, last_seq, last_hash, rfc3339(datetime.now(UTC)))
+            conn.executemany(
+                f"INSERT INTO audit ({_AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                _audit_rows(built),
+            )
+        return [entry for entry, _ in built]
+
+    def entries(self, *, session_id: str | None = None, after_seq: int = 0) -> list[AuditEntry]:
+        with self._read() as conn:
+            if session_id is None:
+                rows = conn.execute(
+                    f"SELECT {_AUDIT_COLUMNS} FROM audit WHERE seq > ? ORDER BY seq",
+                    (after_seq,),
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    f"SELECT {_AUDIT_COLUMNS} FROM audit WHERE session_id = ? AND seq > ? "
+                    "ORDER BY seq",
+                    (session_id, after_seq),
+                ).fetchall()
+        return [_entry_from_row(row) for row in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+# -- PostgreSQL -----------------------------------------------------------------------
+
+PgConnection = psycopg.Connection[tuple[Any, ...]]
+
+
+class _Pool:
+    """A few autocommit connections shared by threads (LIFO, created on demand)."""
+
+    def __init__(self, conninfo: str, where: str, max_size: int, connect_timeout: int) -> None:
+        self._conninfo = conninfo
+        self._where = where
+        self._max_size = max(1, max_size)
+        self._connect_timeout = connect_timeout
+        self._idle: list[PgConnection] = []
+        self._size = 0
+        self._closed = False
+        self._cond = threading.Condition()
+
+    def _connect(self) -> PgConnection:
+        try:
+            return psycopg.connect(
+                self._conninfo, autocommit=True, connect_timeout=self._connect_timeout
+            )
+        except psycopg.Error as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StoreError(
+                f"cannot connect to the state store on PostgreSQL at {self._where}: {first}"
+            ) from exc
+
+    def _checkout(self) -> PgConnection:
+        with self._cond:
+            while True:
+                if self._closed:
+                    raise StoreError("the state store is closed")
+                while self._idle:
+                    conn = self._idle.pop()
+                    if not conn.closed and not conn.broken:
+                        return conn
+                    self._size -= 1
+                if self._size < self._max_size:
+                    self._size += 1
+                    break
+                self._cond.wait()
+        try:
+            return self._connect()
+        except BaseException:
+            with self._cond:
+                self._size -= 1
+                self._cond.notify()
+            raise
+
+    def _checkin(self, conn: PgConnection) -> None:
+        reusable = (
+            not conn.closed
+            and not conn.broken
+            and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        )
+        with self._cond:
+            if reusable and not self._closed:
+                self._idle.append(conn)
+            else:
+                self._size -= 1
+                conn.close()
+            self._cond.notify()
+
+    @contextmanager
+    def connection(self) -> Iterator[PgConnection]:
+        conn = self._checkout()
+        try:
+            yield conn
+        finally:
+            self._checkin(conn)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            self._size -= len(idle)
+            self._cond.notify_all()
+        for conn in idle:
+            conn.close()
+
+
+class PostgresStore:
+    """The state store in a PostgreSQL database, shared by several gateway processes."""
+
+    def __init__(self, conninfo: str, *, pool_size: int = 10, connect_timeout: int = 10) -> None:
+        self.where = describe_server(conninfo)
+        self._pool = _Pool(conninfo, self.where, pool_size, connect_timeout)
+        self._last_purge = 0.0
+        self._purge_lock = threading.Lock()
+        try:
+            self._migrate()
+        except BaseException:
+            self._pool.close()
+            raise
+
+    def _migrate(self) -> None:
+        with self._pool.connection() as conn, conn.transaction():
+            # Concurrent CREATE TABLE IF NOT EXISTS can still collide: serialise openers.
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK_KEY,))
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)")
+            row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+            current = int(row[0]) if row and row[0] is not None else 0
+            if current > SCHEMA_VERSION:
+                raise _newer_schema(current)
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                for statement in _POSTGRES_MIGRATIONS[version]:
+                    conn.execute(statement)
+                conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
+
+    # sessions
+
+    def create_session(self, session: Session) -> None:
+        v = session.verifier
+        try:
+            with self._pool.connection() as conn:
+                conn.execute(
+                    f"INSERT INTO sessions ({_SESSION_COLUMNS}) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    (
+                        session.id,
+                        v.salt,
+                        v.iterations,
+                        v.stored_key,
+                        v.server_key,
+                        _plain_json(session.principal.to_json()),
+                        _plain_json(session.principal.claims),
+                        session.database,
+                        session.role,
+                        _utc(session.created_at),
+                        _utc(session.expires_at),
+                        None if session.revoked_at is None else _utc(session.revoked_at),
+                    ),
+                )
+        except pg_errors.UniqueViolation as exc:
+            raise StoreError(f"session {session.id} already exists") from exc
+
+    def get_session(self, session_id: str) -> Session | None:
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = %s", (session_id,)
+            ).fetchone()
+        if row is None:
+            return None
+        return Session(
+            id=row[0],
+            verifier=ScramVerifier(bytes(row[1]), int(row[2]), bytes(row[3]), bytes(row[4])),
+            principal=_principal_from(row[5], row[6]),
+            database=row[7],
+            role=row[8],
+            created_at=_utc(row[9]),
+            expires_at=_utc(row[10]),
+            revoked_at=None if row[11] is None else _utc(row[11]),
+        )
+
+    def revoke_session(self, session_id: str, at: datetime) -> bool:
+        with self._pool.connection() as conn:
+            cur = conn.execute(
+                "UPDATE sessions SET revoked_at = %s WHERE id = %s AND revoked_at IS NULL",
+                (_utc(at), session_id),
+            )
+            return cur.rowcount == 1
+
+    # token ids
+
+    def _purge_due(self) -> bool:
+        with self._purge_lock:
+            now = time.monotonic()
+            if now - self._last_purge < _JTI_PURGE_INTERVAL_S:
+                return False
+            self._last_purge = now
+            return True
+
+    def remember_jti(self, issuer: str, jti: str, expires_at: datetime) -> bool:
+        with self._pool.connection() as conn:
+            if self._purge_due():
+                conn.execute(
+                    "DELETE FROM seen_jti WHERE expires_at < now() - make_interval(secs => %s)",
+                    (_JTI_PURGE_GRACE_S,),
+                )
+            cur = conn.execute(
+                "INSERT INTO seen_jti (issuer, jti, expires_at) VALUES (%s, %s, %s) "
+                "ON CONFLICT (issuer, jti) DO NOTHING",
+                (issuer, jti, _utc(expires_at)),
+            )
+            return cur.rowcount == 1
+
+    # grants
+
+    def add_grant(self, grant: Grant) -> None:
+        try:
+            with self._pool.connection() as conn:
+                conn.execute(
+                    f"INSERT INTO grants ({_GRANT_COLUMNS}) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    (
+                        grant.id,
+                        grant.database,
+                        grant.fingerprint,
+                        grant.approver,
+                        grant.evidence_url,
+                        grant.session_id,
+                        grant.plan_hash,
+                        _utc(grant.created_at),
+                        None if grant.used_at is None else _utc(grant.used_at),
+                        grant.used_by_session,
+                    ),
+                )
+        except pg_errors.UniqueViolation as exc:
+            raise StoreError(f"grant {grant.id} already exists") from exc
+
+    @staticmethod
+    def _grant(row: Sequence[Any]) -> Grant:
+        return Grant(
+            id=row[0],
+            database=row[1],
+            fingerprint=row[2],
+            approver=row[3],
+            evidence_url=row[4],
+            session_id=row[5],
+            plan_hash=row[6],
+            created_at=_utc(row[7]),
+            used_at=None if row[8] is None else _utc(row[8]),
+            used_by_session=row[9],
+        )
+
+    def consume_grant(
+        self, database: str, fingerprint: str, session_id: str, at: datetime
+    ) -> Grant | None:
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                f"UPDATE grants SET used_at = %s, used_by_session = %s "
+                "WHERE id = ("
+                "  SELECT id FROM grants WHERE database = %s AND fingerprint = %s "
+                "  AND used_at IS NULL AND (session_id IS NULL OR session_id = %s) "
+                "  ORDER BY session_id IS NULL, created_at, id "
+                "  LIMIT 1 FOR UPDATE SKIP LOCKED"
+                f") AND used_at IS NULL RETURNING {_GRANT_COLUMNS}",
+                (_utc(at), session_id, database, fingerprint, session_id),
+            ).fetchone()
+        return None if row is None else self._grant(row)
+
+    def list_grants(self, database: str | None = None) -> Sequence[Grant]:
+        with self._pool.connection() as conn:
+            if database is None:
+                rows = conn.execute(
+                    f"SELECT {_GRANT_COLUMNS} FROM grants ORDER BY created_at, id"
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    f"SELECT {_GRANT_COLUMNS} FROM grants WHERE database = %s "
+                    "ORDER BY created_at, id",
+                    (database,),
+                ).fetchall()
+        return [self._grant(row) for row in rows]
+
+    # audit
+
+    def append(self, entries: Sequence[NewEntry]) -> list[AuditEntry]:
+        if not entries:
+            return []
+        prepared = _prepare(entries)
+        with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
+            # One appender at a time across every process: the chain never forks.
+            # The SELECT runs after the lock is held, so its snapshot sees the last
+            # appender's committed rows (READ COMMITTED: a snapshot per statement).
+            # Pipelined: BEGIN, lock and SELECT go in one round trip, the INSERTs
+            # and COMMIT in another.
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_AUDIT_LOCK_KEY,))
+            last = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+            last_seq, last_hash = (0, GENESIS_HASH) if last is None else (int(last[0]), last[1])
+            built = _chain(prepared, last_seq, last_hash, rfc3339(datetime.now(UTC)))
+            rows = _audit_rows(built)
+            with conn.cursor() as cur:
+                cur.executemany(
+                    f"INSERT INTO audit ({_AUDIT_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                    rows,
+                )
+        return [entry for entry, _ in built]
+
+    def entries(self, *, session_id: str | None = None, after_seq: int = 0) -> list[AuditEntry]:
+        with self._pool.connection() as conn:
+            if session_id is None:
+                rows = conn.execute(
+                    f"SELECT {_AUDIT_COLUMNS} FROM audit WHERE seq > %s ORDER BY seq",
+                    (after_seq,),
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    f"SELECT {_AUDIT_COLUMNS} FROM audit WHERE session_id = %s AND seq > %s "
+                    "ORDER BY seq",
+                    (session_id, after_seq),
+                ).fetchall()
+        return [_entry_from_row(row) for row in rows]
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+# -- choosing by URL ------------------------------------------------------------------
+
+
+def open_store(url: str, *, pool_size: int = 10) -> StateStore:
+    """The store a URL names: ``sqlite:///abs/path.db``, ``sqlite:///:memory:`` or
+    ``postgresql://...``. Errors never repeat the URL (it may hold a password)."""
+    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    if scheme == "sqlite":
+        return _open_sqlite(url)
+    if scheme in {"postgresql", "postgres"}:
+        return PostgresStore(url, pool_size=pool_size)
+    raise StoreError(
+        "the state store URL must start with sqlite:/// or postgresql://"
+        + (f", not {scheme}:" if scheme else "")
+    )
+
+
+def _open_sqlite(url: str) -> SqliteStore:
+    parts = urllib.parse.urlsplit(url)
+    if parts.netloc:
+        raise StoreError(
+            "a sqlite state store URL has no host: sqlite:///abs/path.db or sqlite:///:memory:"
+        )
+    path = urllib.parse.unquote(parts.path)
+    if path == "/:memory:":
+        path = ":memory:"
+    elif not path.startswith("/") or path == "/":
+        raise StoreError("a sqlite state store URL needs an absolute path: sqlite:///abs/path.db")
+    options = dict(urllib.parse.parse_qsl(parts.query))
+    unknown = sorted(set(options) - {"synchronous", "busy_timeout"})
+    if unknown:
+        raise StoreError(
+            f"unknown sqlite state store option(s) {', '.join(unknown)}; "
+            "known: synchronous, busy_timeout"
+        )
+    try:
+        busy_timeout = int(options.get("busy_timeout", "5000"))
+    except ValueError as exc:
+        raise StoreError("sqlite busy_timeout must be a number of milliseconds") from exc
+    return SqliteStore(
+        path, synchronous=options.get("synchronous", "NORMAL"), busy_timeout_ms=busy_timeout
+    )

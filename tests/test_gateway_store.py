@@ -1,0 +1,620 @@
+"""The gateway state store (SQLite and PostgreSQL) and the audit chain built on it."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from runner.gateway.auditlog import (
+    AuditWriter,
+    event_entry,
+    merge_records,
+    outcome_entry,
+    verify_chain,
+)
+from runner.gateway.model import (
+    AuditEntry,
+    EntryKind,
+    Grant,
+    NewEntry,
+    Outcome,
+    Principal,
+    ScramVerifier,
+    Session,
+    StateStore,
+    entry_hash,
+    new_secret,
+    new_session_id,
+)
+from runner.gateway.store import PostgresStore, SqliteStore, StoreError, open_store
+from runner.plan.model import canonical_json
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# -- fixtures ------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/state.db"
+    url = request.getfixturevalue("scratch_db_url")
+    assert isinstance(url, str)
+    return url
+
+
+@pytest.fixture
+def pg_store_url(scratch_db_url: str) -> str:
+    return scratch_db_url
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[StateStore]:
+    opened = open_store(store_url)
+    yield opened
+    opened.close()
+
+
+def raw_sql(url: str, statement: str) -> list[tuple[Any, ...]]:
+    """Run SQL straight on the store's database, behind the store's back."""
+    if url.startswith("sqlite:"):
+        conn = sqlite3.connect(url.removeprefix("sqlite://"))
+        try:
+            rows = conn.execute(statement).fetchall()
+            conn.commit()
+        finally:
+            conn.close()
+        return rows
+    with psycopg.connect(url, autocommit=True) as pg:
+        cur = pg.execute(statement)
+        return cur.fetchall() if cur.description else []
+
+
+NOW = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+
+
+def make_session(secret: str, *, database: str = "app") -> Session:
+    claims = {
+        "iss": "https://token.actions.githubusercontent.com",
+        "sub": "repo:acme/app:ref:refs/heads/main",
+        "actor": "octocat",
+        "repository": "acme/app",
+        "ref": "refs/heads/main",
+        "sha": "a" * 40,
+        "run_id": "12345",
+        "workflow_ref": "acme/app/.github/workflows/migrate.yml@refs/heads/main",
+        "aud": "signoff",
+        "exp": 1_740_000_000,
+        "nested": {"list": [1, 2.5, "x"], "ünïcode": "✓"},
+    }
+    return Session(
+        id=new_session_id(),
+        verifier=ScramVerifier.create(secret),
+        principal=Principal.from_claims(claims),
+        database=database,
+        role="app_migrator",
+        created_at=NOW,
+        expires_at=NOW + timedelta(hours=1),
+    )
+
+
+def statement(session_id: str, n: int) -> NewEntry:
+    return NewEntry(EntryKind.STATEMENT, session_id, {"text": f"select {n}", "n": n})
+
+
+def outcome(session_id: str, ref: int) -> NewEntry:
+    return NewEntry(EntryKind.OUTCOME, session_id, {"outcome": "SELECT 1", "rows": 1}, ref=ref)
+
+
+def fill_chain(store: StateStore, pairs: int) -> list[AuditEntry]:
+    written: list[AuditEntry] = []
+    for n in range(pairs):
+        [st] = store.append([statement("so_a", n)])
+        written.append(st)
+        written.extend(store.append([outcome("so_a", st.seq)]))
+    return written
+
+
+# -- sessions ------------------------------------------------------------------------------
+
+
+def test_session_round_trip(store: StateStore, store_url: str) -> None:
+    secret = new_secret()
+    session = make_session(secret)
+    store.create_session(session)
+
+    got = store.get_session(session.id)
+    assert got == session
+    assert got.verifier.matches(secret)
+    assert not got.verifier.matches(secret + "x")
+    assert got.principal.claims["nested"] == {"list": [1, 2.5, "x"], "ünïcode": "✓"}
+    assert got.principal.actor == "octocat"
+    assert got.created_at.tzinfo is not None and got.created_at == NOW
+    assert got.usable(NOW) is None
+    assert store.get_session("so_unknown") is None
+
+    # Only the verifier is stored: the secret is nowhere in the database.
+    rows = raw_sql(store_url, "SELECT * FROM sessions")
+    assert secret not in repr(rows)
+    if store_url.startswith("sqlite:"):
+        for path in Path(store_url.removeprefix("sqlite://")).parent.iterdir():
+            assert secret.encode() not in path.read_bytes()
+
+    with pytest.raises(StoreError, match="already exists") as info:
+        store.create_session(session)
+    assert secret not in str(info.value)
+
+
+def test_revoke(store: StateStore) -> None:
+    session = make_session(new_secret())
+    store.create_session(session)
+    at = NOW + timedelta(minutes=5)
+    assert store.revoke_session(session.id, at) is True
+    assert store.revoke_session(session.id, at + timedelta(minutes=1)) is False
+    assert store.revoke_session("so_unknown", at) is False
+    got = store.get_session(session.id)
+    assert got is not None and got.revoked_at == at
+    assert got.usable(NOW + timedelta(minutes=6)) == "session revoked"
+
+
+# -- token ids -----------------------------------------------------------------------------
+
+
+def test_jti_remembered_once(store: StateStore, store_url: str) -> None:
+    exp = datetime.now(UTC) + timedelta(minutes=10)
+    assert store.remember_jti("https://issuer", "jti-1", exp) is True
+    assert store.remember_jti("https://issuer", "jti-1", exp) is False
+    assert store.remember_jti("https://other", "jti-1", exp) is True
+    other = open_store(store_url)  # another gateway process sees the same set
+    try:
+        assert other.remember_jti("https://issuer", "jti-1", exp) is False
+    finally:
+        other.close()
+
+
+def test_expired_jti_purged(store_url: str) -> None:
+    first = open_store(store_url)
+    try:
+        assert first.remember_jti("iss", "old", datetime.now(UTC) - timedelta(hours=1))
+    finally:
+        first.close()
+    assert raw_sql(store_url, "SELECT count(*) FROM seen_jti") == [(1,)]
+    second = open_store(store_url)  # a fresh store purges on its first remember_jti
+    try:
+        assert second.remember_jti("iss", "new", datetime.now(UTC) + timedelta(hours=1))
+    finally:
+        second.close()
+    assert raw_sql(store_url, "SELECT jti FROM seen_jti") == [("new",)]
+
+
+# -- grants --------------------------------------------------------------------------------
+
+
+def grant(grant_id: str, *, session_id: str | None = None, fingerprint: str = "fp1") -> Grant:
+    return Grant(
+        id=grant_id,
+        database="app",
+        fingerprint=fingerprint,
+        approver="reviewer",
+        evidence_url="https://github.com/acme/app/pull/1#issuecomment-1",
+        created_at=NOW,
+        session_id=session_id,
+        plan_hash="b" * 64,
+    )
+
+
+def test_grant_consumed_once(store: StateStore) -> None:
+    store.add_grant(grant("g1"))
+    store.add_grant(grant("g2", session_id="so_other"))
+    at = NOW + timedelta(minutes=1)
+
+    assert store.consume_grant("app", "fp-none", "so_mine", at) is None
+    assert store.consume_grant("other-db", "fp1", "so_mine", at) is None
+    used = store.consume_grant("app", "fp1", "so_mine", at)
+    assert used is not None and used.id == "g1"
+    assert used.used_at == at and used.used_by_session == "so_mine"
+    assert used.evidence_url == grant("g1").evidence_url and used.plan_hash == "b" * 64
+    # g2 is bound to another session
+    assert store.consume_grant("app", "fp1", "so_mine", at) is None
+    bound = store.consume_grant("app", "fp1", "so_other", at)
+    assert bound is not None and bound.id == "g2"
+
+    listed = {g.id: g for g in store.list_grants("app")}
+    assert set(listed) == {"g1", "g2"}
+    assert listed["g1"].used_by_session == "so_mine"
+    assert store.list_grants("nothing") == []
+    assert len(store.list_grants()) == 2
+    with pytest.raises(StoreError, match="grant g1 already exists"):
+        store.add_grant(grant("g1"))
+
+
+def test_session_bound_grant_preferred(store: StateStore) -> None:
+    store.add_grant(grant("any"))
+    store.add_grant(grant("mine", session_id="so_mine"))
+    used = store.consume_grant("app", "fp1", "so_mine", NOW)
+    assert used is not None and used.id == "mine"
+
+
+@pytest.mark.parametrize("grants", [1, 3])
+def test_grant_concurrent_consumers(store_url: str, grants: int) -> None:
+    setup = open_store(store_url)
+    for i in range(grants):
+        setup.add_grant(grant(f"g{i}"))
+    setup.close()
+
+    threads = 8
+    barrier = threading.Barrier(threads)
+    results: list[Grant | None] = [None] * threads
+    errors: list[BaseException] = []
+
+    def consume(i: int) -> None:
+        own = open_store(store_url)  # one store per thread: separate connections
+        try:
+            barrier.wait()
+            results[i] = own.consume_grant("app", "fp1", f"so_{i}", NOW)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            own.close()
+
+    workers = [threading.Thread(target=consume, args=(i,)) for i in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert errors == []
+    won = [g for g in results if g is not None]
+    assert len(won) == grants
+    assert len({g.id for g in won}) == grants
+
+
+# -- the audit chain -----------------------------------------------------------------------
+
+
+def test_append_entries_verify(store: StateStore) -> None:
+    first = store.append(
+        [statement("so_a", 0), NewEntry(EntryKind.SESSION, "so_b", {"event": "authenticated"})]
+    )
+    assert [e.seq for e in first] == [1, 2]
+    assert first[0].prev_hash == "0" * 64
+    assert first[1].prev_hash == first[0].hash
+    assert first[0].ts.endswith("Z") and len(first[0].ts) == len("2025-03-01T12:00:00.123456Z")
+    second = store.append([outcome("so_a", 1)])
+    assert second[0].seq == 3 and second[0].prev_hash == first[1].hash
+    assert store.append([]) == []
+
+    stored = store.entries()
+    assert stored == [*first, *second]
+    assert [e.seq for e in store.entries(session_id="so_a")] == [1, 3]
+    assert [e.seq for e in store.entries(after_seq=1)] == [2, 3]
+    assert [e.seq for e in store.entries(session_id="so_a", after_seq=1)] == [3]
+
+    report = verify_chain(stored)
+    assert report.ok and report.count == 3 and report.problem is None
+    assert report.incomplete == ()
+    assert report.last_seq == 3 and report.last_hash == second[0].hash
+    # a tail verifies after a trusted entry
+    tail = verify_chain(store.entries(after_seq=1), after=(1, first[0].hash))
+    assert tail.ok
+
+
+def test_awkward_data_round_trips(store: StateStore) -> None:
+    data = {
+        "floats": [0.1, 1e20, -0.0, 1.5e-300, 2.0],
+        "big": 2**70,
+        "when": datetime(2025, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
+        "tuple": (1, "two"),
+        "text": 'naïve ✓ \u2028 "quoted" \\ \x00',
+        "kind": EntryKind.GRANT,
+        "nested": {"b": 1, "a": [None, True, False]},
+    }
+    [written] = store.append([NewEntry(EntryKind.GRANT, None, data)])
+    assert written.data["when"] == "2025-01-02T03:04:05.000006Z"
+    assert written.data["tuple"] == [1, "two"]
+    assert written.data["kind"] == "grant"
+    [read] = store.entries()
+    assert read == written
+    assert verify_chain([read]).ok
+
+    with pytest.raises(ValueError, match="not JSON: Out of range float"):
+        store.append([NewEntry(EntryKind.GRANT, None, {"x": float("nan")})])
+    with pytest.raises(TypeError, match="not JSON"):
+        store.append([NewEntry(EntryKind.GRANT, None, {"x": object()})])
+    assert len(store.entries()) == 1  # the failed appends wrote nothing
+
+
+def test_tampered_data_detected(store: StateStore, store_url: str) -> None:
+    fill_chain(store, 5)
+    raw_sql(store_url, "UPDATE audit SET data = replace(data, 'select', 'delete') WHERE seq = 5")
+    report = verify_chain(store.entries())
+    assert not report.ok
+    assert report.first_bad_seq == 5
+    assert report.problem == "entry 5: hash does not match its contents"
+    assert report.count == 10
+
+
+def test_tampered_hash_detected(store: StateStore, store_url: str) -> None:
+    written = fill_chain(store, 5)
+    original = written[6].hash
+    flipped = original[:-1] + ("0" if original[-1] != "0" else "1")
+    raw_sql(store_url, f"UPDATE audit SET hash = '{flipped}' WHERE seq = 7")
+    report = verify_chain(store.entries())
+    assert (report.ok, report.first_bad_seq) == (False, 7)
+    assert report.problem == "entry 7: hash does not match its contents"
+
+
+def test_rehashed_entry_breaks_the_link(store: StateStore, store_url: str) -> None:
+    fill_chain(store, 5)
+    [target] = store.entries(after_seq=2)[:1]
+    forged_data = {**target.data, "text": "drop table users"}
+    forged = AuditEntry(
+        target.seq, target.ts, target.kind, target.session_id, forged_data,
+        target.prev_hash, "", target.ref,
+    )  # fmt: skip
+    new_hash = entry_hash(forged.prev_hash, forged.body())
+    text = canonical_json(forged_data).replace("'", "''")
+    raw_sql(store_url, f"UPDATE audit SET data = '{text}', hash = '{new_hash}' WHERE seq = 3")
+    report = verify_chain(store.entries())
+    assert (report.ok, report.first_bad_seq) == (False, 4)
+    assert report.problem == "entry 4: prev_hash does not link to entry 3"
+
+
+def test_deleted_row_is_a_gap(store: StateStore, store_url: str) -> None:
+    fill_chain(store, 5)
+    raw_sql(store_url, "DELETE FROM audit WHERE seq = 7")
+    report = verify_chain(store.entries())
+    assert (report.ok, report.first_bad_seq) == (False, 7)
+    assert report.problem == "seq 7 missing (gap after 6)"
+
+    raw_sql(store_url, "DELETE FROM audit WHERE seq IN (1, 2)")
+    report = verify_chain(store.entries())
+    assert report.problem == "seqs 1-2 missing (gap after 0)"
+
+
+def test_statement_without_outcome_is_incomplete(store: StateStore) -> None:
+    store.append([statement("so_a", 0), statement("so_a", 1)])
+    store.append([outcome("so_a", 1)])
+    store.append([statement("so_a", 2)])
+    report = verify_chain(store.entries())
+    assert report.ok
+    assert report.incomplete == (2, 4)
+
+
+def test_outcome_for_no_statement_is_a_problem(store: StateStore) -> None:
+    store.append([NewEntry(EntryKind.SESSION, "so_a", {"event": "authenticated"})])
+    store.append([outcome("so_a", 1)])
+    report = verify_chain(store.entries())
+    assert (report.ok, report.first_bad_seq) == (False, 2)
+    assert report.problem == "entry 2: outcome refers to entry 1, which is not an earlier statement"
+
+
+def test_schema_version(store_url: str) -> None:
+    open_store(store_url).close()
+    again = open_store(store_url)  # idempotent
+    again.close()
+    assert raw_sql(store_url, "SELECT version FROM schema_version") == [(1,)]
+    raw_sql(store_url, "UPDATE schema_version SET version = 99")
+    with pytest.raises(StoreError, match="schema is version 99, newer"):
+        open_store(store_url)
+
+
+def test_open_store_errors(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="must start with sqlite:/// or postgresql://, not mysql:"):
+        open_store("mysql://u:hunter2@db/x")
+    with pytest.raises(StoreError, match="cannot connect") as info:
+        open_store("postgresql://someone:hunter2@127.0.0.1:1/nothing?connect_timeout=2")
+    assert "hunter2" not in str(info.value)
+    with pytest.raises(StoreError, match="absolute path"):
+        open_store("sqlite:///")
+    with pytest.raises(StoreError, match="unknown sqlite state store option"):
+        open_store(f"sqlite:///{tmp_path}/x.db?cache=shared")
+    with pytest.raises(StoreError, match="cannot open the state store file"):
+        open_store(f"sqlite:///{tmp_path}/missing/dir/x.db")
+    memory = open_store("sqlite:///:memory:")
+    try:
+        assert memory.append([statement("so_a", 0)])[0].seq == 1
+        assert verify_chain(memory.entries()).ok
+    finally:
+        memory.close()
+    full = open_store(f"sqlite:///{tmp_path}/full.db?synchronous=FULL&busy_timeout=100")
+    full.close()
+
+
+# -- several gateway processes -------------------------------------------------------------
+
+_APPENDER = """
+import sys
+from runner.gateway.model import EntryKind, NewEntry
+from runner.gateway.store import open_store
+
+store = open_store(sys.argv[1])
+name = sys.argv[2]
+print("ready", flush=True)
+sys.stdin.readline()
+for i in range(200):
+    store.append([NewEntry(EntryKind.SESSION, name, {"i": i})])
+store.close()
+print("done", flush=True)
+"""
+
+
+def test_two_processes_share_one_chain(store_url: str) -> None:
+    open_store(store_url).close()  # schema exists before both start
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _APPENDER, store_url, name],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=REPO_ROOT,
+        )
+        for name in ("so_p1", "so_p2")
+    ]
+    try:
+        for proc in procs:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        for proc in procs:  # start both at once
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        for proc in procs:
+            out, _ = proc.communicate(timeout=120)
+            assert proc.returncode == 0 and out.strip() == "done"
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+
+    reader = open_store(store_url)
+    try:
+        entries = reader.entries()
+    finally:
+        reader.close()
+    assert [e.seq for e in entries] == list(range(1, 401))
+    report = verify_chain(entries)
+    assert report.ok, report.problem
+    for name in ("so_p1", "so_p2"):
+        assert [e.data["i"] for e in entries if e.session_id == name] == list(range(200))
+    if store_url.startswith("postgresql"):
+        switches = sum(1 for a, b in itertools.pairwise(entries) if a.session_id != b.session_id)
+        assert switches > 1, "the two processes did not append concurrently"
+
+
+# -- the group-commit writer ---------------------------------------------------------------
+
+
+class CountingSqlite(SqliteStore):
+    calls = 0
+
+    def append(self, entries: Sequence[NewEntry]) -> list[AuditEntry]:
+        self.calls += 1
+        return super().append(entries)
+
+
+class CountingPostgres(PostgresStore):
+    calls = 0
+
+    def append(self, entries: Sequence[NewEntry]) -> list[AuditEntry]:
+        self.calls += 1
+        return super().append(entries)
+
+
+def counting_store(url: str) -> CountingSqlite | CountingPostgres:
+    if url.startswith("sqlite:"):
+        return CountingSqlite(url.removeprefix("sqlite://"))
+    return CountingPostgres(url)
+
+
+def test_audit_writer_concurrent_appenders(store_url: str) -> None:
+    store = counting_store(store_url)
+    writer = AuditWriter(store)
+    tasks, rounds = 50, 6
+
+    async def appender(t: int) -> list[AuditEntry]:
+        mine: list[AuditEntry] = []
+        for r in range(rounds):
+            [st] = await writer.append([statement(f"so_{t}", r)])
+            mine.append(st)
+            mine.extend(await writer.append([outcome(f"so_{t}", st.seq)]))
+        return mine
+
+    async def main() -> list[list[AuditEntry]]:
+        return await asyncio.gather(*(appender(t) for t in range(tasks)))
+
+    try:
+        results = asyncio.run(main())
+    finally:
+        writer.close()
+    requests = tasks * rounds * 2
+    assert writer.stats.requests == requests
+    assert writer.stats.entries == requests
+    assert store.calls == writer.stats.batches
+    assert store.calls < requests / 2, f"{store.calls} store.append calls for {requests} requests"
+
+    entries = store.entries()
+    store.close()
+    assert len(entries) == requests
+    report = verify_chain(entries)
+    assert report.ok and report.incomplete == ()
+    for t, mine in enumerate(results):
+        seqs = [e.seq for e in mine]
+        assert seqs == sorted(seqs)
+        stored = [e for e in entries if e.session_id == f"so_{t}"]
+        assert stored == mine
+        assert [e.data["n"] for e in stored if e.kind is EntryKind.STATEMENT] == list(range(rounds))
+
+
+def test_audit_writer_errors_and_close(store: StateStore) -> None:
+    writer = AuditWriter(store)
+
+    async def main() -> tuple[list[AuditEntry] | BaseException, ...]:
+        return await asyncio.gather(
+            writer.append([statement("so_a", 0)]),
+            writer.append([NewEntry(EntryKind.SESSION, "so_b", {"bad": object()})]),
+            writer.append([statement("so_c", 1)]),
+            return_exceptions=True,
+        )
+
+    good_a, bad, good_c = asyncio.run(main())
+    assert isinstance(bad, TypeError)
+    assert isinstance(good_a, list) and isinstance(good_c, list)
+    assert len(good_a) == len(good_c) == 1
+    now = writer.append_now([event_entry("so_a", "closed", reason="client quit")])
+    assert now[0].data == {"event": "closed", "reason": "client quit"}
+    assert writer.append_now([]) == []
+    writer.close()
+    writer.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        writer.append_now([statement("so_a", 2)])
+    assert verify_chain(store.entries()).ok
+
+
+def test_audit_writer_failure_reaches_every_caller(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path / "state.db"))
+    writer = AuditWriter(store)
+    store.close()  # every write now fails
+
+    async def main() -> list[list[AuditEntry] | BaseException]:
+        return await asyncio.gather(
+            *(writer.append([statement("so_a", n)]) for n in range(5)), return_exceptions=True
+        )
+
+    results = asyncio.run(main())
+    writer.close()
+    assert all(isinstance(r, StoreError) for r in results)
+
+
+# -- the records view ----------------------------------------------------------------------
+
+
+def test_merge_records(store: StateStore) -> None:
+    [ev] = store.append([event_entry("so_a", "authenticated")])
+    [s1, s2, s3] = store.append([statement("so_a", 1), statement("so_a", 2), statement("so_a", 3)])
+    store.append(
+        [
+            outcome_entry("so_a", s1.seq, Outcome(tag="DELETE 3", rows=3, duration_ms=1.23456)),
+            outcome_entry(
+                "so_a", s2.seq, Outcome(sqlstate="42P01", status="failed", duration_ms=0.5)
+            ),
+        ]
+    )
+    records = merge_records(store.entries(session_id="so_a"))
+    assert [r["seq"] for r in records] == [ev.seq, s1.seq, s2.seq, s3.seq]
+    assert records[0]["kind"] == "session" and records[0]["event"] == "authenticated"
+    first, second, third = records[1:]
+    assert first["text"] == "select 1" and first["outcome"] == "DELETE 3"
+    assert (first["rows"], first["duration_ms"], first["status"]) == (3, 1.235, "completed")
+    assert first["hash"] == s1.hash and first["prev_hash"] == s1.prev_hash
+    assert second["outcome"] == "42P01" and second["status"] == "failed"
+    assert third["status"] == "incomplete" and third["outcome"] is None
