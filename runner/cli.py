@@ -362,5 +362,13 @@ def render_dry_run(report: command.DryRunReport, fmt: str) -> str:
     return "\n".join(out) + "\n"
 
 
+def _gateway_commands() -> None:
+    from runner.gateway.cli import gateway
+
+    main.add_command(gateway)
+
+
+_gateway_commands()
+
 if __name__ == "__main__":  # pragma: no cover
     main()

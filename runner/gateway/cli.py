@@ -1,0 +1,266 @@
+"""``signoff gateway ...``: serve, check-config, keygen, grant, audit verify/show.
+
+Thin like the rest of the CLI: options in, one library call, a renderer out.
+Heavy imports (FastAPI, uvicorn) happen inside the commands that need them, so
+``signoff lint`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from runner.errors import ConfigError, SignoffError
+
+
+def _config_option(func: click.decorators.FC) -> click.decorators.FC:
+    return click.option(
+        "--config",
+        "config_path",
+        type=click.Path(path_type=Path, dir_okay=False),
+        envvar="SIGNOFF_GATEWAY_CONFIG",
+        default=Path("gateway.toml"),
+        show_default=True,
+        help="The gateway's configuration (env SIGNOFF_GATEWAY_CONFIG).",
+    )(func)
+
+
+def _load(config_path: Path):  # type: ignore[no-untyped-def]  # GatewayConfig, lazily imported
+    from runner.gateway.config import load_gateway_config
+
+    return load_gateway_config(config_path)
+
+
+def _fail(message: str, status: int = 2) -> None:
+    click.echo(f"signoff: error: {message}", err=True)
+    sys.exit(status)
+
+
+@click.group()
+def gateway() -> None:
+    """The gateway: OIDC sessions, the PostgreSQL proxy, grants and the audit log."""
+
+
+@gateway.command()
+@_config_option
+def serve(config_path: Path) -> None:
+    """Serve the HTTP API and the PostgreSQL listener until interrupted."""
+    try:
+        config = _load(config_path)
+        for database in config.databases.values():
+            database.password()  # fail at start, not at the first connection
+    except SignoffError as error:
+        _fail(str(error))
+    from runner.gateway.serve import run
+
+    click.echo(
+        f"signoff gateway: http://{config.http_host}:{config.http_port} "
+        f"postgresql://{config.pg_host}:{config.pg_port}",
+        err=True,
+    )
+    run(config)
+
+
+@gateway.command("check-config")
+@_config_option
+def check_config(config_path: Path) -> None:
+    """Validate the configuration and print what the gateway will enforce."""
+    try:
+        config = _load(config_path)
+    except SignoffError as error:
+        _fail(str(error))
+    problems = []
+    for database in config.databases.values():
+        try:
+            database.password()
+        except ConfigError as error:
+            problems.append(str(error))
+    out = [
+        f"{config_path}: valid",
+        f"audience: {config.audience}",
+        f"sessions: {config.session_ttl} (at most {config.max_session_ttl})",
+        f"listen: http {config.http_host}:{config.http_port}, "
+        f"postgresql {config.pg_host}:{config.pg_port} "
+        f"({'TLS' if config.tls_cert else 'no TLS; cleartext passwords only from loopback'})",
+        f"state: {config.state_url.split('@')[-1]}",
+        "issuers:",
+        *(f"  {i.name}: {i.issuer} ({', '.join(i.algorithms)})" for i in config.issuers),
+        "databases:",
+        *(
+            f"  {d.name}: {d.user}@{d.host}:{d.port}/{d.dbname}, password from "
+            + (f"${d.password_env}" if d.password_env else d.password_file or "nowhere (trust)")
+            for d in config.databases.values()
+        ),
+        "access:",
+        *(
+            f"  {a.database} as {a.role} for {a.issuer} tokens with "
+            + ", ".join(f"{k}={v}" for k, v in a.claims.items())
+            for a in config.access
+        ),
+        "roles:",
+    ]
+    for role in config.roles.values():
+        verdicts = ", ".join(f"{c.value}: {v.value}" for c, v in role.categories.items())
+        rules = ", ".join(f"{r}: {v.value}" for r, v in role.rules.items())
+        out.append(f"  {role.name}: {verdicts}" + (f"; {rules}" if rules else ""))
+    click.echo("\n".join(out))
+    if problems:
+        for problem in problems:
+            click.echo(f"signoff: error: {problem}", err=True)
+        sys.exit(2)
+
+
+@gateway.command()
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=Path("gateway-ed25519.pem"),
+    show_default=True,
+    help="Private key file; the public key goes to the same name with .pub.",
+)
+@click.option("--force", is_flag=True, help="Overwrite existing files.")
+def keygen(out: Path, force: bool) -> None:
+    """Write the Ed25519 key pair the gateway signs attestations with."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    public_path = out.with_name(out.name + ".pub")
+    for path in (out, public_path):
+        if path.exists() and not force:
+            _fail(f"{path} exists; pass --force to replace it")
+    key = Ed25519PrivateKey.generate()
+    private_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    public_pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(private_pem)
+    os.chmod(out, 0o600)
+    public_path.write_bytes(public_pem)
+    click.echo(f"wrote {out} (private, mode 600) and {public_path}")
+
+
+@gateway.command()
+@_config_option
+@click.option("--database", required=True, help="Configured database name.")
+@click.option("--fingerprint", "fingerprints", multiple=True, help="Statement fingerprint.")
+@click.option("--sql", help="SQL whose statements to grant (fingerprints computed here).")
+@click.option(
+    "--plan",
+    "plan_path",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="A plan.json: grant every statement of it that needs approval.",
+)
+@click.option("--approver", required=True, help="Who approved (recorded in the audit log).")
+@click.option("--evidence", help="URL of the approval (PR comment, ticket).")
+@click.option("--session", "session_id", help="Limit the grant to one session.")
+def grant(
+    config_path: Path,
+    database: str,
+    fingerprints: tuple[str, ...],
+    sql: str | None,
+    plan_path: Path | None,
+    approver: str,
+    evidence: str | None,
+    session_id: str | None,
+) -> None:
+    """Allow statements that need approval to run, each once (admin)."""
+    from runner.gateway.service import GatewayService
+    from runner.gateway.store import open_store
+    from runner.plan.model import Plan
+    from runner.plan.statements import split_statements
+
+    try:
+        config = _load(config_path)
+    except SignoffError as error:
+        _fail(str(error))
+    if database not in config.databases:
+        _fail(
+            f"no database {database!r} in {config_path}; use one of {', '.join(config.databases)}"
+        )
+    wanted: list[tuple[str, str | None]] = [(f, None) for f in fingerprints]
+    if sql:
+        wanted += [(s.fingerprint, None) for s in split_statements(sql)]
+    if plan_path is not None:
+        try:
+            plan = Plan.loads(plan_path.read_text(encoding="utf-8"))
+        except (ValueError, KeyError) as error:
+            _fail(f"{plan_path}: not a valid plan ({error})")
+        wanted += [(s.fingerprint, plan.hash) for s in plan.statements if s.needs_approval]
+    if not wanted:
+        _fail("nothing to grant; pass --fingerprint, --sql or --plan")
+    store = open_store(config.state_url)
+    service = GatewayService(config, store)
+    try:
+        for fingerprint, plan_hash in wanted:
+            made = service.add_grant(
+                database=database,
+                fingerprint=fingerprint,
+                approver=approver,
+                evidence_url=evidence,
+                session_id=session_id,
+                plan_hash=plan_hash,
+            )
+            click.echo(f"{made.id} {database} {fingerprint} (once)")
+    finally:
+        service.close()
+        store.close()
+
+
+@gateway.group()
+def audit() -> None:
+    """Read and verify the gateway's hash-chained audit log."""
+
+
+@audit.command()
+@_config_option
+def verify(config_path: Path) -> None:
+    """Check the whole chain: every hash, every link, no gaps."""
+    from runner.gateway.auditlog import verify_chain
+    from runner.gateway.store import open_store
+
+    try:
+        config = _load(config_path)
+    except SignoffError as error:
+        _fail(str(error))
+    store = open_store(config.state_url)
+    try:
+        report = verify_chain(store.entries())
+    finally:
+        store.close()
+    if not report.ok:
+        click.echo(f"audit chain BROKEN: {report.problem}")
+        sys.exit(1)
+    incomplete = (
+        f"; {len(report.incomplete)} statement(s) with no outcome" if report.incomplete else ""
+    )
+    click.echo(f"audit chain ok: {report.count} entries{incomplete}")
+
+
+@audit.command()
+@_config_option
+@click.option("--session", "session_id", help="Only this session's records.")
+def show(config_path: Path, session_id: str | None) -> None:
+    """Print the audit records (statements merged with their outcomes) as JSON lines."""
+    from runner.gateway.auditlog import merge_records
+    from runner.gateway.store import open_store
+
+    try:
+        config = _load(config_path)
+    except SignoffError as error:
+        _fail(str(error))
+    store = open_store(config.state_url)
+    try:
+        for record in merge_records(store.entries(session_id=session_id)):
+            click.echo(json.dumps(record, sort_keys=True))
+    finally:
+        store.close()

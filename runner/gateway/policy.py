@@ -1,0 +1,184 @@
+"""Decide each statement that reaches the gateway, with the planner's own analysis.
+
+A session's statements are analysed in order by one ``Analysis`` (the same
+engine as ``signoff plan``), so a table the session created is new, a
+transaction is a transaction, and a plan that needed no approval at planning
+time needs none here. The role then maps every finding to allow,
+needs-approval or deny; a needs-approval statement runs only if a grant for
+its fingerprint exists, and uses it up.
+
+Speed: a plain read (SELECT with no data-modifying or locking keyword) is
+judged the same whatever its literal values, so its verdict is cached by
+fingerprint; everything else is analysed every time.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlglot.tokenizer_core import TokenType
+
+from runner.gateway.config import RoleConfig
+from runner.gateway.model import AuditDecision, Grant, StatementDecision, Verdict
+from runner.plan.analyse import AnalysedStatement, Analysis
+from runner.plan.model import Finding
+from runner.plan.policy import Policy
+from runner.plan.schema import SchemaState
+from runner.plan.statements import RawStatement, split_statements
+
+# Tokens that make a SELECT more than a plain read: writes (data-modifying
+# CTEs, SELECT INTO), row locks, and anything the token classifier handles.
+_NOT_A_PLAIN_READ = frozenset(
+    {
+        TokenType.DELETE,
+        TokenType.UPDATE,
+        TokenType.INSERT,
+        TokenType.MERGE,
+        TokenType.INTO,
+        TokenType.FOR,
+        TokenType.COMMAND,
+        TokenType.EXECUTE,
+        TokenType.LOCK,
+        TokenType.DROP,
+        TokenType.ALTER,
+        TokenType.CREATE,
+        TokenType.TRUNCATE,
+        TokenType.SEMICOLON,
+    }
+)
+_CACHE_SIZE = 4096
+
+
+def plain_read(raw: RawStatement) -> bool:
+    tokens = raw.tokens
+    if not tokens or tokens[0].token_type is not TokenType.SELECT:
+        return False
+    return not any(t.token_type in _NOT_A_PLAIN_READ for t in tokens)
+
+
+GrantLookup = Callable[[str, str, str, datetime], Grant | None]
+
+
+@dataclass
+class SessionAnalysis:
+    """One session's analysis state: statements are judged in the order they run."""
+
+    analysis: Analysis
+    read_cache: OrderedDict[tuple[str, bool], tuple[Finding, ...]] = field(
+        default_factory=OrderedDict
+    )
+
+    @classmethod
+    def start(
+        cls, *, server_version: int | None, columns: Mapping[str, Mapping[str, str]]
+    ) -> SessionAnalysis:
+        return cls(
+            Analysis(
+                Policy(apply_lock_timeout=True),
+                server_version=server_version,
+                schema=SchemaState.from_catalog(columns),
+            )
+        )
+
+    def findings(
+        self, raw: RawStatement, *, in_transaction: bool
+    ) -> tuple[str, tuple[Finding, ...]]:
+        """(kind, findings) of one statement, keeping the session's state in step."""
+        self._sync_transaction(in_transaction)
+        context = self.analysis.context
+        if plain_read(raw) and not context.enum_labels_added:
+            key = (raw.fingerprint, in_transaction)
+            cached = self.read_cache.get(key)
+            if cached is not None:
+                self.read_cache.move_to_end(key)
+                return "select", cached
+            read = self.analysis.analyse_one(raw)
+            self.read_cache[key] = read.findings
+            if len(self.read_cache) > _CACHE_SIZE:
+                self.read_cache.popitem(last=False)
+            return read.kind, read.findings
+        result: AnalysedStatement = self.analysis.analyse_one(raw)
+        return result.kind, result.findings
+
+    def _sync_transaction(self, in_transaction: bool) -> None:
+        # The server's ReadyForQuery status is the truth: an error or a driver's
+        # implicit BEGIN can move it without a statement the analysis saw.
+        context = self.analysis.context
+        if not in_transaction and context.transaction is not None:
+            context.transaction = None
+            context.not_valid_in_transaction.clear()
+            context.local_lock_timeout = False
+        elif in_transaction and context.transaction is None:
+            context.transaction = -1
+
+
+def role_verdict(role: RoleConfig, findings: tuple[Finding, ...]) -> tuple[Verdict, list[Finding]]:
+    """The strictest verdict over the findings, and the findings that caused it."""
+    worst = Verdict.ALLOW
+    causes: list[Finding] = []
+    rank = {Verdict.ALLOW: 0, Verdict.NEEDS_APPROVAL: 1, Verdict.DENY: 2}
+    for finding in findings:
+        verdict = role.verdict(finding.rule, finding.category)
+        if rank[verdict] > rank[worst]:
+            worst, causes = verdict, [finding]
+        elif verdict is worst and verdict is not Verdict.ALLOW:
+            causes.append(finding)
+    return worst, causes
+
+
+def decide_statement(
+    raw: RawStatement,
+    findings: tuple[Finding, ...],
+    *,
+    role: RoleConfig,
+    database: str,
+    session_id: str,
+    now: datetime,
+    consume_grant: GrantLookup,
+) -> StatementDecision:
+    verdict, causes = role_verdict(role, findings)
+    findings_json: tuple[Mapping[str, Any], ...] = tuple(f.to_json() for f in findings)
+    if verdict is Verdict.ALLOW:
+        return StatementDecision(
+            raw.text, raw.sha256, raw.fingerprint, findings_json, AuditDecision.ALLOWED
+        )
+    rules = ", ".join(f"{f.rule} {f.name}" for f in causes)
+    if verdict is Verdict.DENY:
+        return StatementDecision(
+            raw.text,
+            raw.sha256,
+            raw.fingerprint,
+            findings_json,
+            AuditDecision.BLOCKED,
+            reason=f"denied by role {role.name}: {rules}; no grant can allow it",
+        )
+    grant = consume_grant(database, raw.fingerprint, session_id, now)
+    if grant is None:
+        return StatementDecision(
+            raw.text,
+            raw.sha256,
+            raw.fingerprint,
+            findings_json,
+            AuditDecision.BLOCKED,
+            reason=(
+                f"needs approval ({rules}); an approved plan or "
+                f"`signoff gateway grant --database {database} --fingerprint "
+                f"{raw.fingerprint}` allows it once"
+            ),
+        )
+    return StatementDecision(
+        raw.text,
+        raw.sha256,
+        raw.fingerprint,
+        findings_json,
+        AuditDecision.APPROVED,
+        grant=grant,
+    )
+
+
+def split(sql: str) -> list[RawStatement]:
+    return split_statements(sql)

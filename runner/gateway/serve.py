@@ -1,0 +1,142 @@
+"""Run the gateway: the PostgreSQL listener and the HTTP API on one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import uvicorn
+
+from runner.gateway.app import create_app
+from runner.gateway.config import GatewayConfig
+from runner.gateway.pgproxy import PgProxy, ProxyConfig
+from runner.gateway.service import GatewayService
+from runner.gateway.store import open_store
+
+
+def _ssl_context(config: GatewayConfig) -> ssl.SSLContext | None:
+    if config.tls_cert is None or config.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(config.tls_cert), str(config.tls_key))
+    return context
+
+
+@dataclass
+class RunningGateway:
+    """Ports the gateway actually bound (configured port 0 picks a free one)."""
+
+    http_port: int = 0
+    pg_port: int = 0
+    started: threading.Event = field(default_factory=threading.Event)
+
+
+async def serve(
+    config: GatewayConfig,
+    *,
+    running: RunningGateway | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Serve until ``stop`` is set (or, without one, until the process is signalled)."""
+    store = open_store(config.state_url)
+    service = GatewayService(config, store)
+    proxy = PgProxy(
+        service,
+        ProxyConfig(
+            host=config.pg_host,
+            port=config.pg_port,
+            ssl_context=_ssl_context(config),
+            allow_cleartext_on_loopback=config.allow_cleartext_on_loopback,
+        ),
+    )
+    http = uvicorn.Server(
+        uvicorn.Config(
+            create_app(service),
+            host=config.http_host,
+            port=config.http_port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+        )
+    )
+    await proxy.start()
+    http_task = asyncio.create_task(http.serve())
+    try:
+        while not http.started:
+            if http_task.done():
+                await http_task  # raises what stopped it (port in use, ...)
+                return
+            await asyncio.sleep(0.01)
+        if running is not None:
+            running.pg_port = proxy.port
+            running.http_port = http.servers[0].sockets[0].getsockname()[1]
+            running.started.set()
+        if stop is not None:
+            stop_task = asyncio.create_task(stop.wait())
+            await asyncio.wait({http_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+            http.should_exit = True
+            stop_task.cancel()
+        await http_task
+    finally:
+        await proxy.stop()
+        service.close()
+        store.close()
+
+
+def run(config: GatewayConfig) -> None:
+    """``signoff gateway serve``: uvloop where available, until SIGINT/SIGTERM."""
+    runner_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
+    try:
+        import uvloop
+
+        runner_factory = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on CPython/Linux
+        pass
+    with asyncio.Runner(loop_factory=runner_factory) as runner:
+        runner.run(serve(config))
+
+
+class GatewayThread:
+    """The whole gateway in a background thread, for tests and benchmarks."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.running = RunningGateway()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name="signoff-gateway", daemon=True)
+
+    def _main(self) -> None:
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            await serve(self.config, running=self.running, stop=self._stop)
+
+        try:
+            asyncio.run(main())
+        except BaseException as error:  # surfaced by start()
+            self._error = error
+            self.running.started.set()
+
+    def start(self, timeout: float = 30.0) -> GatewayThread:
+        self._thread.start()
+        if not self.running.started.wait(timeout) or self._error is not None:
+            raise RuntimeError(f"gateway did not start: {self._error!r}")
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)
+
+    def __enter__(self) -> GatewayThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
