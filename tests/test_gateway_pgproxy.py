@@ -705,6 +705,76 @@ def test_approved_statement_runs_once(
     assert backend.wait_outcome(records[0]["seq"]).tag == "DROP TABLE"
 
 
+def test_approved_prepared_statement_runs_once(
+    proxy: PgProxy, backend: AuditBackend, dbname: str, admin: psycopg.Connection[Any]
+) -> None:
+    """The grant is consumed at Parse; binding and executing the prepared statement
+    again does not run it again."""
+    admin.execute("CREATE TABLE approved_prep (id int)")
+    statement = lint_text("DROP TABLE approved_prep").statements[0]
+    backend.grants[statement.fingerprint] = Grant(
+        id="g-prep",
+        database=dbname,
+        fingerprint=statement.fingerprint,
+        approver="reviewer",
+        evidence_url=None,
+        created_at=utcnow(),
+    )
+    session, secret = backend.new_session(dbname)
+    client = RawClient(proxy.port)
+    try:
+        client.startup(session.id, dbname, secret)
+        client.send(
+            wire.parse(b"drop_it", "DROP TABLE approved_prep"),
+            bind(b"", b"drop_it"),
+            execute(),
+            wire.sync(),
+        )
+        first = client.until("Z")
+        assert [k for k, _ in first] == ["1", "2", "C", "Z"]
+        admin.execute("CREATE TABLE approved_prep (id int)")
+        client.send(bind(b"", b"drop_it"), execute(), wire.sync())
+        second = client.until("Z")
+        assert [k for k, _ in second] == ["2", "E", "Z"]
+        error = error_of(second)
+        assert error["C"] == "42501" and "covered one run" in error["M"]
+        assert [k for k, _ in client.query("SELECT 1")] == ["T", "D", "C", "Z"]
+    finally:
+        client.close()
+    assert admin.execute("SELECT to_regclass('approved_prep') IS NOT NULL").fetchone() == (True,)
+    records = backend.statements(session.id, "DROP TABLE approved_prep")
+    assert [(r["decision"], r["grant"]) for r in records] == [
+        ("approved", "g-prep"),
+        ("blocked", None),
+    ]
+    assert backend.wait_outcome(records[1]["seq"]) == Outcome(sqlstate="42501", status="not-run")
+
+
+def test_portal_suspended_and_continued(proxy: PgProxy, backend: AuditBackend, dbname: str) -> None:
+    session, secret = backend.new_session(dbname)
+    client = RawClient(proxy.port)
+    try:
+        client.startup(session.id, dbname, secret)
+        client.query("BEGIN")
+        client.send(
+            wire.parse(b"", "SELECT g FROM generate_series(1, 5) g"),
+            bind(b"p1", b""),
+            execute(b"p1", 2),
+            execute(b"p1", 2),
+            execute(b"p1", 0),
+            wire.sync(),
+        )
+        kinds = [k for k, _ in client.until("Z")]
+        assert kinds == ["1", "2", "D", "D", "s", "D", "D", "s", "D", "C", "Z"]
+        client.query("COMMIT")
+    finally:
+        client.close()
+    records = backend.statements(session.id, "generate_series(1, 5)")
+    outcomes = [backend.wait_outcome(r["seq"]) for r in records]
+    assert [o.tag for o in outcomes] == [None, None, "SELECT 1"]
+    assert all(o.status == "completed" for o in outcomes)
+
+
 def test_statement_is_recorded_before_it_is_forwarded(
     proxy: PgProxy,
     backend: AuditBackend,

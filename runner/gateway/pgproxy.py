@@ -285,13 +285,29 @@ _NO_SEQS: list[int] = []
 
 
 class _Prepared:
-    """A prepared statement (or the statement behind a portal) as the proxy knows it."""
+    """A prepared statement as the proxy knows it."""
 
-    __slots__ = ("blocked", "decisions")
+    __slots__ = ("approved", "blocked", "decisions", "runs")
 
     def __init__(self, decisions: list[StatementDecision], blocked: bool) -> None:
         self.decisions = decisions
         self.blocked = blocked
+        # A grant covers one run: a statement approved at its Parse runs once,
+        # however many times it is bound and executed.
+        self.approved = any(d.decision is AuditDecision.APPROVED for d in decisions)
+        self.runs = 0
+
+
+class _Portal(_Prepared):
+    """A bound portal: its statement, and whether it has started running (an
+    Execute after PortalSuspended continues the same run)."""
+
+    __slots__ = ("ran", "statement")
+
+    def __init__(self, statement: _Prepared) -> None:
+        super().__init__(statement.decisions, statement.blocked)
+        self.statement = statement
+        self.ran = False
 
 
 class _Pending:
@@ -398,6 +414,22 @@ def _refusal(text: str, reason: str) -> StatementDecision:
         findings=(),
         decision=AuditDecision.BLOCKED,
         reason=reason,
+    )
+
+
+def _spent(decision: StatementDecision) -> StatementDecision:
+    """An approved decision whose grant was already used by an earlier run."""
+    if decision.decision is not AuditDecision.APPROVED:
+        return decision
+    grant = decision.grant
+    return replace(
+        decision,
+        decision=AuditDecision.BLOCKED,
+        grant=None,
+        reason=(
+            f"the approval{f' (grant {grant.id})' if grant else ''} covered one run of this "
+            "statement and was used; running it again needs a new approval"
+        ),
     )
 
 
@@ -934,8 +966,11 @@ class _ClientConnection:
                     else:
                         owed.append((seq, Outcome(status=status, duration_ms=_ms(entry.t0, now))))
             elif entry.kind == K_EXECUTE:
-                for seq in entry.seqs:
-                    owed.append((seq, Outcome(status=status, duration_ms=_ms(entry.t0, now))))
+                for i, seq in enumerate(entry.seqs):
+                    if entry.blocked_error is not None:
+                        owed.append((seq, self._blocked_outcome(entry, i)))
+                    else:
+                        owed.append((seq, Outcome(status=status, duration_ms=_ms(entry.t0, now))))
             elif entry.kind == K_PARSE and entry.blocked_error is not None:
                 for i, seq in enumerate(entry.seqs):
                     owed.append((seq, self._blocked_outcome(entry, i)))
@@ -1150,34 +1185,47 @@ class _ClientConnection:
         entry.name = portal
         entry.prev = self.portals.get(portal)
         info = self.statements.get(statement)
-        entry.info = info
         if info is None:
             self.portals.pop(portal, None)
         else:
-            self.portals[portal] = info
+            entry.info = self.portals[portal] = _Portal(info)
         self.pending.append(entry)
 
     def _on_execute(self, body: bytes) -> Coroutine[Any, Any, bytes | None] | None:
-        portal, _ = wire.parse_execute(body)
-        info = self.portals.get(portal)
+        portal_name, _ = wire.parse_execute(body)
+        portal = self.portals.get(portal_name)
         entry = _Pending(K_EXECUTE)
         entry.copy_ends = self.copy_ends
-        if info is None or info.blocked or not info.decisions:
+        if portal is None or portal.blocked or not portal.decisions:
             entry.t0 = time.perf_counter()
             self.pending.append(entry)
             return None
-        return self._record_execute(entry, info)
+        decisions = portal.decisions
+        if isinstance(portal, _Portal) and not portal.ran:
+            portal.ran = True
+            statement = portal.statement
+            if statement.approved:
+                statement.runs += 1
+                if statement.runs > 1:
+                    decisions = [_spent(d) for d in decisions]
+        return self._record_execute(entry, decisions)
 
-    async def _record_execute(self, entry: _Pending, info: _Prepared) -> bytes | None:
-        seqs = await self._record(info.decisions)
-        entry.decisions = info.decisions
+    async def _record_execute(
+        self, entry: _Pending, decisions: list[StatementDecision]
+    ) -> bytes | None:
+        seqs = await self._record(decisions)
+        entry.decisions = decisions
         if seqs is None:
-            # Not recorded, so not run: a Parse that fails upstream errors in the
-            # Execute's place (and the server skips to Sync, as for a failed Execute).
             entry.blocked_error = self._audit_failed_error()
+        elif any(d.blocked for d in decisions):
+            entry.seqs = seqs
+            entry.blocked_error = _blocked_error(decisions)
+        if entry.blocked_error is not None:
+            # Not run: a Parse that fails upstream errors in the Execute's place
+            # (and the server skips to Sync, as after a failed Execute).
             self.pending.append(entry)
             return wire.parse(b"signoff_refused", BLOCKED_SQL)
-        entry.seqs = seqs
+        entry.seqs = seqs or _NO_SEQS
         entry.t0 = time.perf_counter()
         self.pending.append(entry)
         return None
@@ -1386,8 +1434,8 @@ class _ClientConnection:
         """An entry the server skipped (after an error, until Sync)."""
         kind = entry.kind
         if kind == K_EXECUTE:
-            for seq in entry.seqs:
-                self.batch.append((seq, Outcome(status="not-run")))
+            for i, seq in enumerate(entry.seqs):
+                self.batch.append((seq, self._blocked_outcome(entry, i)))
         elif kind == K_QUERY:
             self._finish_query(entry)
         elif kind == K_PARSE:
@@ -1462,10 +1510,13 @@ class _ClientConnection:
             self._revert(self.portals, head, head.prev if head.name else None)
         elif head.kind == K_EXECUTE:
             duration = _ms(head.t0, now)
-            for seq in head.seqs:
-                self.batch.append(
-                    (seq, Outcome(sqlstate=sqlstate, status="failed", duration_ms=duration))
-                )
+            for i, seq in enumerate(head.seqs):
+                if replacement is not None:
+                    self.batch.append((seq, self._blocked_outcome(head, i)))
+                else:
+                    self.batch.append(
+                        (seq, Outcome(sqlstate=sqlstate, status="failed", duration_ms=duration))
+                    )
             if head.copy_in:
                 self._drop_syncs_read_during_copy(head)
         self.discarding = True
