@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import psycopg
 import pytest
@@ -245,8 +245,12 @@ def wait_for(probe: Callable[[], T | None], timeout: float, what: str) -> T:
 
 
 class LoopThread:
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
+    def __init__(self, kind: str = "asyncio") -> None:
+        if kind == "uvloop":
+            uvloop = pytest.importorskip("uvloop")
+            self.loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+        else:
+            self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
 
@@ -259,9 +263,10 @@ class LoopThread:
         self.loop.close()
 
 
-@pytest.fixture(scope="module")
-def loop_thread() -> Iterator[LoopThread]:
-    lt = LoopThread()
+@pytest.fixture(scope="module", params=["asyncio", "uvloop"])
+def loop_thread(request: pytest.FixtureRequest) -> Iterator[LoopThread]:
+    """The proxy runs on the default loop and on uvloop (what ``serve`` uses)."""
+    lt = LoopThread(request.param)
     yield lt
     lt.close()
 
@@ -276,8 +281,9 @@ def _upstream_from_url(url: str, dbname: str, user: str, password: str | None) -
 
 
 @pytest.fixture(scope="module")
-def upstream_db(pg_url: str) -> Iterator[tuple[Upstream, str]]:
-    """(Upstream for a login role owning a scratch database, admin URL of that database)."""
+def upstream_db(pg_url: str, loop_thread: LoopThread) -> Iterator[tuple[Upstream, str]]:
+    """(Upstream for a login role owning a scratch database, admin URL of that database);
+    one per event loop kind, so each run starts from an empty database."""
     role = "signoff_up_" + secrets.token_hex(4)
     with psycopg.connect(pg_url, autocommit=True) as admin:
         admin.execute("SET password_encryption = 'scram-sha-256'")
@@ -1600,7 +1606,7 @@ class _Pipe(asyncio.Protocol):
         self.early: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
         self.transport = transport
         self.forwarder.transports.append(transport)
         if self.peer is None:
@@ -1616,11 +1622,15 @@ class _Pipe(asyncio.Protocol):
             self.forwarder.target_port,
         )
         self.peer = back
+        for data in self.early:
+            back.write(data)
         self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
         if self.peer is not None:
             self.peer.write(data)
+        else:  # uvloop may deliver bytes read before pause_reading took effect
+            self.early.append(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.peer is not None:
