@@ -898,6 +898,42 @@ def test_copy_in_extended_protocol_libpq_pattern(
     assert backend.wait_outcome(count_record["seq"]).tag == "SELECT 1"
 
 
+def test_copy_in_extended_protocol_error(
+    proxy: PgProxy, backend: AuditBackend, dbname: str
+) -> None:
+    """Bad data in an extended-protocol COPY: the error, then the server skips to the
+    Sync after CopyDone; the early Sync was read in COPY mode and ignored."""
+    session, secret = backend.new_session(dbname)
+    client = RawClient(proxy.port)
+    try:
+        client.startup(session.id, dbname, secret)
+        client.query("CREATE TABLE copy_ext_bad (id int)")
+        client.send(
+            wire.parse(b"", "COPY copy_ext_bad FROM STDIN"),
+            bind(b"", b""),
+            execute(),
+            wire.sync(),
+        )
+        assert [k for k, _ in client.until("G")] == ["1", "2", "G"]
+        client.send(wire.message(wire.COPY_DATA, b"1\nnope\n"))
+        error = client.until("E")
+        assert error_of(error)["C"] == "22P02"
+        client.send(wire.message(wire.COPY_DONE), wire.sync())
+        assert [k for k, _ in client.until("Z")] == ["Z"]
+        assert [k for k, _ in client.query("SELECT count(*) FROM copy_ext_bad")] == [
+            "T",
+            "D",
+            "C",
+            "Z",
+        ]
+    finally:
+        client.close()
+    copy_record = backend.statements(session.id, "COPY copy_ext_bad")[0]
+    assert backend.wait_outcome(copy_record["seq"]).sqlstate == "22P02"
+    count_record = backend.statements(session.id, "SELECT count(*) FROM copy_ext_bad")[0]
+    assert backend.wait_outcome(count_record["seq"]).tag == "SELECT 1"
+
+
 def test_large_results_pass_through(proxy: PgProxy, backend: AuditBackend, dbname: str) -> None:
     session, secret = backend.new_session(dbname)
     with connect(proxy, session, secret, autocommit=True) as conn:

@@ -847,6 +847,11 @@ class _ClientConnection:
             reason = f"client-protocol: {exc}"
         except _End as exc:
             reason = exc.reason
+        except (ConnectionError, OSError):
+            reason = "upstream-lost"  # a write to a socket that just went away
+        except Exception as exc:  # a bug: end this connection, not the listener
+            reason = f"error: {type(exc).__name__}"
+            self._send_fatal("XX000", "internal error in the gateway; the connection is closed")
         if reason.startswith("client-protocol"):
             self._send_fatal("08P01", reason.partition(": ")[2] or "protocol violation")
         if reason == "terminated":
