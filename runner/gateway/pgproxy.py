@@ -20,6 +20,22 @@ Relay rules, in short:
   message headers are read, and the bodies of CommandComplete, ErrorResponse,
   ReadyForQuery and ParameterStatus. A FIFO of what each forwarded message
   expects back lines responses up with statements, pipelined or not.
+
+Also:
+
+* Authentication: SCRAM-SHA-256 against the stored verifier (an unknown session
+  runs the same exchange against a mock verifier, so the flow and the error are
+  the same); with ``allow_cleartext_on_loopback`` a client on TLS or loopback is
+  asked for the secret in cleartext instead (checked against the verifier).
+* A statement approved at its Parse (a grant was consumed) runs once, however
+  often it is bound and executed.
+* The fast-path FunctionCall message is refused (it carries no SQL to decide).
+* Startup parameters pass to the upstream only from an allowlist of
+  presentation and per-session limit settings (``options`` too); anything else,
+  ``replication`` included, is refused.
+* A client that disconnects mid-statement gets its upstream statement cancelled
+  (a busy backend would not notice the closed socket) and the outcome
+  ``connection-lost``.
 """
 
 from __future__ import annotations
