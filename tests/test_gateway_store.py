@@ -516,9 +516,10 @@ def counting_store(url: str) -> CountingSqlite | CountingPostgres:
     return CountingPostgres(url)
 
 
-def test_audit_writer_concurrent_appenders(store_url: str) -> None:
+@pytest.mark.parametrize("inline", [False, True], ids=["thread", "inline"])
+def test_audit_writer_concurrent_appenders(store_url: str, inline: bool) -> None:
     store = counting_store(store_url)
-    writer = AuditWriter(store)
+    writer = AuditWriter(store, inline=inline)
     tasks, rounds = 50, 6
 
     async def appender(t: int) -> list[AuditEntry]:
@@ -555,8 +556,9 @@ def test_audit_writer_concurrent_appenders(store_url: str) -> None:
         assert [e.data["n"] for e in stored if e.kind is EntryKind.STATEMENT] == list(range(rounds))
 
 
-def test_audit_writer_errors_and_close(store: StateStore) -> None:
-    writer = AuditWriter(store)
+@pytest.mark.parametrize("inline", [False, True], ids=["thread", "inline"])
+def test_audit_writer_errors_and_close(store: StateStore, inline: bool) -> None:
+    writer = AuditWriter(store, inline=inline)
 
     async def main() -> tuple[list[AuditEntry] | BaseException, ...]:
         return await asyncio.gather(
@@ -580,9 +582,10 @@ def test_audit_writer_errors_and_close(store: StateStore) -> None:
     assert verify_chain(store.entries()).ok
 
 
-def test_audit_writer_failure_reaches_every_caller(tmp_path: Path) -> None:
+@pytest.mark.parametrize("inline", [False, True], ids=["thread", "inline"])
+def test_audit_writer_failure_reaches_every_caller(tmp_path: Path, inline: bool) -> None:
     store = SqliteStore(str(tmp_path / "state.db"))
-    writer = AuditWriter(store)
+    writer = AuditWriter(store, inline=inline)
     store.close()  # every write now fails
 
     async def main() -> list[list[AuditEntry] | BaseException]:
@@ -618,3 +621,23 @@ def test_merge_records(store: StateStore) -> None:
     assert first["hash"] == s1.hash and first["prev_hash"] == s1.prev_hash
     assert second["outcome"] == "42P01" and second["status"] == "failed"
     assert third["status"] == "incomplete" and third["outcome"] is None
+
+
+def test_chained_hash_equals_the_contract_over_odd_data() -> None:
+    """The store writes each body's canonical JSON by hand (one encoding per entry):
+    it must be exactly entry_hash(prev_hash, body()) as DESIGN.md defines it."""
+    from runner.gateway.model import GENESIS_HASH, EntryKind, NewEntry, entry_hash
+    from runner.gateway.store import build_entries
+
+    entries = [
+        NewEntry(
+            EntryKind.STATEMENT, 'so_"quoted"\\x', {"text": 'DROP TABLE "é"', "n": [1, 2.5, None]}
+        ),
+        NewEntry(EntryKind.OUTCOME, None, {"z": {"b": 1, "a": True}, "ünï": "✓\n"}, ref=1),
+        NewEntry(EntryKind.SESSION, "so_1", {}),
+    ]
+    prev = GENESIS_HASH
+    for entry, _ in build_entries(entries, 0, GENESIS_HASH, ts="2026-01-01T00:00:00.000000Z"):
+        assert entry.prev_hash == prev
+        assert entry.hash == entry_hash(prev, entry.body())
+        prev = entry.hash

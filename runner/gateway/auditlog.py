@@ -212,11 +212,20 @@ def merge_records(entries: Iterable[AuditEntry]) -> list[dict[str, Any]]:
         if entry.kind is EntryKind.OUTCOME and entry.ref is not None:
             outcomes.setdefault(entry.ref, entry)
     statement_seqs = {e.seq for e in ordered if e.kind is EntryKind.STATEMENT}
+    # The gateway records a session's principal once, in its chained
+    # session-created entry; every statement record of the session shows it.
+    principals: dict[str, Any] = {}
+    for entry in ordered:
+        if entry.kind is EntryKind.SESSION and entry.session_id and "principal" in entry.data:
+            principals.setdefault(entry.session_id, entry.data["principal"])
 
     records: list[dict[str, Any]] = []
     for entry in ordered:
         if entry.kind is EntryKind.STATEMENT:
-            records.append(_statement_record(entry, outcomes.get(entry.seq)))
+            record = _statement_record(entry, outcomes.get(entry.seq))
+            if "principal" not in record and entry.session_id in principals:
+                record["principal"] = principals[entry.session_id]
+            records.append(record)
         elif entry.kind is EntryKind.OUTCOME:
             if entry.ref in statement_seqs:
                 continue  # merged into its statement's record
@@ -294,21 +303,38 @@ class AuditWriter:
     fails every request in it; a request whose data is not JSON fails alone.
     """
 
-    def __init__(self, store: StateStore, *, max_batch: int = 2000) -> None:
+    def __init__(self, store: StateStore, *, max_batch: int = 2000, inline: bool = False) -> None:
         self._store = store
         self._max_batch = max(1, max_batch)
         self._pending: deque[_Request] = deque()
         self._cond = threading.Condition()
         self._closing = False
         self.stats = WriterStats()
+        # Inline: the event loop's own thread writes, once per loop iteration, all
+        # that was appended during it. For a local store (SQLite) that beats a
+        # thread hand-off per request; a networked store keeps the thread.
+        self._inline = inline
+        self._inline_pending: list[_Request] = []
+        self._inline_scheduled = False
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
-        self._thread.start()
+        if not inline:
+            self._thread.start()
 
     async def append(self, entries: Sequence[NewEntry]) -> list[AuditEntry]:
         if not entries:
             return []
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[AuditEntry]] = loop.create_future()
+        if self._inline:
+            if self._closing:
+                raise RuntimeError("the audit writer is closed")
+            self._inline_pending.append(
+                _Request(list(entries), lambda result, error: _settle(future, result, error))
+            )
+            if not self._inline_scheduled:
+                self._inline_scheduled = True
+                loop.call_soon(self._flush_inline)
+            return await future
 
         def deliver(result: list[AuditEntry] | None, error: BaseException | None) -> None:
             # A closed loop (RuntimeError) means nobody is waiting any more.
@@ -322,6 +348,10 @@ class AuditWriter:
         """The same, blocking (CLI, tests, non-async code)."""
         if not entries:
             return []
+        if self._inline:
+            if self._closing:
+                raise RuntimeError("the audit writer is closed")
+            return self._store.append(list(entries))
         future: concurrent.futures.Future[list[AuditEntry]] = concurrent.futures.Future()
 
         def deliver(result: list[AuditEntry] | None, error: BaseException | None) -> None:
@@ -338,8 +368,17 @@ class AuditWriter:
         with self._cond:
             self._closing = True
             self._cond.notify_all()
+        if self._inline:
+            self._flush_inline()
+            return
         if self._thread is not threading.current_thread():
             self._thread.join()
+
+    def _flush_inline(self) -> None:
+        self._inline_scheduled = False
+        batch, self._inline_pending = self._inline_pending, []
+        for start in range(0, len(batch), self._max_batch):
+            self._write(batch[start : start + self._max_batch])
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.close)
@@ -373,21 +412,31 @@ class AuditWriter:
             self._write(batch)
 
     def _write(self, batch: list[_Request]) -> None:
-        good: list[_Request] = []
-        for request in batch:
-            try:
-                for new in request.entries:
-                    canonical_data(new.data)
-                    EntryKind(new.kind)
-            except Exception as exc:
-                _safe_deliver(request, None, exc)
-            else:
-                good.append(request)
         self.stats.requests += len(batch)
-        if not good:
-            return
+        good = batch
         try:
             written = self._store.append([new for request in good for new in request.entries])
+        except (ValueError, TypeError):
+            # Some request's data is not JSON (the store checks before it locks
+            # anything): fail that request alone and write the others.
+            good = []
+            for request in batch:
+                try:
+                    for new in request.entries:
+                        canonical_data(new.data)
+                        EntryKind(new.kind)
+                except Exception as exc:
+                    _safe_deliver(request, None, exc)
+                else:
+                    good.append(request)
+            if not good:
+                return
+            try:
+                written = self._store.append([new for r in good for new in r.entries])
+            except Exception as exc:
+                for request in good:
+                    _safe_deliver(request, None, exc)
+                return
         except Exception as exc:
             for request in good:
                 _safe_deliver(request, None, exc)

@@ -72,7 +72,11 @@ class GatewayService:
         self.validator = validator or OidcValidator(
             config.issuers, config.audience, replay=store.remember_jti
         )
-        self.writer = AuditWriter(store)
+        # A local SQLite store is written from the event loop itself, once per loop
+        # iteration (group commit without a thread hand-off); PostgreSQL from a thread.
+        from runner.gateway.store import SqliteStore
+
+        self.writer = AuditWriter(store, inline=isinstance(store, SqliteStore))
         self._analyses: dict[str, SessionAnalysis] = {}
         self._facts: dict[str, ServerFacts] = {}
         self._upstreams: dict[str, Upstream] = {}
@@ -241,8 +245,9 @@ class GatewayService:
 
     def _statement_data(self, session: Session, decision: StatementDecision) -> dict[str, Any]:
         grant = decision.grant
+        # The principal is recorded once, in the chained session-created entry of
+        # this session_id; merge_records joins it into each statement's record.
         return {
-            "principal": session.principal.to_json(),
             "database": session.database,
             "text": decision.text,
             "sha256": decision.sha256,

@@ -46,9 +46,9 @@ from runner.gateway.model import (
     ScramVerifier,
     Session,
     StateStore,
-    entry_hash,
 )
 from runner.pg import describe_server
+from runner.plan.model import sha256_hex
 
 SCHEMA_VERSION = 1
 
@@ -277,21 +277,28 @@ def _chain(
     seq = last_seq
     for p in prepared:
         seq += 1
-        body = {
-            "seq": seq,
-            "ts": ts,
-            "kind": p.kind.value,
-            "session_id": p.session_id,
-            "ref": p.ref,
-            "data": p.data,
-            "prev_hash": prev,
-        }
-        digest = entry_hash(prev, body)
+        # canonical_json(body) spelled out with the data's canonical text, which is
+        # byte for byte what json.dumps gives for it: the data is encoded once.
+        # (tests/test_gateway_store.py checks this equals entry_hash over body().)
+        body_text = (
+            f'{{"data":{p.text},"kind":"{p.kind.value}",'
+            f'"prev_hash":"{prev}","ref":{_json_int(p.ref)},"seq":{seq},'
+            f'"session_id":{_json_str(p.session_id)},"ts":"{ts}"}}'
+        )
+        digest = sha256_hex(prev + body_text)
         built.append(
             (AuditEntry(seq, ts, p.kind, p.session_id, p.data, prev, digest, p.ref), p.text)
         )
         prev = digest
     return built
+
+
+def _json_int(value: int | None) -> str:
+    return "null" if value is None else str(int(value))
+
+
+def _json_str(value: str | None) -> str:
+    return "null" if value is None else json.dumps(value, ensure_ascii=False)
 
 
 def build_entries(
