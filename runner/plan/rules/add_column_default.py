@@ -7,7 +7,7 @@ row) still rewrites the table, and before 11 any non-null default did.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 from sqlglot import exp
 
@@ -179,13 +179,8 @@ _KINDS = frozenset({"alter_table"})
     ],
     kinds=_KINDS,
 )
-def add_column_volatile_default(view: StatementView, context: Context) -> Iterable[str]:
-    if view.kind not in _KINDS:
-        return ()  # the common case: not a statement this rule is about
-    return list(_add_column_volatile_default(view, context))
-
-
-def _add_column_volatile_default(view: StatementView, context: Context) -> Iterator[str]:
+def add_column_volatile_default(view: StatementView, context: Context) -> Iterator[str]:
+    # Called only for the kinds above (the engine dispatches on kinds=).
     found = busy_table(view, context, _has_default)
     if found is None:
         return

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 from runner.plan.model import Category, Severity
 from runner.plan.rules._locks import is_new
@@ -54,13 +54,8 @@ _KINDS = frozenset({"alter_table_attach_partition"})
     ],
     kinds=_KINDS,
 )
-def attach_partition_scan(view: StatementView, context: Context) -> Iterable[str]:
-    if view.kind not in _KINDS:
-        return ()  # the common case: not a statement this rule is about
-    return list(_attach_partition_scan(view, context))
-
-
-def _attach_partition_scan(view: StatementView, context: Context) -> Iterator[str]:
+def attach_partition_scan(view: StatementView, context: Context) -> Iterator[str]:
+    # Called only for the kinds above (the engine dispatches on kinds=).
     shape = view.shape
     if view.kind != "alter_table_attach_partition" or shape is None:
         return

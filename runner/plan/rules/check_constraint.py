@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 from sqlglot import exp
 
@@ -60,13 +60,8 @@ _KINDS = frozenset({"alter_table"})
     ],
     kinds=_KINDS,
 )
-def check_without_not_valid(view: StatementView, context: Context) -> Iterable[str]:
-    if view.kind not in _KINDS:
-        return ()  # the common case: not a statement this rule is about
-    return list(_check_without_not_valid(view, context))
-
-
-def _check_without_not_valid(view: StatementView, context: Context) -> Iterator[str]:
+def check_without_not_valid(view: StatementView, context: Context) -> Iterator[str]:
+    # Called only for the kinds above (the engine dispatches on kinds=).
     found = busy_table(view, context, _adds_check)
     if found is None:
         return

@@ -11,7 +11,7 @@ says, a rewrite is assumed.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from sqlglot import exp
@@ -270,13 +270,8 @@ _KINDS = frozenset({"alter_table", "alter_table_column_type"})
     ],
     kinds=_KINDS,
 )
-def alter_column_type_rewrite(view: StatementView, context: Context) -> Iterable[str]:
-    if view.kind not in _KINDS:
-        return ()  # the common case: not a statement this rule is about
-    return list(_alter_column_type_rewrite(view, context))
-
-
-def _alter_column_type_rewrite(view: StatementView, context: Context) -> Iterator[str]:
+def alter_column_type_rewrite(view: StatementView, context: Context) -> Iterator[str]:
+    # Called only for the kinds above (the engine dispatches on kinds=).
     if not isinstance(view.node, exp.Alter) and view.kind != "alter_table_column_type":
         return
     for change in _changes(view, context):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 from runner.plan.model import Category, Severity
 from runner.plan.rules._locks import server_version_text
@@ -48,13 +48,8 @@ _KINDS = frozenset({"create_index", "reindex"})
     ],
     kinds=_KINDS,
 )
-def concurrently_index_pg14_bug(view: StatementView, context: Context) -> Iterable[str]:
-    if view.kind not in _KINDS:
-        return ()  # the common case: not a statement this rule is about
-    return list(_concurrently_index_pg14_bug(view, context))
-
-
-def _concurrently_index_pg14_bug(view: StatementView, context: Context) -> Iterator[str]:
+def concurrently_index_pg14_bug(view: StatementView, context: Context) -> Iterator[str]:
+    # Called only for the kinds above (the engine dispatches on kinds=).
     if view.kind not in ("create_index", "reindex"):
         return
     # server_version_num is major * 10000 + minor since PostgreSQL 10: 14.3 is 140003.

@@ -8,7 +8,7 @@ internally, so PostgreSQL refuses them inside a transaction block or a function
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 from runner.plan.model import Category, Decision, Severity
 from runner.plan.rules._locks import in_transaction_block, server_version_text
@@ -79,13 +79,8 @@ def concurrent_operation(view: StatementView) -> tuple[str, str] | None:
     decision=Decision.DENY,
     kinds=_CONCURRENT_KINDS,
 )
-def concurrently_in_transaction(view: StatementView, context: Context) -> Iterable[str]:
-    if view.kind not in _CONCURRENT_KINDS:
-        return ()  # the common case: not a statement this rule is about
-    return list(_concurrently_in_transaction(view, context))
-
-
-def _concurrently_in_transaction(view: StatementView, context: Context) -> Iterator[str]:
+def concurrently_in_transaction(view: StatementView, context: Context) -> Iterator[str]:
+    # Called only for the kinds above (the engine dispatches on kinds=).
     if view.kind not in _CONCURRENT_KINDS:
         return
     where = in_transaction_block(view, context)
@@ -135,13 +130,8 @@ _VERSIONED_KINDS = frozenset({"reindex", "alter_table_detach_partition"})
     decision=Decision.DENY,
     kinds=_VERSIONED_KINDS,
 )
-def concurrently_unsupported(view: StatementView, context: Context) -> Iterable[str]:
-    if view.kind not in _VERSIONED_KINDS:
-        return ()  # the common case: not a statement this rule is about
-    return list(_concurrently_unsupported(view, context))
-
-
-def _concurrently_unsupported(view: StatementView, context: Context) -> Iterator[str]:
+def concurrently_unsupported(view: StatementView, context: Context) -> Iterator[str]:
+    # Called only for the kinds above (the engine dispatches on kinds=).
     if view.kind not in ("reindex", "alter_table_detach_partition"):
         return
     found = concurrent_operation(view)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 from sqlglot import exp
 
@@ -74,13 +74,8 @@ _KINDS = frozenset({"create_index"})
     ],
     kinds=_KINDS,
 )
-def create_index_non_concurrently(view: StatementView, context: Context) -> Iterable[str]:
-    if view.kind not in _KINDS:
-        return ()  # the common case: not a statement this rule is about
-    return list(_create_index_non_concurrently(view, context))
-
-
-def _create_index_non_concurrently(view: StatementView, context: Context) -> Iterator[str]:
+def create_index_non_concurrently(view: StatementView, context: Context) -> Iterator[str]:
+    # Called only for the kinds above (the engine dispatches on kinds=).
     if view.kind != "create_index" and not isinstance(view.node, exp.Create):
         return
     found = index_creation(view)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 from sqlglot import exp
 
@@ -57,13 +57,8 @@ _KINDS = frozenset({"drop_index"})
     ],
     kinds=_KINDS,
 )
-def drop_index_non_concurrently(view: StatementView, context: Context) -> Iterable[str]:
-    if view.kind not in _KINDS:
-        return ()  # the common case: not a statement this rule is about
-    return list(_drop_index_non_concurrently(view, context))
-
-
-def _drop_index_non_concurrently(view: StatementView, context: Context) -> Iterator[str]:
+def drop_index_non_concurrently(view: StatementView, context: Context) -> Iterator[str]:
+    # Called only for the kinds above (the engine dispatches on kinds=).
     if view.kind != "drop_index" and not isinstance(view.node, exp.Drop):
         return
     found = index_drop(view)

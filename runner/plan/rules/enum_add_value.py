@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 from runner.plan.model import Category, Decision, Severity
 from runner.plan.rules._locks import in_transaction_block, server_version_text
@@ -51,13 +51,8 @@ _KINDS = frozenset({"alter_type_add_value"})
     decision=Decision.DENY,
     kinds=_KINDS,
 )
-def enum_add_value_in_transaction(view: StatementView, context: Context) -> Iterable[str]:
-    if view.kind not in _KINDS:
-        return ()  # the common case: not a statement this rule is about
-    return list(_enum_add_value_in_transaction(view, context))
-
-
-def _enum_add_value_in_transaction(view: StatementView, context: Context) -> Iterator[str]:
+def enum_add_value_in_transaction(view: StatementView, context: Context) -> Iterator[str]:
+    # Called only for the kinds above (the engine dispatches on kinds=).
     if view.kind != "alter_type_add_value" or not context.version_below(120000):
         return
     where = in_transaction_block(view, context)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 from sqlglot import exp
 
@@ -50,13 +50,8 @@ _KINDS = frozenset({"alter_table"})
     ],
     kinds=_KINDS,
 )
-def add_exclusion_constraint(view: StatementView, context: Context) -> Iterable[str]:
-    if view.kind not in _KINDS:
-        return ()  # the common case: not a statement this rule is about
-    return list(_add_exclusion_constraint(view, context))
-
-
-def _add_exclusion_constraint(view: StatementView, context: Context) -> Iterator[str]:
+def add_exclusion_constraint(view: StatementView, context: Context) -> Iterator[str]:
+    # Called only for the kinds above (the engine dispatches on kinds=).
     found = busy_table(view, context, lambda action: isinstance(action, exp.AddConstraint))
     if found is None:
         return

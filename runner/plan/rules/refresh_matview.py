@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 from runner.plan.model import Category, Severity
 from runner.plan.rules._locks import is_new
@@ -41,13 +41,8 @@ _KINDS = frozenset({"refresh_materialized_view"})
     ],
     kinds=_KINDS,
 )
-def refresh_materialized_view(view: StatementView, context: Context) -> Iterable[str]:
-    if view.kind not in _KINDS:
-        return ()  # the common case: not a statement this rule is about
-    return list(_refresh_materialized_view(view, context))
-
-
-def _refresh_materialized_view(view: StatementView, context: Context) -> Iterator[str]:
+def refresh_materialized_view(view: StatementView, context: Context) -> Iterator[str]:
+    # Called only for the kinds above (the engine dispatches on kinds=).
     shape = view.shape
     if view.kind != "refresh_materialized_view" or shape is None:
         return

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 from runner.plan.model import Category, Severity
 from runner.plan.rules._locks import is_new, server_version_text
@@ -45,13 +45,8 @@ _KINDS = frozenset({"reindex"})
     ],
     kinds=_KINDS,
 )
-def reindex_non_concurrently(view: StatementView, context: Context) -> Iterable[str]:
-    if view.kind not in _KINDS:
-        return ()  # the common case: not a statement this rule is about
-    return list(_reindex_non_concurrently(view, context))
-
-
-def _reindex_non_concurrently(view: StatementView, context: Context) -> Iterator[str]:
+def reindex_non_concurrently(view: StatementView, context: Context) -> Iterator[str]:
+    # Called only for the kinds above (the engine dispatches on kinds=).
     if view.kind != "reindex" or view.shape is None:
         return
     shape = view.shape

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 from sqlglot import exp
 
@@ -40,13 +40,8 @@ _KINDS = frozenset({"alter_table"})
     ],
     kinds=_KINDS,
 )
-def set_access_method(view: StatementView, context: Context) -> Iterable[str]:
-    if view.kind not in _KINDS:
-        return ()  # the common case: not a statement this rule is about
-    return list(_set_access_method(view, context))
-
-
-def _set_access_method(view: StatementView, context: Context) -> Iterator[str]:
+def set_access_method(view: StatementView, context: Context) -> Iterator[str]:
+    # Called only for the kinds above (the engine dispatches on kinds=).
     found = busy_table(view, context, lambda action: _method(action) is not None)
     if found is None:
         return

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 from sqlglot import exp
 
@@ -62,13 +62,8 @@ def _moves(view: StatementView) -> Iterator[tuple[str, str, str]]:
     ],
     kinds=_KINDS,
 )
-def set_tablespace(view: StatementView, context: Context) -> Iterable[str]:
-    if view.kind not in _KINDS:
-        return ()  # the common case: not a statement this rule is about
-    return list(_set_tablespace(view, context))
-
-
-def _set_tablespace(view: StatementView, context: Context) -> Iterator[str]:
+def set_tablespace(view: StatementView, context: Context) -> Iterator[str]:
+    # Called only for the kinds above (the engine dispatches on kinds=).
     if not isinstance(view.node, exp.Alter) and view.kind not in _SHAPES:
         return
     for kind, name, tablespace in _moves(view):

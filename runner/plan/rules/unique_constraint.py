@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 from sqlglot import exp
 
@@ -65,13 +65,8 @@ _KINDS = frozenset({"alter_table"})
     ],
     kinds=_KINDS,
 )
-def add_unique_or_primary_key(view: StatementView, context: Context) -> Iterable[str]:
-    if view.kind not in _KINDS:
-        return ()  # the common case: not a statement this rule is about
-    return list(_add_unique_or_primary_key(view, context))
-
-
-def _add_unique_or_primary_key(view: StatementView, context: Context) -> Iterator[str]:
+def add_unique_or_primary_key(view: StatementView, context: Context) -> Iterator[str]:
+    # Called only for the kinds above (the engine dispatches on kinds=).
     found = busy_table(view, context, _adds_key)
     if found is None:
         return

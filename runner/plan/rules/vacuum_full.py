@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 from sqlglot.tokenizer_core import TokenType
 
@@ -86,13 +86,8 @@ _KINDS = frozenset({"vacuum"})
     ],
     kinds=_KINDS,
 )
-def vacuum_full(view: StatementView, context: Context) -> Iterable[str]:
-    if view.kind not in _KINDS:
-        return ()  # the common case: not a statement this rule is about
-    return list(_vacuum_full(view, context))
-
-
-def _vacuum_full(view: StatementView, context: Context) -> Iterator[str]:
+def vacuum_full(view: StatementView, context: Context) -> Iterator[str]:
+    # Called only for the kinds above (the engine dispatches on kinds=).
     if view.kind != "vacuum" or view.shape is None or "full" not in view.shape.flags:
         return
     full, tables = vacuum_full_tables(words(view.raw.tokens))

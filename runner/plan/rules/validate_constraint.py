@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 from runner.plan.model import Category, Severity
 from runner.plan.rules.base import Context, StatementView, rule
@@ -49,13 +49,8 @@ _KINDS = frozenset({"alter_table_validate_constraint"})
     ],
     kinds=_KINDS,
 )
-def validate_in_same_transaction(view: StatementView, context: Context) -> Iterable[str]:
-    if view.kind not in _KINDS:
-        return ()  # the common case: not a statement this rule is about
-    return list(_validate_in_same_transaction(view, context))
-
-
-def _validate_in_same_transaction(view: StatementView, context: Context) -> Iterator[str]:
+def validate_in_same_transaction(view: StatementView, context: Context) -> Iterator[str]:
+    # Called only for the kinds above (the engine dispatches on kinds=).
     shape = view.shape
     if view.kind != "alter_table_validate_constraint" or shape is None or not shape.args:
         return
