@@ -82,6 +82,7 @@ _U32 = struct.Struct("!I")
 _IDLE = ord("I")
 _BLOCKED = AuditDecision.BLOCKED
 _DATA_ROW = wire.DATA_ROW
+_ROW_DESCRIPTION = wire.ROW_DESCRIPTION
 _COMMAND_COMPLETE = wire.COMMAND_COMPLETE
 _READY_FOR_QUERY = wire.READY_FOR_QUERY
 _ERROR_RESPONSE = wire.ERROR_RESPONSE
@@ -327,34 +328,23 @@ class _Portal(_Prepared):
 
 
 class _Pending:
-    __slots__ = (
-        "blocked_error",
-        "copy_ends",
-        "copy_in",
-        "decisions",
-        "info",
-        "kind",
-        "name",
-        "prev",
-        "results",
-        "seqs",
-        "t0",
-        "target",
-    )
+    """What one forwarded message expects back. The defaults live on the class:
+    an entry sets the two or three fields its kind uses (one is made per message)."""
+
+    seqs: list[int] = _NO_SEQS  # statement entries recorded for it
+    decisions: Sequence[StatementDecision] = ()
+    blocked_error: bytes | None = None  # the gateway's error to send instead of upstream's
+    t0 = 0.0
+    results: list[Outcome] = _NO_SEQS  # type: ignore[assignment]  # K_QUERY: its own list
+    name = b""
+    info: _Prepared | None = None
+    prev: _Prepared | None = None
+    copy_ends = 0
+    copy_in = False
+    target = 0
 
     def __init__(self, kind: int) -> None:
         self.kind = kind
-        self.seqs: list[int] = _NO_SEQS
-        self.decisions: Sequence[StatementDecision] = ()
-        self.blocked_error: bytes | None = None
-        self.t0 = 0.0
-        self.results: list[Outcome] = []
-        self.name = b""
-        self.info: _Prepared | None = None
-        self.prev: _Prepared | None = None
-        self.copy_ends = 0
-        self.copy_in = False
-        self.target = 0
 
 
 class _End(Exception):
@@ -478,7 +468,9 @@ class _ClientSide(asyncio.Protocol):
         conn.backlog += len(data)
         if conn.backlog > CLIENT_BACKLOG_MAX:
             conn._block_client(_BACKLOG)
-        conn._wake()
+        waiter = conn.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def eof_received(self) -> bool:
         return False  # close the transport: a client that stops sending is gone
@@ -1058,6 +1050,7 @@ class _ClientConnection:
                     start = pos
                 seqs = await self._record(decisions) if decisions else _NO_SEQS
                 entry = _Pending(K_QUERY)
+                entry.results = []
                 entry.decisions = decisions
                 if seqs is None:
                     entry.blocked_error = self._audit_failed_error()
@@ -1134,7 +1127,8 @@ class _ClientConnection:
                 )
             ]
         try:
-            return list(self.backend.decide(self.session, text, in_transaction=self.txn != _IDLE))
+            decisions = self.backend.decide(self.session, text, in_transaction=self.txn != _IDLE)
+            return decisions if type(decisions) is list else list(decisions)
         except Exception as exc:
             return [
                 _refusal(
@@ -1150,9 +1144,10 @@ class _ClientConnection:
         if not decisions:
             return _NO_SEQS
         try:
-            return list(await self.backend.record_statements(self.session, decisions))
+            seqs = await self.backend.record_statements(self.session, decisions)
         except Exception:
             return None
+        return seqs if type(seqs) is list else list(seqs)
 
     @staticmethod
     def _audit_failed_error() -> bytes:
@@ -1293,6 +1288,12 @@ class _ClientConnection:
                         self.up_passthrough = end - n
                         pos = n
                         break
+                    pos = end
+                    continue
+                if kind == _ROW_DESCRIPTION and end <= n:
+                    pending = self.pending
+                    if pending and pending[0].kind == K_DESCRIBE:
+                        pending.popleft()
                     pos = end
                     continue
                 if length < 4:
