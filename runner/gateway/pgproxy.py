@@ -92,9 +92,10 @@ _NEED_BODY = frozenset(
 )
 
 # Outcomes are recorded by the connection's task right after it has forwarded the
-# client's next message (off the query path, and concurrently with that message's
-# statement entry, so an audit log that groups commits shares one); a client that
-# goes quiet has its last outcomes recorded within this delay.
+# client's next message: off the query path, and alongside that message's
+# statement entry (an audit log that groups commits writes both in one). A client
+# that goes quiet has its last outcomes recorded within this delay. (Batching them
+# further, concurrently, costs a task per outcome: more than it saves.)
 OUTCOME_DELAY_S = 0.02
 WRITE_HIGH_WATER = 1 << 20  # bytes buffered for a slow peer before the other side pauses
 CLIENT_BACKLOG_MAX = 1 << 20  # client bytes queued for the connection task before pausing
@@ -937,15 +938,16 @@ class _ClientConnection:
                 self.ct.resume_reading()
 
     async def _record_outcomes(self) -> None:
-        session = self.session
         owed = self.to_record
         self.to_record = []
-        if session is None:
-            return
+        if self.session is not None:
+            await self._write_outcomes(self.session, owed)
+
+    async def _write_outcomes(self, session: Session, owed: list[tuple[int, Outcome]]) -> None:
         if len(owed) == 1:
             with contextlib.suppress(Exception):
                 await self.backend.record_outcome(session, *owed[0])
-        else:  # concurrently: one group commit for a pipeline's worth
+        elif owed:  # concurrently: an audit log that groups commits writes them in one
             await asyncio.gather(
                 *(self.backend.record_outcome(session, s, o) for s, o in owed),
                 return_exceptions=True,
@@ -988,9 +990,10 @@ class _ClientConnection:
                 for i, seq in enumerate(entry.seqs):
                     owed.append((seq, self._blocked_outcome(entry, i)))
         self.pending.clear()
-        for seq, outcome in owed:
-            with contextlib.suppress(Exception):
-                await self.backend.record_outcome(session, seq, outcome)
+        if self.outcome_timer is not None:
+            self.outcome_timer.cancel()
+            self.outcome_timer = None
+        await self._write_outcomes(session, owed)
         self.session = None  # once
         await self._event(session, "closed", reason=reason if lost else "client terminated")
 
