@@ -641,3 +641,33 @@ def test_chained_hash_equals_the_contract_over_odd_data() -> None:
         assert entry.prev_hash == prev
         assert entry.hash == entry_hash(prev, entry.body())
         prev = entry.hash
+
+
+def test_append_timestamp_is_the_fixed_width_rfc3339_form() -> None:
+    """The append path stamps entries without strftime: same text, same width."""
+    from datetime import UTC, datetime
+
+    from runner.gateway.store import _from_rfc3339, _now_rfc3339, rfc3339
+
+    before = datetime.now(UTC)
+    stamp = _now_rfc3339()
+    after = datetime.now(UTC)
+    assert len(stamp) == len(rfc3339(before)) == 27 and stamp.endswith("Z")
+    assert rfc3339(before) <= stamp <= rfc3339(after)
+    assert rfc3339(_from_rfc3339(stamp)) == stamp
+
+
+def test_canonical_data_is_json_dumps_sorted_compact() -> None:
+    """canonical_data reuses one encoder: its text is json.dumps's, byte for byte."""
+    import json
+
+    from runner.gateway.store import canonical_data
+
+    data = {"z": [1, 2.5, None, True], "a": {"y": "é\n", "b": "✓"}, "m": ("t", 1)}
+    text, plain = canonical_data(data)
+    assert text == json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert plain == json.loads(text)
+    with pytest.raises(ValueError):
+        canonical_data({"x": float("nan")})
+    with pytest.raises(TypeError):
+        canonical_data({"x": object()})

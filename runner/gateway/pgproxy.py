@@ -900,7 +900,17 @@ class _ClientConnection:
                 self.backlog = 0
                 if self.read_blocks & _BACKLOG:
                     self._unblock_client(_BACKLOG)
-                ended = await self._client_data(data)
+                if not self.to_record:
+                    ended = await self._client_data(data)
+                else:
+                    # The outcomes owed so far are written alongside: a group-commit
+                    # audit log puts them in the same commit as the entries of the
+                    # statements in ``data`` (one commit per round trip, not two).
+                    outcomes = loop.create_task(self._record_outcomes())
+                    try:
+                        ended = await self._client_data(data)
+                    finally:
+                        await outcomes
                 if ended is not None:
                     return ended
                 continue

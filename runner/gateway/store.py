@@ -21,6 +21,7 @@ never a session secret; no exception message carries a URL or secret.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import threading
@@ -28,7 +29,6 @@ import time
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from enum import Enum
 from typing import Any
@@ -205,6 +205,17 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"audit data holds a {type(value).__name__}, which is not JSON")
 
 
+# Built once: json.dumps(...) with these arguments makes a new encoder per call.
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True,
+    separators=(",", ":"),
+    ensure_ascii=False,
+    allow_nan=False,  # NaN and infinities are not JSON
+    default=_json_default,
+)
+_RAW_DECODE = json.JSONDecoder().raw_decode  # the text is compact: no whitespace to skip
+
+
 def canonical_data(data: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     """The canonical JSON text of entry data and the plain dict it reads back as.
 
@@ -212,17 +223,10 @@ def canonical_data(data: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     hash is taken over exactly what is stored, so it verifies after a round trip.
     """
     try:
-        text = json.dumps(
-            data,
-            sort_keys=True,
-            separators=(",", ":"),
-            ensure_ascii=False,
-            allow_nan=False,  # NaN and infinities are not JSON
-            default=_json_default,
-        )
+        text = _CANONICAL.encode(data)
     except ValueError as exc:
         raise ValueError(f"audit data is not JSON: {exc}") from exc
-    plain = json.loads(text)
+    plain = _RAW_DECODE(text)[0]
     if not isinstance(plain, dict):
         raise TypeError("audit data must be a JSON object")
     return text, plain
@@ -250,13 +254,9 @@ def _from_rfc3339(text: str) -> datetime:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
-@dataclass(frozen=True)
-class _Prepared:
-    kind: EntryKind
-    session_id: str | None
-    ref: int | None
-    text: str  # canonical JSON of the data, as stored
-    data: dict[str, Any]  # what that text reads back as, as hashed
+# (kind, session_id, ref, canonical JSON text of the data as stored, the plain
+# dict that text reads back as, as hashed): plain tuples, built once per entry.
+_Prepared = tuple[EntryKind, str | None, int | None, str, dict[str, Any]]
 
 
 def _prepare(entries: Sequence[NewEntry]) -> list[_Prepared]:
@@ -264,8 +264,17 @@ def _prepare(entries: Sequence[NewEntry]) -> list[_Prepared]:
     prepared: list[_Prepared] = []
     for new in entries:
         text, plain = canonical_data(new.data)
-        ref = None if new.ref is None else int(new.ref)
-        prepared.append(_Prepared(EntryKind(new.kind), new.session_id, ref, text, plain))
+        ref = new.ref
+        kind = new.kind
+        prepared.append(
+            (
+                kind if type(kind) is EntryKind else EntryKind(kind),
+                new.session_id,
+                None if ref is None else int(ref),
+                text,
+                plain,
+            )
+        )
     return prepared
 
 
@@ -275,28 +284,37 @@ def _chain(
     built: list[tuple[AuditEntry, str]] = []
     prev = last_hash
     seq = last_seq
-    for p in prepared:
+    for kind, session_id, ref, text, plain in prepared:
         seq += 1
         # canonical_json(body) spelled out with the data's canonical text, which is
         # byte for byte what json.dumps gives for it: the data is encoded once.
         # (tests/test_gateway_store.py checks this equals entry_hash over body().)
         body_text = (
-            f'{{"data":{p.text},"kind":"{p.kind.value}",'
-            f'"prev_hash":"{prev}","ref":{_json_int(p.ref)},"seq":{seq},'
-            f'"session_id":{_json_str(p.session_id)},"ts":"{ts}"}}'
+            f'{{"data":{text},"kind":"{_KIND_TEXT[kind]}",'
+            f'"prev_hash":"{prev}","ref":{_json_int(ref)},"seq":{seq},'
+            f'"session_id":{_json_str(session_id)},"ts":"{ts}"}}'
         )
         digest = sha256_hex(prev + body_text)
-        built.append(
-            (AuditEntry(seq, ts, p.kind, p.session_id, p.data, prev, digest, p.ref), p.text)
-        )
+        built.append((AuditEntry(seq, ts, kind, session_id, plain, prev, digest, ref), text))
         prev = digest
     return built
+
+
+_KIND_TEXT = {kind: kind.value for kind in EntryKind}  # Enum .value is a slow property
+
+
+def _now_rfc3339() -> str:
+    """``rfc3339(datetime.now(UTC))``, without strftime (the audit append's hot path)."""
+    # isoformat(timespec="microseconds") of an aware UTC time is
+    # "YYYY-MM-DDTHH:MM:SS.ffffff+00:00": the same fixed-width text, other suffix.
+    return datetime.now(UTC).isoformat(timespec="microseconds")[:26] + "Z"
 
 
 def _json_int(value: int | None) -> str:
     return "null" if value is None else str(int(value))
 
 
+@functools.lru_cache(maxsize=4096)  # session ids: a few per connection, many entries each
 def _json_str(value: str | None) -> str:
     return "null" if value is None else json.dumps(value, ensure_ascii=False)
 
@@ -311,7 +329,7 @@ def build_entries(
 
 def _audit_rows(built: Sequence[tuple[AuditEntry, str]]) -> list[tuple[Any, ...]]:
     return [
-        (e.seq, e.ts, e.kind.value, e.session_id, e.ref, text, e.prev_hash, e.hash)
+        (e.seq, e.ts, _KIND_TEXT[e.kind], e.session_id, e.ref, text, e.prev_hash, e.hash)
         for e, text in built
     ]
 
@@ -573,7 +591,7 @@ class SqliteStore:
         with self._write() as conn:
             last = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
             last_seq, last_hash = (0, GENESIS_HASH) if last is None else (int(last[0]), last[1])
-            built = _chain(prepared, last_seq, last_hash, rfc3339(datetime.now(UTC)))
+            built = _chain(prepared, last_seq, last_hash, _now_rfc3339())
             conn.executemany(
                 f"INSERT INTO audit ({_AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 _audit_rows(built),
@@ -874,7 +892,7 @@ class PostgresStore:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_AUDIT_LOCK_KEY,))
             last = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
             last_seq, last_hash = (0, GENESIS_HASH) if last is None else (int(last[0]), last[1])
-            built = _chain(prepared, last_seq, last_hash, rfc3339(datetime.now(UTC)))
+            built = _chain(prepared, last_seq, last_hash, _now_rfc3339())
             rows = _audit_rows(built)
             with conn.cursor() as cur:
                 cur.executemany(
