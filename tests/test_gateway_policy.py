@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 from runner.gateway.config import DEFAULT_ROLE_VERDICTS, RoleConfig
-from runner.gateway.model import AuditDecision, Grant, Verdict
+from runner.gateway.model import (
+    AuditDecision,
+    Grant,
+    Principal,
+    ScramVerifier,
+    Session,
+    Verdict,
+)
 from runner.gateway.policy import SessionAnalysis, decide_statement, plain_read
 from runner.plan.model import Category
 from runner.plan.statements import split_statements
@@ -107,3 +115,58 @@ def test_read_cache_gives_what_a_full_analysis_gives() -> None:
             raw, in_transaction=False
         ), sql
     assert len(cached.read_cache) == 2  # the two SELECT shapes, nothing else
+
+
+def test_service_caches_only_allowed_plain_reads(tmp_path: Path) -> None:
+    """A cached ALLOW on a plain read gives exactly the uncached decision; a
+    statement that needs approval is decided (and its grant looked up) every time."""
+    from runner.gateway.config import parse_gateway_config
+    from runner.gateway.service import GatewayService, ServerFacts
+    from runner.gateway.store import SqliteStore
+
+    config = parse_gateway_config(
+        {
+            "issuers": [
+                {"name": "github", "issuer": "https://token.actions.githubusercontent.com"}
+            ],
+            "databases": [{"name": "ehr", "host": "db.internal", "dbname": "ehr", "user": "gw"}],
+            "access": [
+                {"database": "ehr", "role": "deployer", "issuer": "github", "claims": {"ref": "x"}}
+            ],
+            "roles": {"deployer": {"locking": "allow", "rules": {"SO104": "deny"}}},
+        }
+    )
+    store = SqliteStore(str(tmp_path / "state.db"))
+    service = GatewayService(config, store)
+    service._facts["ehr"] = ServerFacts(150000, {})  # no catalog read in a unit test
+    lookups: list[str] = []
+    real_consume = store.consume_grant
+
+    def consume(database: str, fingerprint: str, session_id: str, at: datetime) -> Grant | None:
+        lookups.append(fingerprint)
+        return real_consume(database, fingerprint, session_id, at)
+
+    store.consume_grant = consume  # type: ignore[method-assign]
+    verifier = ScramVerifier.create("s")
+    session = Session("so_1", verifier, Principal(iss="i", sub="s"), "ehr", "deployer", NOW, NOW)
+    try:
+        reads = [
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 1",
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 2",
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 2",
+        ]
+        for in_transaction in (False, True, False):
+            for sql in reads:
+                (got,) = service.decide(session, sql, in_transaction=in_transaction)
+                (want,) = decide(sql, in_transaction=in_transaction)
+                assert got == want, sql
+        analysis = service._analyses["so_1"]
+        assert len(analysis.allowed_reads) == 2  # one shape, in and out of a transaction
+        for _ in range(2):
+            (drop,) = service.decide(session, "DROP TABLE visits", in_transaction=False)
+            assert drop.decision is AuditDecision.BLOCKED
+        assert len(lookups) == 2  # looked up each time: never cached
+        assert len(analysis.allowed_reads) == 2
+    finally:
+        service.close()
+        store.close()

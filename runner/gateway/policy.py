@@ -8,8 +8,9 @@ needs-approval or deny; a needs-approval statement runs only if a grant for
 its fingerprint exists, and uses it up.
 
 Speed: a plain read (SELECT with no data-modifying or locking keyword) is
-judged the same whatever its literal values, so its verdict is cached by
-fingerprint; everything else is analysed every time.
+judged the same whatever its literal values, so its findings are cached by
+fingerprint, and so is an ALLOW decision on it (a decision that needs or
+uses a grant never is); everything else is analysed every time.
 """
 
 from __future__ import annotations
@@ -71,6 +72,10 @@ class SessionAnalysis:
     read_cache: OrderedDict[tuple[str, bool], tuple[Finding, ...]] = field(
         default_factory=OrderedDict
     )
+    # (fingerprint, in_transaction) -> findings JSON of a plain read the role allows.
+    allowed_reads: dict[tuple[str, bool], tuple[Mapping[str, Any], ...]] = field(
+        default_factory=dict
+    )
 
     @classmethod
     def start(
@@ -83,6 +88,27 @@ class SessionAnalysis:
                 schema=SchemaState.from_catalog(columns),
             )
         )
+
+    def read_key(self, raw: RawStatement, *, in_transaction: bool) -> tuple[str, bool] | None:
+        """The cache key of a plain read (None: analyse it), keeping the session in step."""
+        self._sync_transaction(in_transaction)
+        if plain_read(raw) and not self.analysis.context.enum_labels_added:
+            return (raw.fingerprint, in_transaction)
+        return None
+
+    def allowed_read(self, key: tuple[str, bool]) -> tuple[Mapping[str, Any], ...] | None:
+        """The findings (as JSON) of a plain read this session's role allowed."""
+        return self.allowed_reads.get(key)
+
+    def remember_allowed(
+        self, key: tuple[str, bool], findings_json: tuple[Mapping[str, Any], ...]
+    ) -> None:
+        """Remember an ALLOW verdict on a plain read (never one that needed a grant):
+        the same fingerprint gets the same findings, hence the same verdict."""
+        allowed = self.allowed_reads
+        allowed[key] = findings_json
+        if len(allowed) > _CACHE_SIZE:
+            del allowed[next(iter(allowed))]
 
     def findings(
         self, raw: RawStatement, *, in_transaction: bool

@@ -36,6 +36,8 @@ from runner.gateway.model import (
 from runner.gateway.oidc import OidcValidator, TokenRejected, claims_match
 from runner.gateway.policy import SessionAnalysis, decide_statement, split
 
+_ALLOWED = AuditDecision.ALLOWED
+
 
 class ExchangeRefused(Exception):
     """A token exchange the gateway refuses; ``status`` is the HTTP status to answer."""
@@ -191,22 +193,35 @@ class GatewayService:
     ) -> list[StatementDecision]:
         analysis = self._analysis(session)
         role = self.config.roles[session.role]
-        now = utcnow()
+        now: datetime | None = None
         decisions = []
         with self._lock:
             for raw in split(sql):
+                key = analysis.read_key(raw, in_transaction=in_transaction)
+                if key is not None:
+                    allowed = analysis.allowed_read(key)
+                    if allowed is not None:
+                        decisions.append(
+                            StatementDecision(
+                                raw.text, raw.sha256, raw.fingerprint, allowed, _ALLOWED
+                            )
+                        )
+                        continue
                 _, findings = analysis.findings(raw, in_transaction=in_transaction)
-                decisions.append(
-                    decide_statement(
-                        raw,
-                        findings,
-                        role=role,
-                        database=session.database,
-                        session_id=session.id,
-                        now=now,
-                        consume_grant=self.store.consume_grant,
-                    )
+                if now is None:
+                    now = utcnow()
+                decision = decide_statement(
+                    raw,
+                    findings,
+                    role=role,
+                    database=session.database,
+                    session_id=session.id,
+                    now=now,
+                    consume_grant=self.store.consume_grant,
                 )
+                if key is not None and decision.decision is _ALLOWED and decision.grant is None:
+                    analysis.remember_allowed(key, decision.findings)
+                decisions.append(decision)
         return decisions
 
     async def record_statements(

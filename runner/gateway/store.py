@@ -62,6 +62,8 @@ _JTI_PURGE_INTERVAL_S = 60.0
 _JTI_PURGE_GRACE_S = 300.0
 
 _AUDIT_COLUMNS = "seq, ts, kind, session_id, ref, data, prev_hash, hash"
+_SQLITE_LAST_AUDIT = "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1"
+_SQLITE_INSERT_AUDIT = f"INSERT INTO audit ({_AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 _SESSION_COLUMNS = (
     "id, salt, iterations, stored_key, server_key, principal, claims, database, role, "
     "created_at, expires_at, revoked_at"
@@ -588,14 +590,24 @@ class SqliteStore:
         if not entries:
             return []
         prepared = _prepare(entries)
-        with self._write() as conn:
-            last = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-            last_seq, last_hash = (0, GENESIS_HASH) if last is None else (int(last[0]), last[1])
-            built = _chain(prepared, last_seq, last_hash, _now_rfc3339())
-            conn.executemany(
-                f"INSERT INTO audit ({_AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                _audit_rows(built),
-            )
+        # self._write() spelled out: this is the audit log's hot path.
+        with self._lock:
+            conn = self._conn
+            if conn is None:
+                raise StoreError("the state store is closed")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                # Re-read under the write lock: another process (the grant CLI, a
+                # second gateway) may have appended since this one last did.
+                last = conn.execute(_SQLITE_LAST_AUDIT).fetchone()
+                last_seq, last_hash = (0, GENESIS_HASH) if last is None else (last[0], last[1])
+                built = _chain(prepared, last_seq, last_hash, _now_rfc3339())
+                conn.executemany(_SQLITE_INSERT_AUDIT, _audit_rows(built))
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
         return [entry for entry, _ in built]
 
     def entries(self, *, session_id: str | None = None, after_seq: int = 0) -> list[AuditEntry]:
