@@ -671,3 +671,42 @@ def test_canonical_data_is_json_dumps_sorted_compact() -> None:
         canonical_data({"x": float("nan")})
     with pytest.raises(TypeError):
         canonical_data({"x": object()})
+
+
+def test_inline_writer_commits_a_statement_and_an_outcome_started_alongside_once(
+    tmp_path: Path,
+) -> None:
+    """The pgproxy starts the outcome write as a task, then awaits the statement
+    write: both land in one commit (one batch), in a verifying chain."""
+    import asyncio
+
+    from runner.gateway.auditlog import AuditWriter
+    from runner.gateway.model import EntryKind, NewEntry
+    from runner.gateway.store import SqliteStore
+
+    store = SqliteStore(str(tmp_path / "state.db"))
+    writer = AuditWriter(store, inline=True)
+
+    async def scenario() -> None:
+        (first,) = await writer.append([NewEntry(EntryKind.STATEMENT, "so_1", {"n": 1})])
+        assert writer.stats.batches == 1
+        loop = asyncio.get_running_loop()
+        # Another connection's statement is appended first in this loop iteration ...
+        other = loop.create_task(writer.append([NewEntry(EntryKind.STATEMENT, "so_2", {})]))
+        await asyncio.sleep(0)
+        # ... then this one starts its outcome write and awaits its next statement's.
+        outcome = loop.create_task(
+            writer.append([NewEntry(EntryKind.OUTCOME, "so_1", {"ok": True}, ref=first.seq)])
+        )
+        (second,) = await writer.append([NewEntry(EntryKind.STATEMENT, "so_1", {"n": 2})])
+        (done,) = await outcome
+        await other
+        assert writer.stats.batches == 2 and writer.stats.entries == 4  # one commit for 3
+        assert done.ref == first.seq and done.seq > first.seq and second.seq > first.seq
+
+    try:
+        asyncio.run(scenario())
+        assert verify_chain(store.entries()).ok
+    finally:
+        writer.close()
+        store.close()

@@ -333,7 +333,11 @@ class AuditWriter:
             )
             if not self._inline_scheduled:
                 self._inline_scheduled = True
-                loop.call_soon(self._flush_inline)
+                # Written one loop iteration later than call_soon would: the tasks
+                # this iteration woke (other connections' statements, outcome writers
+                # started alongside a statement) append first, so one commit serves
+                # them all. Fewer, larger commits: the commit is the costly part.
+                loop.call_soon(loop.call_soon, self._flush_inline)
             return await future
 
         def deliver(result: list[AuditEntry] | None, error: BaseException | None) -> None:
