@@ -710,3 +710,40 @@ def test_inline_writer_commits_a_statement_and_an_outcome_started_alongside_once
     finally:
         writer.close()
         store.close()
+
+
+@pytest.mark.parametrize("inline", [False, True], ids=["thread", "inline"])
+def test_append_seqs_writes_the_same_chain(store_url: str, inline: bool) -> None:
+    """Seqs-only appends (the proxy's statements and outcomes) chain exactly like
+    append(), alone or in one batch with callers that want the entries."""
+    import asyncio
+
+    store = open_store(store_url)
+    writer = AuditWriter(store, inline=inline)
+
+    async def scenario() -> None:
+        seqs = await writer.append_seqs(
+            [statement("so_a", 0), NewEntry(EntryKind.OUTCOME, "so_a", {"x": 1}, ref=1)]
+        )
+        assert seqs == [1, 2]
+        mixed = await asyncio.gather(
+            writer.append_seqs([statement("so_b", 1)]),
+            writer.append([statement("so_c", 2)]),
+            writer.append_seqs([NewEntry(EntryKind.SESSION, "so_d", {"bad": object()})]),
+            writer.append_seqs([]),
+            return_exceptions=True,
+        )
+        assert isinstance(mixed[2], TypeError) and mixed[3] == []
+        (b_seq,), (c_entry,) = mixed[0], mixed[1]  # type: ignore[misc]
+        assert isinstance(b_seq, int) and isinstance(c_entry, AuditEntry)
+        assert {b_seq, c_entry.seq} == {3, 4}
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        writer.close()
+    entries = store.entries()
+    report = verify_chain(entries)
+    assert report.ok and report.count == 4, report.problem
+    assert [e.data for e in entries][:2] == [statement("so_a", 0).data, {"x": 1}]
+    store.close()

@@ -277,13 +277,15 @@ def _plain_record(entry: AuditEntry) -> dict[str, Any]:
 
 # -- group-commit writer ----------------------------------------------------------------------
 
-_Deliver = Callable[[list[AuditEntry] | None, BaseException | None], None]
+# A request's result: its AuditEntry objects, or only their seqs (seqs_only).
+_Deliver = Callable[[list[Any] | None, BaseException | None], None]
 
 
 @dataclass
 class _Request:
     entries: list[NewEntry]
     deliver: _Deliver = field(repr=False)
+    seqs_only: bool = False
 
 
 @dataclass
@@ -316,20 +318,36 @@ class AuditWriter:
         self._inline = inline
         self._inline_pending: list[_Request] = []
         self._inline_scheduled = False
+        # A store that can append without building entry objects (SQLite) serves
+        # batches whose callers all want only seqs (append_seqs) that way.
+        self._append_seqs: Callable[[list[NewEntry]], list[int]] | None = getattr(
+            store, "append_seqs", None
+        )
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
         if not inline:
             self._thread.start()
 
     async def append(self, entries: Sequence[NewEntry]) -> list[AuditEntry]:
+        written: list[AuditEntry] = await self._append(entries, seqs_only=False)
+        return written
+
+    async def append_seqs(self, entries: Sequence[NewEntry]) -> list[int]:
+        """``append`` for a caller that needs only the entries' seqs (cheaper)."""
+        seqs: list[int] = await self._append(entries, seqs_only=True)
+        return seqs
+
+    async def _append(self, entries: Sequence[NewEntry], *, seqs_only: bool) -> list[Any]:
         if not entries:
             return []
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[AuditEntry]] = loop.create_future()
+        future: asyncio.Future[list[Any]] = loop.create_future()
         if self._inline:
             if self._closing:
                 raise RuntimeError("the audit writer is closed")
             self._inline_pending.append(
-                _Request(list(entries), lambda result, error: _settle(future, result, error))
+                _Request(
+                    list(entries), lambda result, error: _settle(future, result, error), seqs_only
+                )
             )
             if not self._inline_scheduled:
                 self._inline_scheduled = True
@@ -340,12 +358,12 @@ class AuditWriter:
                 loop.call_soon(loop.call_soon, self._flush_inline)
             return await future
 
-        def deliver(result: list[AuditEntry] | None, error: BaseException | None) -> None:
+        def deliver(result: list[Any] | None, error: BaseException | None) -> None:
             # A closed loop (RuntimeError) means nobody is waiting any more.
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_settle, future, result, error)
 
-        self._submit(_Request(list(entries), deliver))
+        self._submit(_Request(list(entries), deliver, seqs_only))
         return await future
 
     def append_now(self, entries: Sequence[NewEntry]) -> list[AuditEntry]:
@@ -358,7 +376,7 @@ class AuditWriter:
             return self._store.append(list(entries))
         future: concurrent.futures.Future[list[AuditEntry]] = concurrent.futures.Future()
 
-        def deliver(result: list[AuditEntry] | None, error: BaseException | None) -> None:
+        def deliver(result: list[Any] | None, error: BaseException | None) -> None:
             if error is not None:
                 future.set_exception(error)
             else:
@@ -418,8 +436,14 @@ class AuditWriter:
     def _write(self, batch: list[_Request]) -> None:
         self.stats.requests += len(batch)
         good = batch
+        append_seqs = self._append_seqs
+        write: Callable[[list[NewEntry]], list[Any]] = (
+            append_seqs
+            if append_seqs is not None and all(request.seqs_only for request in batch)
+            else self._store.append
+        )
         try:
-            written = self._store.append([new for request in good for new in request.entries])
+            written = write([new for request in good for new in request.entries])
         except (ValueError, TypeError):
             # Some request's data is not JSON (the store checks before it locks
             # anything): fail that request alone and write the others.
@@ -436,7 +460,7 @@ class AuditWriter:
             if not good:
                 return
             try:
-                written = self._store.append([new for r in good for new in r.entries])
+                written = write([new for r in good for new in r.entries])
             except Exception as exc:
                 for request in good:
                     _safe_deliver(request, None, exc)
@@ -447,23 +471,25 @@ class AuditWriter:
             return
         self.stats.batches += 1
         self.stats.entries += len(written)
+        entries_written = write is not append_seqs
         start = 0
         for request in good:
             end = start + len(request.entries)
-            _safe_deliver(request, written[start:end], None)
+            part = written[start:end]
+            if request.seqs_only and entries_written:
+                part = [entry.seq for entry in part]
+            _safe_deliver(request, part, None)
             start = end
 
 
-def _safe_deliver(
-    request: _Request, result: list[AuditEntry] | None, error: BaseException | None
-) -> None:
+def _safe_deliver(request: _Request, result: list[Any] | None, error: BaseException | None) -> None:
     with contextlib.suppress(Exception):  # a vanished caller must not stop the writer
         request.deliver(result, error)
 
 
 def _settle(
-    future: asyncio.Future[list[AuditEntry]],
-    result: list[AuditEntry] | None,
+    future: asyncio.Future[list[Any]],
+    result: list[Any] | None,
     error: BaseException | None,
 ) -> None:
     if future.done():  # the caller was cancelled

@@ -231,11 +231,10 @@ class GatewayService:
             NewEntry(EntryKind.STATEMENT, session.id, self._statement_data(session, d))
             for d in decisions
         ]
-        written = await self.writer.append(entries)
-        return [entry.seq for entry in written]
+        return await self.writer.append_seqs(entries)
 
     async def record_outcome(self, session: Session, seq: int, outcome: Outcome) -> None:
-        await self.writer.append(
+        await self.writer.append_seqs(
             [
                 NewEntry(
                     EntryKind.OUTCOME,

@@ -257,15 +257,19 @@ def _from_rfc3339(text: str) -> datetime:
 
 
 # (kind, session_id, ref, canonical JSON text of the data as stored, the plain
-# dict that text reads back as, as hashed): plain tuples, built once per entry.
-_Prepared = tuple[EntryKind, str | None, int | None, str, dict[str, Any]]
+# dict that text reads back as, as hashed; None when the caller needs no entries):
+# plain tuples, built once per entry.
+_Prepared = tuple[EntryKind, str | None, int | None, str, dict[str, Any] | None]
 
 
-def _prepare(entries: Sequence[NewEntry]) -> list[_Prepared]:
+def _prepare(entries: Sequence[NewEntry], *, decode: bool = True) -> list[_Prepared]:
     """Validate and canonicalise entries before any lock is taken."""
     prepared: list[_Prepared] = []
     for new in entries:
-        text, plain = canonical_data(new.data)
+        if decode:
+            text, plain = canonical_data(new.data)
+        else:
+            text, plain = _canonical_object_text(new.data), None
         ref = new.ref
         kind = new.kind
         prepared.append(
@@ -280,26 +284,54 @@ def _prepare(entries: Sequence[NewEntry]) -> list[_Prepared]:
     return prepared
 
 
-def _chain(
+def _canonical_object_text(data: Mapping[str, Any]) -> str:
+    """canonical_data's text alone: the same checks, without reading the text back."""
+    try:
+        text = _CANONICAL.encode(data)
+    except ValueError as exc:
+        raise ValueError(f"audit data is not JSON: {exc}") from exc
+    if not text.startswith("{"):  # what the encoder makes of anything but a mapping
+        raise TypeError("audit data must be a JSON object")
+    return text
+
+
+def _chain_rows(
     prepared: Sequence[_Prepared], last_seq: int, last_hash: str, ts: str
-) -> list[tuple[AuditEntry, str]]:
-    built: list[tuple[AuditEntry, str]] = []
+) -> list[tuple[Any, ...]]:
+    """The audit rows (``_AUDIT_COLUMNS``) of ``prepared`` chained after (last_seq, last_hash)."""
+    rows: list[tuple[Any, ...]] = []
     prev = last_hash
     seq = last_seq
-    for kind, session_id, ref, text, plain in prepared:
+    for kind, session_id, ref, text, _ in prepared:
         seq += 1
+        kind_text = _KIND_TEXT[kind]
         # canonical_json(body) spelled out with the data's canonical text, which is
         # byte for byte what json.dumps gives for it: the data is encoded once.
         # (tests/test_gateway_store.py checks this equals entry_hash over body().)
         body_text = (
-            f'{{"data":{text},"kind":"{_KIND_TEXT[kind]}",'
+            f'{{"data":{text},"kind":"{kind_text}",'
             f'"prev_hash":"{prev}","ref":{_json_int(ref)},"seq":{seq},'
             f'"session_id":{_json_str(session_id)},"ts":"{ts}"}}'
         )
         digest = sha256_hex(prev + body_text)
-        built.append((AuditEntry(seq, ts, kind, session_id, plain, prev, digest, ref), text))
+        rows.append((seq, ts, kind_text, session_id, ref, text, prev, digest))
         prev = digest
-    return built
+    return rows
+
+
+def _entries(prepared: Sequence[_Prepared], rows: Sequence[tuple[Any, ...]]) -> list[AuditEntry]:
+    entries: list[AuditEntry] = []
+    for (kind, session_id, ref, text, plain), row in zip(prepared, rows, strict=True):
+        data = plain if plain is not None else _RAW_DECODE(text)[0]
+        entries.append(AuditEntry(row[0], row[1], kind, session_id, data, row[6], row[7], ref))
+    return entries
+
+
+def _chain(
+    prepared: Sequence[_Prepared], last_seq: int, last_hash: str, ts: str
+) -> list[tuple[AuditEntry, str]]:
+    rows = _chain_rows(prepared, last_seq, last_hash, ts)
+    return list(zip(_entries(prepared, rows), (p[3] for p in prepared), strict=True))
 
 
 _KIND_TEXT = {kind: kind.value for kind in EntryKind}  # Enum .value is a slow property
@@ -327,13 +359,6 @@ def build_entries(
     """Chain ``entries`` after (last_seq, last_hash): each entry and its stored data text."""
     stamp = ts if ts is not None else rfc3339(datetime.now(UTC))
     return _chain(_prepare(entries), last_seq, last_hash, stamp)
-
-
-def _audit_rows(built: Sequence[tuple[AuditEntry, str]]) -> list[tuple[Any, ...]]:
-    return [
-        (e.seq, e.ts, _KIND_TEXT[e.kind], e.session_id, e.ref, text, e.prev_hash, e.hash)
-        for e, text in built
-    ]
 
 
 def _entry_from_row(row: Sequence[Any]) -> AuditEntry:
@@ -590,6 +615,16 @@ class SqliteStore:
         if not entries:
             return []
         prepared = _prepare(entries)
+        return _entries(prepared, self._append_prepared(prepared))
+
+    def append_seqs(self, entries: Sequence[NewEntry]) -> list[int]:
+        """``append`` for a caller that needs only the seqs: the same rows and chain,
+        no entry objects built (the audit writer's hot path)."""
+        if not entries:
+            return []
+        return [row[0] for row in self._append_prepared(_prepare(entries, decode=False))]
+
+    def _append_prepared(self, prepared: Sequence[_Prepared]) -> list[tuple[Any, ...]]:
         # self._write() spelled out: this is the audit log's hot path.
         with self._lock:
             conn = self._conn
@@ -601,14 +636,14 @@ class SqliteStore:
                 # second gateway) may have appended since this one last did.
                 last = conn.execute(_SQLITE_LAST_AUDIT).fetchone()
                 last_seq, last_hash = (0, GENESIS_HASH) if last is None else (last[0], last[1])
-                built = _chain(prepared, last_seq, last_hash, _now_rfc3339())
-                conn.executemany(_SQLITE_INSERT_AUDIT, _audit_rows(built))
+                rows = _chain_rows(prepared, last_seq, last_hash, _now_rfc3339())
+                conn.executemany(_SQLITE_INSERT_AUDIT, rows)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
-        return [entry for entry, _ in built]
+        return rows
 
     def entries(self, *, session_id: str | None = None, after_seq: int = 0) -> list[AuditEntry]:
         with self._read() as conn:
@@ -904,14 +939,13 @@ class PostgresStore:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_AUDIT_LOCK_KEY,))
             last = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
             last_seq, last_hash = (0, GENESIS_HASH) if last is None else (int(last[0]), last[1])
-            built = _chain(prepared, last_seq, last_hash, _now_rfc3339())
-            rows = _audit_rows(built)
+            rows = _chain_rows(prepared, last_seq, last_hash, _now_rfc3339())
             with conn.cursor() as cur:
                 cur.executemany(
                     f"INSERT INTO audit ({_AUDIT_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
                     rows,
                 )
-        return [entry for entry, _ in built]
+        return _entries(prepared, rows)
 
     def entries(self, *, session_id: str | None = None, after_seq: int = 0) -> list[AuditEntry]:
         with self._pool.connection() as conn:
