@@ -162,11 +162,19 @@ def test_service_caches_only_allowed_plain_reads(tmp_path: Path) -> None:
                 assert got == want, sql
         analysis = service._analyses["so_1"]
         assert len(analysis.allowed_reads) == 2  # one shape, in and out of a transaction
+        # Each exact text too (4: two texts, in and out of a transaction), and a
+        # repeated text gets the very decision a full analysis gives.
+        assert set(analysis.allowed_texts) == {(r, t) for r in reads for t in (False, True)}
+        (again,) = service.decide(session, reads[2], in_transaction=True)
+        assert again == decide(reads[2], in_transaction=True)[0]
+        two = "SELECT 1 FROM t; SELECT 2 FROM t"
+        assert len(service.decide(session, two, in_transaction=False)) == 2
+        assert (two, False) not in analysis.allowed_texts  # only a single statement's text
         for _ in range(2):
             (drop,) = service.decide(session, "DROP TABLE visits", in_transaction=False)
             assert drop.decision is AuditDecision.BLOCKED
         assert len(lookups) == 2  # looked up each time: never cached
-        assert len(analysis.allowed_reads) == 2
+        assert len(analysis.allowed_reads) == 3  # + the shape of "SELECT n FROM t"
     finally:
         service.close()
         store.close()

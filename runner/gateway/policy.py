@@ -10,7 +10,8 @@ its fingerprint exists, and uses it up.
 Speed: a plain read (SELECT with no data-modifying or locking keyword) is
 judged the same whatever its literal values, so its findings are cached by
 fingerprint, and so is an ALLOW decision on it (a decision that needs or
-uses a grant never is); everything else is analysed every time.
+uses a grant never is), also by its exact text when the text is that one
+statement (not even split again); everything else is analysed every time.
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ _NOT_A_PLAIN_READ = frozenset(
     }
 )
 _CACHE_SIZE = 4096
+# The exact-text cache: per session at most this many texts of at most this length.
+_TEXT_CACHE_SIZE = 1024
+_TEXT_CACHE_MAX_CHARS = 2048
 
 
 def plain_read(raw: RawStatement) -> bool:
@@ -76,6 +80,9 @@ class SessionAnalysis:
     allowed_reads: dict[tuple[str, bool], tuple[Mapping[str, Any], ...]] = field(
         default_factory=dict
     )
+    # (exact text, in_transaction) -> the ALLOW decision on that text, when it is
+    # one plain read: a repeated text (a driver's prepared statement) is not even split.
+    allowed_texts: dict[tuple[str, bool], StatementDecision] = field(default_factory=dict)
 
     @classmethod
     def start(
@@ -95,6 +102,29 @@ class SessionAnalysis:
         if plain_read(raw) and not self.analysis.context.enum_labels_added:
             return (raw.fingerprint, in_transaction)
         return None
+
+    def allowed_text(self, sql: str, *, in_transaction: bool) -> StatementDecision | None:
+        """The cached ALLOW decision on ``sql`` (one plain read), keeping the session in step;
+        None: split and decide it."""
+        decision = self.allowed_texts.get((sql, in_transaction))
+        if decision is None:
+            return None
+        self._sync_transaction(in_transaction)
+        if self.analysis.context.enum_labels_added:
+            return None  # plain reads are analysed again from here on (read_key)
+        return decision
+
+    def remember_allowed_text(
+        self, sql: str, decision: StatementDecision, *, in_transaction: bool
+    ) -> None:
+        """Remember the ALLOW decision on ``sql``, which split into that one plain read
+        (the caller checked: read_key gave a key and no grant was involved)."""
+        if len(sql) > _TEXT_CACHE_MAX_CHARS:
+            return
+        texts = self.allowed_texts
+        texts[(sql, in_transaction)] = decision
+        if len(texts) > _TEXT_CACHE_SIZE:
+            del texts[next(iter(texts))]
 
     def allowed_read(self, key: tuple[str, bool]) -> tuple[Mapping[str, Any], ...] | None:
         """The findings (as JSON) of a plain read this session's role allowed."""

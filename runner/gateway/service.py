@@ -196,16 +196,23 @@ class GatewayService:
         now: datetime | None = None
         decisions = []
         with self._lock:
-            for raw in split(sql):
+            known = analysis.allowed_text(sql, in_transaction=in_transaction)
+            if known is not None:
+                return [known]
+            statements = split(sql)
+            for raw in statements:
                 key = analysis.read_key(raw, in_transaction=in_transaction)
                 if key is not None:
                     allowed = analysis.allowed_read(key)
                     if allowed is not None:
-                        decisions.append(
-                            StatementDecision(
-                                raw.text, raw.sha256, raw.fingerprint, allowed, _ALLOWED
-                            )
+                        decision = StatementDecision(
+                            raw.text, raw.sha256, raw.fingerprint, allowed, _ALLOWED
                         )
+                        if len(statements) == 1:
+                            analysis.remember_allowed_text(
+                                sql, decision, in_transaction=in_transaction
+                            )
+                        decisions.append(decision)
                         continue
                 _, findings = analysis.findings(raw, in_transaction=in_transaction)
                 if now is None:
@@ -221,6 +228,8 @@ class GatewayService:
                 )
                 if key is not None and decision.decision is _ALLOWED and decision.grant is None:
                     analysis.remember_allowed(key, decision.findings)
+                    if len(statements) == 1:
+                        analysis.remember_allowed_text(sql, decision, in_transaction=in_transaction)
                 decisions.append(decision)
         return decisions
 
