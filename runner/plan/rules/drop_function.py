@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from sqlglot import exp
-from sqlglot.tokenizer_core import TokenType
 
-from runner.plan.commands import Word, normalise_name, words
+from runner.plan.commands import words
 from runner.plan.model import Category, Severity
 from runner.plan.rules.base import Context, StatementView, rule, table_name
+from runner.plan.rules.drop_reader import read_names
 
 _NODE_KINDS = {"FUNCTION": "function", "PROCEDURE": "procedure", "AGGREGATE": "aggregate"}
 
@@ -21,32 +21,7 @@ def _names_from_tokens(view: StatementView) -> tuple[str, list[str]]:
     i = 2
     if [w.text for w in ws[i : i + 2]] == ["IF", "EXISTS"]:
         i += 2
-    names: list[str] = []
-    while i < len(ws):
-        parts: list[Word] = []
-        while i < len(ws) and ws[i].is_name and ws[i].text not in ("CASCADE", "RESTRICT"):
-            parts.append(ws[i])
-            i += 1
-            if i < len(ws) and ws[i].token.token_type is TokenType.DOT:
-                i += 1
-                continue
-            break
-        if not parts:
-            break
-        names.append(normalise_name(parts))
-        if i < len(ws) and ws[i].token.token_type is TokenType.L_PAREN:
-            depth = 0
-            while i < len(ws):
-                token_type = ws[i].token.token_type
-                depth += token_type is TokenType.L_PAREN
-                depth -= token_type is TokenType.R_PAREN
-                i += 1
-                if depth == 0:
-                    break
-        if i < len(ws) and ws[i].token.token_type is TokenType.COMMA:
-            i += 1
-            continue
-        break
+    names, _ = read_names(ws, i)
     return kind, names
 
 
