@@ -27,7 +27,7 @@ import sqlite3
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from enum import Enum
@@ -361,6 +361,75 @@ def build_entries(
     return _chain(_prepare(entries), last_seq, last_hash, stamp)
 
 
+# Row conversions shared by both stores: they differ only in how a timestamp is
+# written (RFC 3339 text for SQLite, an aware datetime for PostgreSQL) and read.
+
+
+def _optional(value: datetime | None, write: Callable[[datetime], Any]) -> Any:
+    return None if value is None else write(value)
+
+
+def _session_row(session: Session, write: Callable[[datetime], Any]) -> tuple[Any, ...]:
+    v = session.verifier
+    return (
+        session.id,
+        v.salt,
+        v.iterations,
+        v.stored_key,
+        v.server_key,
+        _plain_json(session.principal.to_json()),
+        _plain_json(session.principal.claims),
+        session.database,
+        session.role,
+        write(session.created_at),
+        write(session.expires_at),
+        _optional(session.revoked_at, write),
+    )
+
+
+def _session_from(row: Sequence[Any], read: Callable[[Any], datetime]) -> Session:
+    return Session(
+        id=row[0],
+        verifier=ScramVerifier(bytes(row[1]), int(row[2]), bytes(row[3]), bytes(row[4])),
+        principal=_principal_from(row[5], row[6]),
+        database=row[7],
+        role=row[8],
+        created_at=read(row[9]),
+        expires_at=read(row[10]),
+        revoked_at=None if row[11] is None else read(row[11]),
+    )
+
+
+def _grant_row(grant: Grant, write: Callable[[datetime], Any]) -> tuple[Any, ...]:
+    return (
+        grant.id,
+        grant.database,
+        grant.fingerprint,
+        grant.approver,
+        grant.evidence_url,
+        grant.session_id,
+        grant.plan_hash,
+        write(grant.created_at),
+        _optional(grant.used_at, write),
+        grant.used_by_session,
+    )
+
+
+def _grant_from(row: Sequence[Any], read: Callable[[Any], datetime]) -> Grant:
+    return Grant(
+        id=row[0],
+        database=row[1],
+        fingerprint=row[2],
+        approver=row[3],
+        evidence_url=row[4],
+        session_id=row[5],
+        plan_hash=row[6],
+        created_at=read(row[7]),
+        used_at=None if row[8] is None else read(row[8]),
+        used_by_session=row[9],
+    )
+
+
 def _entry_from_row(row: Sequence[Any]) -> AuditEntry:
     seq, ts, kind, session_id, ref, data, prev_hash, digest = row
     return AuditEntry(
@@ -470,26 +539,12 @@ class SqliteStore:
     # sessions
 
     def create_session(self, session: Session) -> None:
-        v = session.verifier
         try:
             with self._write() as conn:
                 conn.execute(
                     f"INSERT INTO sessions ({_SESSION_COLUMNS}) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        session.id,
-                        v.salt,
-                        v.iterations,
-                        v.stored_key,
-                        v.server_key,
-                        _plain_json(session.principal.to_json()),
-                        _plain_json(session.principal.claims),
-                        session.database,
-                        session.role,
-                        rfc3339(session.created_at),
-                        rfc3339(session.expires_at),
-                        None if session.revoked_at is None else rfc3339(session.revoked_at),
-                    ),
+                    _session_row(session, rfc3339),
                 )
         except sqlite3.IntegrityError as exc:
             raise StoreError(f"session {session.id} already exists") from exc
@@ -501,16 +556,7 @@ class SqliteStore:
             ).fetchone()
         if row is None:
             return None
-        return Session(
-            id=row[0],
-            verifier=ScramVerifier(bytes(row[1]), int(row[2]), bytes(row[3]), bytes(row[4])),
-            principal=_principal_from(row[5], row[6]),
-            database=row[7],
-            role=row[8],
-            created_at=_from_rfc3339(row[9]),
-            expires_at=_from_rfc3339(row[10]),
-            revoked_at=None if row[11] is None else _from_rfc3339(row[11]),
-        )
+        return _session_from(row, _from_rfc3339)
 
     def revoke_session(self, session_id: str, at: datetime) -> bool:
         with self._write() as conn:
@@ -543,36 +589,14 @@ class SqliteStore:
             with self._write() as conn:
                 conn.execute(
                     f"INSERT INTO grants ({_GRANT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        grant.id,
-                        grant.database,
-                        grant.fingerprint,
-                        grant.approver,
-                        grant.evidence_url,
-                        grant.session_id,
-                        grant.plan_hash,
-                        rfc3339(grant.created_at),
-                        None if grant.used_at is None else rfc3339(grant.used_at),
-                        grant.used_by_session,
-                    ),
+                    _grant_row(grant, rfc3339),
                 )
         except sqlite3.IntegrityError as exc:
             raise StoreError(f"grant {grant.id} already exists") from exc
 
     @staticmethod
     def _grant(row: Sequence[Any]) -> Grant:
-        return Grant(
-            id=row[0],
-            database=row[1],
-            fingerprint=row[2],
-            approver=row[3],
-            evidence_url=row[4],
-            session_id=row[5],
-            plan_hash=row[6],
-            created_at=_from_rfc3339(row[7]),
-            used_at=None if row[8] is None else _from_rfc3339(row[8]),
-            used_by_session=row[9],
-        )
+        return _grant_from(row, _from_rfc3339)
 
     def consume_grant(
         self, database: str, fingerprint: str, session_id: str, at: datetime
@@ -781,26 +805,12 @@ class PostgresStore:
     # sessions
 
     def create_session(self, session: Session) -> None:
-        v = session.verifier
         try:
             with self._pool.connection() as conn:
                 conn.execute(
                     f"INSERT INTO sessions ({_SESSION_COLUMNS}) "
                     "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    (
-                        session.id,
-                        v.salt,
-                        v.iterations,
-                        v.stored_key,
-                        v.server_key,
-                        _plain_json(session.principal.to_json()),
-                        _plain_json(session.principal.claims),
-                        session.database,
-                        session.role,
-                        _utc(session.created_at),
-                        _utc(session.expires_at),
-                        None if session.revoked_at is None else _utc(session.revoked_at),
-                    ),
+                    _session_row(session, _utc),
                 )
         except pg_errors.UniqueViolation as exc:
             raise StoreError(f"session {session.id} already exists") from exc
@@ -812,16 +822,7 @@ class PostgresStore:
             ).fetchone()
         if row is None:
             return None
-        return Session(
-            id=row[0],
-            verifier=ScramVerifier(bytes(row[1]), int(row[2]), bytes(row[3]), bytes(row[4])),
-            principal=_principal_from(row[5], row[6]),
-            database=row[7],
-            role=row[8],
-            created_at=_utc(row[9]),
-            expires_at=_utc(row[10]),
-            revoked_at=None if row[11] is None else _utc(row[11]),
-        )
+        return _session_from(row, _utc)
 
     def revoke_session(self, session_id: str, at: datetime) -> bool:
         with self._pool.connection() as conn:
@@ -863,36 +864,14 @@ class PostgresStore:
                 conn.execute(
                     f"INSERT INTO grants ({_GRANT_COLUMNS}) "
                     "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    (
-                        grant.id,
-                        grant.database,
-                        grant.fingerprint,
-                        grant.approver,
-                        grant.evidence_url,
-                        grant.session_id,
-                        grant.plan_hash,
-                        _utc(grant.created_at),
-                        None if grant.used_at is None else _utc(grant.used_at),
-                        grant.used_by_session,
-                    ),
+                    _grant_row(grant, _utc),
                 )
         except pg_errors.UniqueViolation as exc:
             raise StoreError(f"grant {grant.id} already exists") from exc
 
     @staticmethod
     def _grant(row: Sequence[Any]) -> Grant:
-        return Grant(
-            id=row[0],
-            database=row[1],
-            fingerprint=row[2],
-            approver=row[3],
-            evidence_url=row[4],
-            session_id=row[5],
-            plan_hash=row[6],
-            created_at=_utc(row[7]),
-            used_at=None if row[8] is None else _utc(row[8]),
-            used_by_session=row[9],
-        )
+        return _grant_from(row, _utc)
 
     def consume_grant(
         self, database: str, fingerprint: str, session_id: str, at: datetime
