@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -108,9 +109,11 @@ def _exchange(http: str, token: str) -> httpx.Response:
     return httpx.post(f"{http}/v1/sessions", json={"token": token, "database": "ehr"}, timeout=10)
 
 
-def test_alembic_online_through_the_gateway_needs_a_grant_for_the_drop(
-    upstream: str, tmp_path: Path, sample_migrations: Path
-) -> None:
+@contextmanager
+def _gateway(
+    upstream: str, tmp_path: Path
+) -> Iterator[tuple[OidcIssuer, OidcIssuer, Path, GatewayThread]]:
+    """A GitHub-style and a GitLab-style issuer and one in-process gateway on SQLite."""
     with OidcIssuer() as github, OidcIssuer(style="gitlab", path="/gl") as gitlab:
         config = _config(
             tmp_path / "gateway.toml",
@@ -122,50 +125,68 @@ def test_alembic_online_through_the_gateway_needs_a_grant_for_the_drop(
             pg="127.0.0.1:0",
         )
         with GatewayThread(load_gateway_config(config)) as gateway:
-            http = f"http://127.0.0.1:{gateway.running.http_port}"
+            yield github, gitlab, config, gateway
 
-            def url() -> str:
-                session = _exchange(http, github.token()).json()
-                return (
-                    f"postgresql://{session['session_id']}:{quote(session['secret'], safe='')}"
-                    f"@127.0.0.1:{gateway.running.pg_port}/ehr?sslmode=disable"
-                )
 
-            ini = sample_migrations / "alembic.ini"
-            migrate.upgrade(ini, url(), BEFORE_DROP)  # tables, indexes, renames: allowed
-            with pytest.raises(SignoffError) as refused:
-                migrate.upgrade(ini, url(), "head")  # DROP COLUMN ssn of a live table
-            assert "42501" in str(refused.value) or "SO102" in str(refused.value)
-            assert PASSWORD not in str(refused.value)
-            with psycopg.connect(upstream) as direct:
-                assert direct.execute("SELECT version_num FROM alembic_version").fetchone() == (
-                    BEFORE_DROP,
-                )
+def _grant(config: Path, sql: str, approver: str, *extra: str) -> None:
+    """`signoff gateway grant` as an operator runs it, in its own process."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "runner.cli",
+            "gateway",
+            "grant",
+            "--config",
+            str(config),
+            "--database",
+            "ehr",
+            "--sql",
+            sql,
+            "--approver",
+            approver,
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "EHR_DB_PASSWORD": PASSWORD},
+    )
+    assert done.returncode == 0, done.stderr
 
-            granted = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "runner.cli",
-                    "gateway",
-                    "grant",
-                    "--config",
-                    str(config),
-                    "--database",
-                    "ehr",
-                    "--sql",
-                    "ALTER TABLE patients DROP COLUMN ssn",
-                    "--approver",
-                    "carol",
-                    "--evidence",
-                    "https://github.com/acme/ehr-api/pull/7#issuecomment-1",
-                ],
-                capture_output=True,
-                text=True,
-                check=False,
+
+def test_alembic_online_through_the_gateway_needs_a_grant_for_the_drop(
+    upstream: str, tmp_path: Path, sample_migrations: Path
+) -> None:
+    with _gateway(upstream, tmp_path) as (github, _, config, gateway):
+        http = f"http://127.0.0.1:{gateway.running.http_port}"
+
+        def url() -> str:
+            session = _exchange(http, github.token()).json()
+            return (
+                f"postgresql://{session['session_id']}:{quote(session['secret'], safe='')}"
+                f"@127.0.0.1:{gateway.running.pg_port}/ehr?sslmode=disable"
             )
-            assert granted.returncode == 0, granted.stderr
-            migrate.upgrade(ini, url(), "head")
+
+        ini = sample_migrations / "alembic.ini"
+        migrate.upgrade(ini, url(), BEFORE_DROP)  # tables, indexes, renames: allowed
+        with pytest.raises(SignoffError) as refused:
+            migrate.upgrade(ini, url(), "head")  # DROP COLUMN ssn of a live table
+        assert "42501" in str(refused.value) or "SO102" in str(refused.value)
+        assert PASSWORD not in str(refused.value)
+        with psycopg.connect(upstream) as direct:
+            assert direct.execute("SELECT version_num FROM alembic_version").fetchone() == (
+                BEFORE_DROP,
+            )
+
+        _grant(
+            config,
+            "ALTER TABLE patients DROP COLUMN ssn",
+            "carol",
+            "--evidence",
+            "https://github.com/acme/ehr-api/pull/7#issuecomment-1",
+        )
+        migrate.upgrade(ini, url(), "head")
     with psycopg.connect(upstream) as direct:
         columns = {
             row[0]
@@ -179,32 +200,22 @@ def test_alembic_online_through_the_gateway_needs_a_grant_for_the_drop(
 def test_gitlab_project_token_is_admitted_and_a_forks_is_refused(
     upstream: str, tmp_path: Path
 ) -> None:
-    with OidcIssuer() as github, OidcIssuer(style="gitlab", path="/gl") as gitlab:
-        config = _config(
-            tmp_path / "gateway.toml",
-            dbname=_dbname(upstream),
-            state_url=f"sqlite:///{tmp_path / 'state.db'}",
-            github=github.issuer,
-            gitlab=gitlab.issuer,
-            http="127.0.0.1:0",
-            pg="127.0.0.1:0",
+    with _gateway(upstream, tmp_path) as (_, gitlab, _config, gateway):
+        http = f"http://127.0.0.1:{gateway.running.http_port}"
+        own = _exchange(http, gitlab.token())
+        assert own.status_code == 201, own.text
+        assert own.json()["principal"]["repository"] == "acme/ehr-api"
+        # A fork's merge-request pipeline running in the parent project.
+        fork = _exchange(
+            http,
+            gitlab.token(
+                project_path="mallory/ehr-api",
+                job_project_path="acme/ehr-api",
+                pipeline_source="merge_request_event",
+            ),
         )
-        with GatewayThread(load_gateway_config(config)) as gateway:
-            http = f"http://127.0.0.1:{gateway.running.http_port}"
-            own = _exchange(http, gitlab.token())
-            assert own.status_code == 201, own.text
-            assert own.json()["principal"]["repository"] == "acme/ehr-api"
-            # A fork's merge-request pipeline running in the parent project.
-            fork = _exchange(
-                http,
-                gitlab.token(
-                    project_path="mallory/ehr-api",
-                    job_project_path="acme/ehr-api",
-                    pipeline_source="merge_request_event",
-                ),
-            )
-            assert fork.status_code == 403, fork.text
-            assert fork.json()["error"] == "forbidden"
+        assert fork.status_code == 403, fork.text
+        assert fork.json()["error"] == "forbidden"
     store = open_store(f"sqlite:///{tmp_path / 'state.db'}")
     try:
         events = [e.data for e in store.entries() if e.data.get("event") == "exchange-refused"]
@@ -284,28 +295,7 @@ def test_two_gateway_processes_share_sessions_grants_and_one_chain(
                 with pytest.raises(psycopg.errors.InsufficientPrivilege):
                     conn.execute("DROP TABLE visits_old")
             # A grant made against the shared store is used once, on either gateway.
-            grant = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "runner.cli",
-                    "gateway",
-                    "grant",
-                    "--config",
-                    str(configs[0]),
-                    "--database",
-                    "ehr",
-                    "--sql",
-                    "DROP TABLE visits_old",
-                    "--approver",
-                    "dave",
-                ],
-                capture_output=True,
-                text=True,
-                check=False,
-                env={**os.environ, "EHR_DB_PASSWORD": PASSWORD},
-            )
-            assert grant.returncode == 0, grant.stderr
+            _grant(configs[0], "DROP TABLE visits_old", "dave")
             with psycopg.connect(port=ports[0][1], **conninfo) as conn:  # type: ignore[arg-type]
                 conn.execute("DROP TABLE visits_old")
         finally:
