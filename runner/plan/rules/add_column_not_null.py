@@ -83,12 +83,10 @@ def _needs_value(column: exp.ColumnDef) -> bool:
     kinds=("alter_table",),
 )
 def add_column_not_null(view: StatementView, context: Context) -> Iterator[str]:
-    actions = view.alter_actions()
-    if not actions:
+    found = view.live_table_actions(context)
+    if found is None:
         return
-    table = view.alter_table() or "?"
-    if context.schema.created_in_plan(table):
-        return
+    table, actions = found
     for action in actions:
         if isinstance(action, exp.ColumnDef) and _needs_value(action):
             yield (

@@ -78,6 +78,20 @@ class StatementView:
             return list(self.node.args.get("actions") or [])
         return []
 
+    def live_table_actions(self, context: Context) -> tuple[str, list[exp.Expression]] | None:
+        """(table, actions) of an ALTER TABLE on a table the plan did not create.
+
+        Changes to a table the plan itself created break no client and lock no
+        one, so the rules about ALTER TABLE actions look only at these.
+        """
+        actions = self.alter_actions()
+        if not actions:
+            return None
+        table = self.alter_table() or "?"
+        if context.schema.created_in_plan(table):
+            return None
+        return table, actions
+
     def alter_table(self) -> str | None:
         if isinstance(self.node, exp.Alter):
             if self._alter_table is None:  # asked by many rules in turn

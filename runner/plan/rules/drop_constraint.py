@@ -65,12 +65,10 @@ def _added_names(actions: list[exp.Expression]) -> set[str]:
     kinds=("alter_table",),
 )
 def drop_constraint(view: StatementView, context: Context) -> Iterator[str]:
-    actions = view.alter_actions()
-    if not actions:
+    found = view.live_table_actions(context)
+    if found is None:
         return
-    table = view.alter_table() or "?"
-    if context.schema.created_in_plan(table):
-        return
+    table, actions = found
     readded = _added_names(actions)
     for action in actions:
         if (

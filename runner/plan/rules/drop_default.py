@@ -51,12 +51,10 @@ def _drops_default(action: exp.Expression) -> bool:
     kinds=("alter_table",),
 )
 def drop_default(view: StatementView, context: Context) -> Iterator[str]:
-    actions = view.alter_actions()
-    if not actions:
+    found = view.live_table_actions(context)
+    if found is None:
         return
-    table = view.alter_table() or "?"
-    if context.schema.created_in_plan(table):
-        return
+    table, actions = found
     for action in actions:
         if _drops_default(action):
             yield (

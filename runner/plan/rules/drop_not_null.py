@@ -42,12 +42,10 @@ from runner.plan.rules.base import Context, StatementView, ident, rule
     kinds=("alter_table",),
 )
 def drop_not_null(view: StatementView, context: Context) -> Iterator[str]:
-    actions = view.alter_actions()
-    if not actions:
+    found = view.live_table_actions(context)
+    if found is None:
         return
-    table = view.alter_table() or "?"
-    if context.schema.created_in_plan(table):
-        return
+    table, actions = found
     for action in actions:
         if (
             isinstance(action, exp.AlterColumn)
