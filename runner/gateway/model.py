@@ -226,13 +226,23 @@ def entry_hash(prev_hash: str, body: Mapping[str, Any]) -> str:
     return sha256_hex(prev_hash + canonical_json(body))
 
 
+class CanonicalJson(str):
+    """Entry data already encoded as a canonical JSON object (``canonical_json`` of a
+    dict: sorted keys, no spaces, UTF-8 text). The proxy's hot path builds its
+    statement and outcome data this way from templates, so the store neither
+    encodes nor checks it again; ``tests/test_gateway_service.py`` checks the
+    templates equal ``canonical_json`` of the same dict."""
+
+    __slots__ = ()
+
+
 @dataclass(frozen=True)
 class NewEntry:
     """An entry before the store gives it a seq, a timestamp and its hash."""
 
     kind: EntryKind
     session_id: str | None
-    data: Mapping[str, Any]
+    data: Mapping[str, Any] | CanonicalJson
     ref: int | None = None
 
 
