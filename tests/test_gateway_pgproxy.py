@@ -179,11 +179,17 @@ class AuditBackend:
             )
         return decisions
 
-    async def record_statements(
-        self, session: Session, decisions: Sequence[StatementDecision]
-    ) -> list[int]:
+    def submit_statements(
+        self,
+        session: Session,
+        decisions: Sequence[StatementDecision],
+        done: Callable[[list[int] | None], None],
+    ) -> None:
+        # Like the real audit writer: durable first, the callback one loop turn later.
+        loop = asyncio.get_running_loop()
         if self.fail_recording:
-            raise OSError("audit store unavailable")
+            loop.call_soon(done, None)
+            return
         if self.before_record is not None:
             self.before_record(decisions)
         seqs = []
@@ -200,13 +206,14 @@ class AuditBackend:
                     }
                 )
                 seqs.append(len(self.records))
-        return seqs
+        loop.call_soon(done, seqs)
 
-    async def record_outcome(self, session: Session, seq: int, outcome: Outcome) -> None:
+    def submit_outcomes(self, session: Session, outcomes: Sequence[tuple[int, Outcome]]) -> None:
         with self._lock:
-            self.records.append(
-                {"kind": "outcome", "session": session.id, "ref": seq, "outcome": outcome}
-            )
+            for seq, outcome in outcomes:
+                self.records.append(
+                    {"kind": "outcome", "session": session.id, "ref": seq, "outcome": outcome}
+                )
 
     async def record_event(self, session: Session | None, event: str, **data: Any) -> None:
         with self._lock:

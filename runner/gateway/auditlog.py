@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -29,6 +30,7 @@ from typing import Any
 from runner.gateway.model import (
     GENESIS_HASH,
     AuditEntry,
+    CanonicalJson,
     EntryKind,
     NewEntry,
     Outcome,
@@ -38,6 +40,8 @@ from runner.gateway.model import (
     entry_hash,
 )
 from runner.gateway.store import canonical_data
+
+_log = logging.getLogger("signoff.gateway.audit")
 
 # -- verification -----------------------------------------------------------------------
 
@@ -366,6 +370,43 @@ class AuditWriter:
         self._submit(_Request(list(entries), deliver, seqs_only))
         return await future
 
+    def submit_seqs(
+        self,
+        entries: Sequence[NewEntry],
+        done: Callable[[list[int] | None], None] | None = None,
+    ) -> None:
+        """``append_seqs`` without a future, for the event loop's thread: ``done(seqs)``
+        runs on the loop once the entries are durable, ``done(None)`` if the write
+        failed (the proxy's hot path: no task switch between the commit and the
+        forwarding; it is the caller's job not to forward before ``done``)."""
+        if not entries:
+            if done is not None:
+                done([])
+            return
+
+        def settle(result: list[Any] | None, error: BaseException | None) -> None:
+            if error is not None:
+                _log.warning("audit write failed: %s: %s", type(error).__name__, error)
+            if done is not None:
+                done(None if error is not None else (result or []))
+
+        if self._inline:
+            if self._closing:
+                raise RuntimeError("the audit writer is closed")
+            self._inline_pending.append(_Request(list(entries), settle, True))
+            if not self._inline_scheduled:
+                self._inline_scheduled = True
+                loop = asyncio.get_running_loop()
+                loop.call_soon(loop.call_soon, self._flush_inline)
+            return
+        loop = asyncio.get_running_loop()
+
+        def deliver(result: list[Any] | None, error: BaseException | None) -> None:
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits
+                loop.call_soon_threadsafe(settle, result, error)
+
+        self._submit(_Request(list(entries), deliver, True))
+
     def append_now(self, entries: Sequence[NewEntry]) -> list[AuditEntry]:
         """The same, blocking (CLI, tests, non-async code)."""
         if not entries:
@@ -451,7 +492,8 @@ class AuditWriter:
             for request in batch:
                 try:
                     for new in request.entries:
-                        canonical_data(new.data)
+                        if not isinstance(new.data, CanonicalJson):
+                            canonical_data(new.data)
                         EntryKind(new.kind)
                 except Exception as exc:
                     _safe_deliver(request, None, exc)

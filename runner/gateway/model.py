@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -341,14 +341,20 @@ class ProxyBackend(Protocol):
         each; consumes grants for statements that need one."""
         ...
 
-    async def record_statements(
-        self, session: Session, decisions: Sequence[StatementDecision]
-    ) -> list[int]:
-        """Durably append one statement entry per decision; return their seqs.
-        Awaited before anything is forwarded."""
+    def submit_statements(
+        self,
+        session: Session,
+        decisions: Sequence[StatementDecision],
+        done: Callable[[list[int] | None], None],
+    ) -> None:
+        """Durably append one statement entry per decision, then call ``done(seqs)`` on
+        the event loop (``done(None)`` if the audit log failed). The proxy forwards
+        nothing of the statement before ``done``."""
         ...
 
-    async def record_outcome(self, session: Session, seq: int, outcome: Outcome) -> None: ...
+    def submit_outcomes(self, session: Session, outcomes: Sequence[tuple[int, Outcome]]) -> None:
+        """Append the outcome entries of statements (by their seq); not waited for."""
+        ...
 
     async def record_event(self, session: Session | None, event: str, **data: Any) -> None:
         """A session event (authenticated, auth failed, closed, cancel...)."""

@@ -43,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -51,7 +52,7 @@ import ssl
 import struct
 import time
 from collections import deque
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -91,15 +92,9 @@ _NEED_BODY = frozenset(
     {_COMMAND_COMPLETE, _READY_FOR_QUERY, _ERROR_RESPONSE, wire.PARAMETER_STATUS}
 )
 
-# Outcomes are recorded by the connection's task right after it has forwarded the
-# client's next message: off the query path, and alongside that message's
-# statement entry (an audit log that groups commits writes both in one). A client
-# that goes quiet has its last outcomes recorded within this delay. (Batching them
-# further, concurrently, costs a task per outcome: more than it saves.)
-OUTCOME_DELAY_S = 0.02
 WRITE_HIGH_WATER = 1 << 20  # bytes buffered for a slow peer before the other side pauses
 CLIENT_BACKLOG_MAX = 1 << 20  # client bytes queued for the connection task before pausing
-_BACKLOG = 1  # why client reading is paused: backlog for the task ...
+_BACKLOG = 1  # why client reading is paused: backlog while a statement is recorded ...
 _UPSTREAM_FULL = 2  # ... or the upstream is not taking bytes fast enough
 
 # Startup parameters (and ``options`` settings) a client may pass on to the
@@ -301,6 +296,11 @@ class _ScramExchange:
 K_QUERY, K_PARSE, K_BIND, K_DESCRIBE, K_EXECUTE, K_CLOSE, K_SYNC = range(7)
 _NO_SEQS: list[int] = []
 
+# A message that must be recorded before it is forwarded: its statements'
+# decisions, and what to forward once their entries are durable (given their
+# seqs, or None when the audit log failed; returning None forwards the message).
+_Recording = tuple[Sequence[StatementDecision], Callable[[list[int] | None], bytes | None]]
+
 
 class _Prepared:
     """A prepared statement as the proxy knows it."""
@@ -346,14 +346,6 @@ class _Pending:
 
     def __init__(self, kind: int) -> None:
         self.kind = kind
-
-
-class _End(Exception):
-    """A relay direction ended; ``reason`` says how."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def _ms(since: float, now: float) -> float:
@@ -458,20 +450,22 @@ def _blocked_error(decisions: Sequence[StatementDecision]) -> bytes:
 
 
 class _ClientSide(asyncio.Protocol):
-    """The client socket during the relay: bytes go to the connection's task."""
+    """The client socket during the relay: bytes are handled in this callback, or
+    queued while a statement of this connection waits for its audit record."""
 
     def __init__(self, conn: _ClientConnection) -> None:
         self.conn = conn
 
     def data_received(self, data: bytes) -> None:
         conn = self.conn
+        if conn.hold is None:
+            if conn.end_reason is None:
+                conn._feed(data)
+            return
         conn.chunks.append(data)
         conn.backlog += len(data)
         if conn.backlog > CLIENT_BACKLOG_MAX:
             conn._block_client(_BACKLOG)
-        waiter = conn.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
     def eof_received(self) -> bool:
         return False  # close the transport: a client that stops sending is gone
@@ -539,7 +533,6 @@ class _ClientConnection:
         self.copy_ends = 0
         self.codec = "utf-8"
         self.batch: list[tuple[int, Outcome]] = []  # outcomes waiting for ReadyForQuery
-        self.to_record: list[tuple[int, Outcome]] = []  # confirmed, not yet recorded
         # transports and buffers once relaying
         self.ct: asyncio.Transport = writer.transport  # type: ignore[assignment]
         self.ut: asyncio.Transport = writer.transport  # type: ignore[assignment]
@@ -547,17 +540,21 @@ class _ClientConnection:
         self.client_closed: asyncio.Future[None] = loop.create_future()
         self.upstream_closed: asyncio.Future[None] = loop.create_future()
         self.relaying = False
+        # The client message waiting for its statement entries to be durable
+        # (bytes, start, end), and client bytes that arrived meanwhile.
+        self.hold: tuple[bytes, int, int] | None = None
+        self.hold_done: asyncio.Future[None] | None = None
         self.chunks: list[bytes] = []
         self.backlog = 0
         self.read_blocks = 0
-        self.waiter: asyncio.Future[None] | None = None
+        self.ended: asyncio.Future[None] = loop.create_future()
         self.end_reason: str | None = None
+        self.background: set[asyncio.Task[None]] = set()
         self.client_passthrough = 0
         self.client_leftover: bytes | bytearray = b""
         self.client_need = 0
         self.up_passthrough = 0
         self.up_leftover = b""
-        self.outcome_timer: asyncio.TimerHandle | None = None
         self.detached = False  # the client is gone: upstream bytes are no longer relayed
 
     def shutdown(self) -> None:
@@ -820,9 +817,12 @@ class _ClientConnection:
     # After the startup both sockets leave their StreamReaders: each transport
     # gets a small protocol whose data_received does the work (no reader
     # buffers, no task switch per message). Upstream -> client runs entirely in
-    # the upstream transport's callback. Client -> upstream needs the backend's
-    # coroutines (record_statements), so the client protocol queues bytes and
-    # wakes this connection's task, which decides, records and forwards.
+    # the upstream transport's callback. Client -> upstream runs in the client
+    # transport's callback until a statement needs its audit entries: the bytes
+    # before it are forwarded, the rest is held (client bytes arriving meanwhile
+    # are queued), and the audit log's commit calls back into the connection,
+    # which forwards the statement and goes on. The connection's task only waits
+    # for the end and closes up.
 
     async def _relay(self) -> None:
         assert self.up is not None
@@ -839,7 +839,7 @@ class _ClientConnection:
         if upstream_early:
             self._upstream_data(upstream_early)
         if client_early:
-            self.chunks.append(client_early)
+            self._feed(client_early)
         # A side that closed before the switch told its old protocol, not the new one.
         if self.up.reader.at_eof() or self.up.writer.transport.is_closing():
             self._upstream_lost()
@@ -850,16 +850,9 @@ class _ClientConnection:
             with contextlib.suppress(Exception):
                 if not transport.is_reading():
                     transport.resume_reading()
-        try:
-            reason = await self._serve()
-        except wire.ProtocolError as exc:
-            reason = f"client-protocol: {exc}"
-        except _End as exc:
-            reason = exc.reason
-        except (ConnectionError, OSError):
-            reason = "upstream-lost"  # a write to a socket that just went away
-        except Exception as exc:  # a bug: end this connection, not the listener
-            reason = f"error: {type(exc).__name__}"
+        await asyncio.shield(self.ended)
+        reason = self.end_reason or "closed"
+        if reason.startswith("error: "):  # a bug: end this connection, not the listener
             self._send_fatal("XX000", "internal error in the gateway; the connection is closed")
         if reason.startswith("client-protocol"):
             self._send_fatal("08P01", reason.partition(": ")[2] or "protocol violation")
@@ -889,51 +882,11 @@ class _ClientConnection:
             self.ut.close()
         await self._finish(reason)
 
-    async def _serve(self) -> str:
-        """This connection's task: record outcomes, handle client bytes, until an end."""
-        loop = asyncio.get_running_loop()
-        while True:
-            if self.chunks:
-                chunks = self.chunks
-                data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-                chunks.clear()
-                self.backlog = 0
-                if self.read_blocks & _BACKLOG:
-                    self._unblock_client(_BACKLOG)
-                if not self.to_record:
-                    ended = await self._client_data(data)
-                else:
-                    # The outcomes owed so far are written alongside: a group-commit
-                    # audit log puts them in the same commit as the entries of the
-                    # statements in ``data`` (one commit per round trip, not two).
-                    outcomes = loop.create_task(self._record_outcomes())
-                    try:
-                        ended = await self._client_data(data)
-                    finally:
-                        await outcomes
-                if ended is not None:
-                    return ended
-                continue
-            if self.to_record:
-                await self._record_outcomes()
-                continue
-            if self.end_reason is not None:
-                return self.end_reason
-            waiter = self.waiter = loop.create_future()
-            try:
-                await waiter
-            finally:
-                self.waiter = None
-
-    def _wake(self) -> None:
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
     def _end(self, reason: str) -> None:
         if self.end_reason is None:
             self.end_reason = reason
-        self._wake()
+        if not self.ended.done():
+            self.ended.set_result(None)
 
     def _block_client(self, why: int) -> None:
         if not self.read_blocks:
@@ -947,29 +900,22 @@ class _ClientConnection:
             with contextlib.suppress(Exception):
                 self.ct.resume_reading()
 
-    async def _record_outcomes(self) -> None:
-        owed = self.to_record
-        self.to_record = []
-        if self.session is not None:
-            await self._write_outcomes(self.session, owed)
-
-    async def _write_outcomes(self, session: Session, owed: list[tuple[int, Outcome]]) -> None:
-        if len(owed) == 1:
-            with contextlib.suppress(Exception):
-                await self.backend.record_outcome(session, *owed[0])
-        elif owed:  # concurrently: an audit log that groups commits writes them in one
-            await asyncio.gather(
-                *(self.backend.record_outcome(session, s, o) for s, o in owed),
-                return_exceptions=True,
-            )
+    def _submit_outcomes(self, owed: list[tuple[int, Outcome]]) -> None:
+        if owed and self.session is not None:
+            with contextlib.suppress(Exception):  # a failed write is logged by the writer
+                self.backend.submit_outcomes(self.session, owed)
 
     async def _finish(self, reason: str) -> None:
         """Record what is still owed to the audit log, then the close."""
         session = self.session
         if session is None:
             return
-        owed = self.to_record
-        self.to_record = []
+        if self.hold_done is not None:  # a statement still waiting for its record
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self.hold_done), STARTUP_TIMEOUT_S)
+        if self.background:
+            await asyncio.gather(*self.background, return_exceptions=True)
+        owed: list[tuple[int, Outcome]] = []
         lost = reason != "closed"
         status = "connection-lost"
         for seq, outcome in self.batch:
@@ -1000,10 +946,7 @@ class _ClientConnection:
                 for i, seq in enumerate(entry.seqs):
                     owed.append((seq, self._blocked_outcome(entry, i)))
         self.pending.clear()
-        if self.outcome_timer is not None:
-            self.outcome_timer.cancel()
-            self.outcome_timer = None
-        await self._write_outcomes(session, owed)
+        self._submit_outcomes(owed)
         self.session = None  # once
         await self._event(session, "closed", reason=reason if lost else "client terminated")
 
@@ -1015,8 +958,76 @@ class _ClientConnection:
 
     # client -> upstream ---------------------------------------------------------------------
 
-    async def _client_data(self, data: bytes) -> str | None:
-        """Handle a run of client bytes; the end reason when the client said Terminate."""
+    def _feed(self, data: bytes) -> None:
+        """Handle a run of client bytes (in a callback): any error ends the connection."""
+        try:
+            ended = self._client_data(data)
+        except wire.ProtocolError as exc:
+            ended = f"client-protocol: {exc}"
+        except (ConnectionError, OSError):
+            ended = "upstream-lost"  # a write to a socket that just went away
+        except Exception as exc:  # a bug: end this connection, not the listener
+            ended = f"error: {type(exc).__name__}"
+        if ended is not None:
+            self._end(ended)
+
+    def _hold_for_record(
+        self,
+        data: bytes,
+        pos: int,
+        end: int,
+        decisions: Sequence[StatementDecision],
+        then: Callable[[list[int] | None], bytes | None],
+    ) -> None:
+        """Hold the message data[pos:end] and what follows it until the statement
+        entries of ``decisions`` are durable; then ``then(seqs)`` (None: the audit log
+        failed) gives what goes upstream in its place (None: the message itself)."""
+        assert self.session is not None
+        self.hold = (data, pos, end)
+        self.hold_done = None
+        self.backend.submit_statements(
+            self.session, decisions, lambda seqs: self._recorded(seqs, then)
+        )
+
+    def _recorded(
+        self, seqs: list[int] | None, then: Callable[[list[int] | None], bytes | None]
+    ) -> None:
+        """The held statement's entries are durable (or failed): forward, go on."""
+        hold = self.hold
+        self.hold = None
+        if self.hold_done is not None and not self.hold_done.done():
+            self.hold_done.set_result(None)
+        self.hold_done = None
+        if hold is None:
+            return
+        if self.end_reason is not None:  # the connection ended meanwhile: not run
+            if seqs:
+                self._submit_outcomes([(seq, Outcome(status="not-run")) for seq in seqs])
+            return
+        data, pos, end = hold
+        try:
+            replacement = then(seqs)
+            self.ut.write(data[pos:end] if replacement is None else replacement)
+        except (ConnectionError, OSError):
+            self._end("upstream-lost")
+            return
+        except Exception as exc:
+            self._end(f"error: {type(exc).__name__}")
+            return
+        rest = data[end:]
+        chunks = self.chunks
+        if chunks:
+            rest = b"".join([rest, *chunks])
+            chunks.clear()
+            self.backlog = 0
+            if self.read_blocks & _BACKLOG:
+                self._unblock_client(_BACKLOG)
+        if rest:
+            self._feed(rest)
+
+    def _client_data(self, data: bytes) -> str | None:
+        """Handle a run of client bytes; the end reason when the client said Terminate.
+        Returns early, holding the rest, when a statement must be recorded first."""
         up = self.ut
         passthrough = self.client_passthrough
         if passthrough:
@@ -1058,37 +1069,27 @@ class _ClientConnection:
                 break
             if kind == wire.QUERY:
                 decisions = self._decide(data[pos + 5 : end - 1])
-                if start < pos:
-                    up.write(data[start:pos])
-                    start = pos
-                seqs = await self._record(decisions) if decisions else _NO_SEQS
                 entry = _Pending(K_QUERY)
                 entry.results = []
                 entry.decisions = decisions
-                if seqs is None:
-                    entry.blocked_error = self._audit_failed_error()
-                else:
-                    entry.seqs = seqs
-                    for decision in decisions:
-                        if decision.decision is _BLOCKED:
-                            entry.blocked_error = _blocked_error(decisions)
-                            break
-                if entry.blocked_error is None:
-                    entry.t0 = time.perf_counter()
-                    pending.append(entry)
-                else:
-                    pending.append(entry)
-                    up.write(wire.query(BLOCKED_SQL))
-                    start = end
+                if decisions:
+                    if start < pos:
+                        up.write(data[start:pos])
+                    self._hold_for_record(
+                        data, pos, end, decisions, functools.partial(self._query_recorded, entry)
+                    )
+                    return None
+                entry.t0 = time.perf_counter()  # an empty query: nothing to record
+                pending.append(entry)
             elif kind == wire.COPY_DATA or kind == wire.FLUSH:
                 pass
             elif kind == wire.PARSE:
-                blocking = self._on_parse(data[pos + 5 : end])
-                if blocking is not None:
+                recording = self._on_parse(data[pos + 5 : end])
+                if recording is not None:
                     if start < pos:
                         up.write(data[start:pos])
-                    up.write(await blocking)
-                    start = end
+                    self._hold_for_record(data, pos, end, *recording)
+                    return None
             elif kind == wire.BIND:
                 self._on_bind(data[pos + 5 : end])
             elif kind == wire.EXECUTE:
@@ -1096,11 +1097,8 @@ class _ClientConnection:
                 if recording is not None:
                     if start < pos:
                         up.write(data[start:pos])
-                        start = pos
-                    replacement = await recording
-                    if replacement is not None:
-                        up.write(replacement)
-                        start = end
+                    self._hold_for_record(data, pos, end, *recording)
+                    return None
             elif kind == wire.SYNC:
                 entry = _Pending(K_SYNC)
                 entry.copy_ends = self.copy_ends
@@ -1117,7 +1115,7 @@ class _ClientConnection:
             elif kind == wire.FUNCTION_CALL:
                 if start < pos:
                     up.write(data[start:pos])
-                up.write(await self._on_function_call())
+                up.write(self._on_function_call())
                 start = end
             else:
                 raise wire.ProtocolError(f"unexpected message type {chr(kind)!r}")
@@ -1151,16 +1149,21 @@ class _ClientConnection:
                 )
             ]
 
-    async def _record(self, decisions: Sequence[StatementDecision]) -> list[int] | None:
-        """Durably record the statement entries; None when the audit log failed."""
-        assert self.session is not None
-        if not decisions:
-            return _NO_SEQS
-        try:
-            seqs = await self.backend.record_statements(self.session, decisions)
-        except Exception:
+    def _query_recorded(self, entry: _Pending, seqs: list[int] | None) -> bytes | None:
+        decisions = entry.decisions
+        if seqs is None:
+            entry.blocked_error = self._audit_failed_error()
+        else:
+            entry.seqs = seqs
+            for decision in decisions:
+                if decision.decision is _BLOCKED:
+                    entry.blocked_error = _blocked_error(decisions)
+                    break
+        self.pending.append(entry)
+        if entry.blocked_error is None:
+            entry.t0 = time.perf_counter()
             return None
-        return seqs if type(seqs) is list else list(seqs)
+        return wire.query(BLOCKED_SQL)
 
     @staticmethod
     def _audit_failed_error() -> bytes:
@@ -1169,8 +1172,13 @@ class _ClientConnection:
             "signoff could not record the statement in the audit log; it was not run",
         )
 
-    async def _on_function_call(self) -> bytes:
-        await self._event(self.session, "function-call-refused")
+    def _on_function_call(self) -> bytes:
+        # Nothing is forwarded, so nothing waits for the event's record.
+        task = asyncio.get_running_loop().create_task(
+            self._event(self.session, "function-call-refused")
+        )
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
         entry = _Pending(K_QUERY)
         entry.blocked_error = wire.error_response(
             SQLSTATE_BLOCKED,
@@ -1180,9 +1188,9 @@ class _ClientConnection:
         self.pending.append(entry)
         return wire.query(BLOCKED_SQL)
 
-    def _on_parse(self, body: bytes) -> Coroutine[Any, Any, bytes] | None:
-        """Track the statement; None to forward the Parse as is, else an awaitable
-        giving the replacement bytes (a blocked statement is recorded first)."""
+    def _on_parse(self, body: bytes) -> _Recording | None:
+        """Track the statement; None to forward the Parse as is, else what to record
+        first and what to forward once recorded (a blocked statement)."""
         message = wire.parse_parse(body)
         decisions = self._decide(message.text)
         blocked = any(d.blocked for d in decisions)
@@ -1196,10 +1204,9 @@ class _ClientConnection:
         if not blocked:
             self.pending.append(entry)
             return None
-        return self._blocked_parse(entry)
+        return decisions, lambda seqs: self._blocked_parse(entry, seqs)
 
-    async def _blocked_parse(self, entry: _Pending) -> bytes:
-        seqs = await self._record(entry.decisions)
+    def _blocked_parse(self, entry: _Pending, seqs: list[int] | None) -> bytes:
         if seqs is None:
             entry.blocked_error = self._audit_failed_error()
         else:
@@ -1220,7 +1227,7 @@ class _ClientConnection:
             entry.info = self.portals[portal] = _Portal(info)
         self.pending.append(entry)
 
-    def _on_execute(self, body: bytes) -> Coroutine[Any, Any, bytes | None] | None:
+    def _on_execute(self, body: bytes) -> _Recording | None:
         portal_name, _ = wire.parse_execute(body)
         portal = self.portals.get(portal_name)
         entry = _Pending(K_EXECUTE)
@@ -1237,12 +1244,11 @@ class _ClientConnection:
                 statement.runs += 1
                 if statement.runs > 1:
                     decisions = [_spent(d) for d in decisions]
-        return self._record_execute(entry, decisions)
+        return decisions, lambda seqs: self._execute_recorded(entry, decisions, seqs)
 
-    async def _record_execute(
-        self, entry: _Pending, decisions: list[StatementDecision]
+    def _execute_recorded(
+        self, entry: _Pending, decisions: list[StatementDecision], seqs: list[int] | None
     ) -> bytes | None:
-        seqs = await self._record(decisions)
         entry.decisions = decisions
         if seqs is None:
             entry.blocked_error = self._audit_failed_error()
@@ -1346,15 +1352,6 @@ class _ClientConnection:
             client.write(data if pos == n else data[:pos])
         if pos < n and not self.up_passthrough:
             self.up_leftover = data[pos:]
-        if self.to_record and self.outcome_timer is None:
-            self.outcome_timer = asyncio.get_running_loop().call_later(
-                OUTCOME_DELAY_S, self._outcome_timer_fired
-            )
-
-    def _outcome_timer_fired(self) -> None:
-        self.outcome_timer = None
-        if self.to_record:
-            self._wake()
 
     def _on_parameter_status(self, body: bytes) -> None:
         name, value = wire.parse_parameter_status(body)
@@ -1451,7 +1448,8 @@ class _ClientConnection:
                     break
                 self._discarded(entry)
         if self.batch:
-            self.to_record.extend(self.batch)
+            # Written with the next commit of the audit log, not waited for.
+            self._submit_outcomes(self.batch)
             self.batch = []
 
     def _finish_query(self, entry: _Pending) -> None:

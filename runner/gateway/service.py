@@ -6,9 +6,10 @@ PostgreSQL proxy (``pgproxy``) both call into one ``GatewayService``.
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,6 +20,7 @@ from runner.gateway.auditlog import AuditWriter
 from runner.gateway.config import AccessRule, GatewayConfig
 from runner.gateway.model import (
     AuditDecision,
+    CanonicalJson,
     EntryKind,
     Grant,
     NewEntry,
@@ -35,8 +37,78 @@ from runner.gateway.model import (
 )
 from runner.gateway.oidc import OidcValidator, TokenRejected, claims_match
 from runner.gateway.policy import SessionAnalysis, decide_statement, split
+from runner.plan.model import canonical_json
 
 _ALLOWED = AuditDecision.ALLOWED
+_json_text: Callable[[str], str] = json.encoder.encode_basestring
+
+
+# -- audit entry data -----------------------------------------------------------------
+# The proxy records two entries per statement, each before or right after it runs:
+# their data is written straight as canonical JSON text (what canonical_json of the
+# dict below gives, byte for byte; tests/test_gateway_service.py checks both) rather
+# than as a dict the store would encode again.
+
+
+def statement_data(database: str, decision: StatementDecision) -> dict[str, Any]:
+    """A statement entry's data. The principal is recorded once, in the chained
+    session-created entry of the session; merge_records joins it into each record."""
+    grant = decision.grant
+    return {
+        "database": database,
+        "text": decision.text,
+        "sha256": decision.sha256,
+        "fingerprint": decision.fingerprint,
+        "findings": [dict(f) for f in decision.findings],
+        "decision": decision.decision.value,
+        "reason": decision.reason,
+        "grant": None
+        if grant is None
+        else {"id": grant.id, "approver": grant.approver, "evidence_url": grant.evidence_url},
+        "masked_columns": [],
+    }
+
+
+def statement_data_json(database: str, decision: StatementDecision) -> CanonicalJson:
+    """``canonical_json(statement_data(database, decision))``, assembled directly."""
+    if decision.findings or decision.grant is not None:  # rarer: the general encoder
+        return CanonicalJson(canonical_json(statement_data(database, decision)))
+    reason = decision.reason
+    return CanonicalJson(
+        f'{{"database":{_json_text(database)},"decision":"{decision.decision.value}",'
+        f'"findings":[],"fingerprint":"{decision.fingerprint}","grant":null,'
+        f'"masked_columns":[],"reason":{"null" if reason is None else _json_text(reason)},'
+        f'"sha256":"{decision.sha256}","text":{_json_text(decision.text)}}}'
+    )
+
+
+def outcome_data(outcome: Outcome) -> dict[str, Any]:
+    return {
+        "outcome": outcome.tag if outcome.sqlstate is None else outcome.sqlstate,
+        "tag": outcome.tag,
+        "sqlstate": outcome.sqlstate,
+        "rows": outcome.rows,
+        "duration_ms": round(float(outcome.duration_ms), 3),
+        "status": outcome.status,
+    }
+
+
+def _json_opt(value: str | None) -> str:
+    return "null" if value is None else _json_text(value)
+
+
+def outcome_data_json(outcome: Outcome) -> CanonicalJson:
+    """``canonical_json(outcome_data(outcome))``, assembled directly."""
+    tag = outcome.tag
+    sqlstate = outcome.sqlstate
+    rows = outcome.rows
+    tag_text = _json_opt(tag)
+    return CanonicalJson(
+        f'{{"duration_ms":{float(round(outcome.duration_ms, 3))!r},'
+        f'"outcome":{tag_text if sqlstate is None else _json_text(sqlstate)},'
+        f'"rows":{"null" if rows is None else int(rows)},"sqlstate":{_json_opt(sqlstate)},'
+        f'"status":{_json_text(outcome.status)},"tag":{tag_text}}}'
+    )
 
 
 class ExchangeRefused(Exception):
@@ -233,31 +305,25 @@ class GatewayService:
                 decisions.append(decision)
         return decisions
 
-    async def record_statements(
-        self, session: Session, decisions: Sequence[StatementDecision]
-    ) -> list[int]:
+    def submit_statements(
+        self,
+        session: Session,
+        decisions: Sequence[StatementDecision],
+        done: Callable[[list[int] | None], None],
+    ) -> None:
+        database = session.database
         entries = [
-            NewEntry(EntryKind.STATEMENT, session.id, self._statement_data(session, d))
+            NewEntry(EntryKind.STATEMENT, session.id, statement_data_json(database, d))
             for d in decisions
         ]
-        return await self.writer.append_seqs(entries)
+        self.writer.submit_seqs(entries, done)
 
-    async def record_outcome(self, session: Session, seq: int, outcome: Outcome) -> None:
-        await self.writer.append_seqs(
+    def submit_outcomes(self, session: Session, outcomes: Sequence[tuple[int, Outcome]]) -> None:
+        session_id = session.id
+        self.writer.submit_seqs(
             [
-                NewEntry(
-                    EntryKind.OUTCOME,
-                    session.id,
-                    {
-                        "outcome": outcome.tag if outcome.sqlstate is None else outcome.sqlstate,
-                        "tag": outcome.tag,
-                        "sqlstate": outcome.sqlstate,
-                        "rows": outcome.rows,
-                        "duration_ms": round(outcome.duration_ms, 3),
-                        "status": outcome.status,
-                    },
-                    ref=seq,
-                )
+                NewEntry(EntryKind.OUTCOME, session_id, outcome_data_json(outcome), ref=seq)
+                for seq, outcome in outcomes
             ]
         )
 
@@ -265,24 +331,6 @@ class GatewayService:
         await self.writer.append([self._event_entry(session, event, data)])
 
     # -- helpers ---------------------------------------------------------------------------
-
-    def _statement_data(self, session: Session, decision: StatementDecision) -> dict[str, Any]:
-        grant = decision.grant
-        # The principal is recorded once, in the chained session-created entry of
-        # this session_id; merge_records joins it into each statement's record.
-        return {
-            "database": session.database,
-            "text": decision.text,
-            "sha256": decision.sha256,
-            "fingerprint": decision.fingerprint,
-            "findings": [dict(f) for f in decision.findings],
-            "decision": decision.decision.value,
-            "reason": decision.reason,
-            "grant": None
-            if grant is None
-            else {"id": grant.id, "approver": grant.approver, "evidence_url": grant.evidence_url},
-            "masked_columns": [],
-        }
 
     def _event_entry(
         self, session: Session | None, event: str, data: Mapping[str, Any]
