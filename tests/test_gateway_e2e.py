@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from audit_journal import edit_entry, journal_path, read_entries, read_lines
 from oidc_issuer import OidcIssuer
 
 from runner.gateway.config import load_gateway_config
@@ -254,11 +255,15 @@ def test_every_statement_that_ran_has_one_record_and_the_chain_verifies(
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert "audit chain ok" in verified.stdout
 
-    with sqlite3.connect(gateway.state_path) as db:
-        seq, data = db.execute(
-            "SELECT seq, data FROM audit WHERE data LIKE '%UPDATE patients%' LIMIT 1"
-        ).fetchone()
-        db.execute("UPDATE audit SET data = ? WHERE seq = ?", (data.replace("'X'", "'Y'"), seq))
+    journal = journal_path(gateway.state_path)
+    seq = next(
+        e["seq"] for e in read_entries(journal) if "UPDATE patients" in e["data"].get("text", "")
+    )
+
+    def to_y(entry: dict[str, Any]) -> None:
+        entry["data"]["text"] = entry["data"]["text"].replace("'X'", "'Y'")
+
+    edit_entry(journal, seq, to_y)
     broken = gateway.cli("audit", "verify")
     assert broken.returncode == 1
     assert str(seq) in broken.stdout
@@ -318,8 +323,7 @@ def test_token_attack_matrix_is_refused_and_recorded(
     body = response.json()
     assert set(body) == {"error", "detail"}
     assert token not in response.text
-    with sqlite3.connect(gateway.state_path) as db:
-        events = [json.loads(row[0]) for row in db.execute("SELECT data FROM audit")]
+    events = [entry["data"] for entry in read_entries(journal_path(gateway.state_path))]
     assert any(e.get("event") == "exchange-refused" for e in events)
 
 
@@ -379,8 +383,8 @@ def test_the_database_password_never_leaks(gateway: Gateway) -> None:
     seen.append(json.dumps(gateway.audit(session)))
     seen.append(gateway.cli("audit", "show").stdout)
     seen.append(gateway.cli("check-config").stdout)
+    seen.extend(line.decode() for line in read_lines(journal_path(gateway.state_path)))
     with sqlite3.connect(gateway.state_path) as db:
-        seen.extend(str(row) for row in db.execute("SELECT * FROM audit"))
         seen.extend(str(row) for row in db.execute("SELECT * FROM sessions"))
     assert not any(PASSWORD in text for text in seen)
     assert not any(session["secret"] in text for text in seen[-2:])

@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
+import logging
+import resource
+import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator, Sequence
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from audit_journal import delete_entries, edit_entry, journal_path
 
 from runner.gateway.auditlog import (
     AuditWriter,
@@ -334,9 +341,22 @@ def test_awkward_data_round_trips(store: StateStore) -> None:
     assert len(store.entries()) == 1  # the failed appends wrote nothing
 
 
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite:")
+
+
 def test_tampered_data_detected(store: StateStore, store_url: str) -> None:
     fill_chain(store, 5)
-    raw_sql(store_url, "UPDATE audit SET data = replace(data, 'select', 'delete') WHERE seq = 5")
+    if is_sqlite(store_url):
+
+        def to_delete(fields: dict[str, Any]) -> None:
+            fields["data"]["text"] = fields["data"]["text"].replace("select", "delete")
+
+        edit_entry(journal_path(store_url), 5, to_delete)
+    else:
+        raw_sql(
+            store_url, "UPDATE audit SET data = replace(data, 'select', 'delete') WHERE seq = 5"
+        )
     report = verify_chain(store.entries())
     assert not report.ok
     assert report.first_bad_seq == 5
@@ -348,7 +368,10 @@ def test_tampered_hash_detected(store: StateStore, store_url: str) -> None:
     written = fill_chain(store, 5)
     original = written[6].hash
     flipped = original[:-1] + ("0" if original[-1] != "0" else "1")
-    raw_sql(store_url, f"UPDATE audit SET hash = '{flipped}' WHERE seq = 7")
+    if is_sqlite(store_url):
+        edit_entry(journal_path(store_url), 7, lambda fields: fields.update(hash=flipped))
+    else:
+        raw_sql(store_url, f"UPDATE audit SET hash = '{flipped}' WHERE seq = 7")
     report = verify_chain(store.entries())
     assert (report.ok, report.first_bad_seq) == (False, 7)
     assert report.problem == "entry 7: hash does not match its contents"
@@ -363,8 +386,15 @@ def test_rehashed_entry_breaks_the_link(store: StateStore, store_url: str) -> No
         target.prev_hash, "", target.ref,
     )  # fmt: skip
     new_hash = entry_hash(forged.prev_hash, forged.body())
-    text = canonical_json(forged_data).replace("'", "''")
-    raw_sql(store_url, f"UPDATE audit SET data = '{text}', hash = '{new_hash}' WHERE seq = 3")
+    if is_sqlite(store_url):
+        edit_entry(
+            journal_path(store_url),
+            3,
+            lambda fields: fields.update(data=forged_data, hash=new_hash),
+        )
+    else:
+        text = canonical_json(forged_data).replace("'", "''")
+        raw_sql(store_url, f"UPDATE audit SET data = '{text}', hash = '{new_hash}' WHERE seq = 3")
     report = verify_chain(store.entries())
     assert (report.ok, report.first_bad_seq) == (False, 4)
     assert report.problem == "entry 4: prev_hash does not link to entry 3"
@@ -372,12 +402,18 @@ def test_rehashed_entry_breaks_the_link(store: StateStore, store_url: str) -> No
 
 def test_deleted_row_is_a_gap(store: StateStore, store_url: str) -> None:
     fill_chain(store, 5)
-    raw_sql(store_url, "DELETE FROM audit WHERE seq = 7")
+    if is_sqlite(store_url):
+        delete_entries(journal_path(store_url), 7)
+    else:
+        raw_sql(store_url, "DELETE FROM audit WHERE seq = 7")
     report = verify_chain(store.entries())
     assert (report.ok, report.first_bad_seq) == (False, 7)
     assert report.problem == "seq 7 missing (gap after 6)"
 
-    raw_sql(store_url, "DELETE FROM audit WHERE seq IN (1, 2)")
+    if is_sqlite(store_url):
+        delete_entries(journal_path(store_url), 1, 2)
+    else:
+        raw_sql(store_url, "DELETE FROM audit WHERE seq IN (1, 2)")
     report = verify_chain(store.entries())
     assert report.problem == "seqs 1-2 missing (gap after 0)"
 
@@ -403,7 +439,9 @@ def test_schema_version(store_url: str) -> None:
     open_store(store_url).close()
     again = open_store(store_url)  # idempotent
     again.close()
-    assert raw_sql(store_url, "SELECT version FROM schema_version") == [(1,)]
+    # SQLite schema 2 moved the audit chain into the journal; PostgreSQL keeps its table.
+    versions = [(1,), (2,)] if is_sqlite(store_url) else [(1,)]
+    assert raw_sql(store_url, "SELECT version FROM schema_version ORDER BY version") == versions
     raw_sql(store_url, "UPDATE schema_version SET version = 99")
     with pytest.raises(StoreError, match="schema is version 99, newer"):
         open_store(store_url)
@@ -747,3 +785,375 @@ def test_append_seqs_writes_the_same_chain(store_url: str, inline: bool) -> None
     assert report.ok and report.count == 4, report.problem
     assert [e.data for e in entries][:2] == [statement("so_a", 0).data, {"x": 1}]
     store.close()
+
+
+# -- the SQLite store's audit journal ------------------------------------------------------
+
+
+def test_journal_lines_are_the_entries_as_json(tmp_path: Path) -> None:
+    """One line per entry beside the state file: the canonical body, then its hash."""
+    store = SqliteStore(str(tmp_path / "state.db"))
+    try:
+        written = store.append(
+            [statement('so_"a"', 0), NewEntry(EntryKind.SESSION, None, {"é": ["✓", 1.5]})]
+        )
+        written += store.append([outcome('so_"a"', 1)])
+        assert store.journal_path == str(tmp_path / "state.db.audit.jsonl")
+    finally:
+        store.close()
+    raw = (tmp_path / "state.db.audit.jsonl").read_bytes()
+    assert raw.endswith(b"\n") and raw.count(b"\n") == 3
+    lines = raw.decode("utf-8").splitlines()
+    for entry, line in zip(written, lines, strict=True):
+        fields = json.loads(line)
+        assert list(fields) == [*sorted(entry.body()), "hash"]
+        assert fields == entry.to_json()
+        assert line == canonical_json(entry.body())[:-1] + f',"hash":"{entry.hash}"}}'
+    with closing(sqlite3.connect(tmp_path / "state.db")) as db:  # not in SQLite any more
+        assert db.execute("SELECT name FROM sqlite_master WHERE name = 'audit'").fetchall() == []
+
+
+def test_two_stores_on_one_journal_make_one_chain(tmp_path: Path) -> None:
+    """Two SqliteStore objects on one file (two processes' views, each with its own
+    descriptor and flock) appending in turn and at once: one contiguous chain."""
+    path = str(tmp_path / "state.db")
+    a, b = SqliteStore(path), SqliteStore(path)
+    try:
+        assert [e.seq for e in a.append([statement("so_a", 0)])] == [1]
+        assert b.append_seqs([statement("so_b", 0), statement("so_b", 1)]) == [2, 3]
+        [a_next] = a.append([outcome("so_a", 1)])  # a learns b's entries from the file
+        assert a_next.seq == 4 and a_next.prev_hash == b.entries()[2].hash
+        assert b.append_seqs([outcome("so_b", 2)]) == [5]
+
+        def hammer(store: SqliteStore, name: str) -> None:
+            for n in range(100):
+                store.append_seqs([statement(name, n), event_entry(name, "tick")])
+
+        threads = [
+            threading.Thread(target=hammer, args=(store, name))
+            for store, name in ((a, "so_ta"), (b, "so_tb"), (a, "so_tc"), (b, "so_td"))
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        entries = a.entries()
+    finally:
+        a.close()
+        b.close()
+    assert [e.seq for e in entries] == list(range(1, 5 + 800 + 1))
+    report = verify_chain(entries)
+    assert report.ok, report.problem
+    assert [e.data["n"] for e in entries if e.session_id == "so_tb" and "n" in e.data] == list(
+        range(100)
+    )
+
+
+def test_torn_tail_is_cut_off_by_the_next_append(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A writer that died mid-write leaves a line with no newline: it was never
+    acknowledged, so readers skip it and the next appender cuts it off."""
+    path = str(tmp_path / "state.db")
+    journal = journal_path(path)
+    store = SqliteStore(path)
+    try:
+        fill_chain(store, 2)
+        whole = journal.read_bytes()
+        torn = whole.splitlines(keepends=True)[-1][:37]  # an unfinished next entry
+        with journal.open("ab") as handle:
+            handle.write(torn)
+        assert [e.seq for e in store.entries()] == [1, 2, 3, 4]  # complete lines only
+        other = SqliteStore(path)  # another process: it cuts the tail off, then appends
+        try:
+            with caplog.at_level(logging.WARNING, logger="runner.gateway.store"):
+                [fifth] = other.append([statement("so_b", 9)])
+        finally:
+            other.close()
+        assert fifth.seq == 5
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert warnings == [
+            f"audit journal {journal}: cut off 37 bytes of an entry a writer never finished"
+        ]
+        assert journal.read_bytes().startswith(whole)
+        assert journal.read_bytes().endswith(b"\n")
+
+        # This process's own write failing part-way (the file size limit stands in
+        # for a full disk): the caller gets an error; the next append cuts the
+        # unfinished line and keeps the complete one (a statement that never ran).
+        size = journal.stat().st_size
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG, not death
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size + 400, hard))
+        try:
+            with pytest.raises(StoreError, match=r"cannot append to the audit journal .*large"):
+                store.append_seqs(
+                    [statement("so_b", 10), NewEntry(EntryKind.SESSION, "so_b", {"pad": "x" * 500})]
+                )
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+            signal.signal(signal.SIGXFSZ, previous)
+        assert journal.stat().st_size == size + 400
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="runner.gateway.store"):
+            assert store.append_seqs([outcome("so_b", 5)]) == [7]  # after the complete one
+        assert f"audit journal {journal}: cut off " in caplog.text
+        entries = store.entries()
+    finally:
+        store.close()
+    assert [e.seq for e in entries] == [1, 2, 3, 4, 5, 6, 7]
+    assert entries[5].data == {"text": "select 10", "n": 10}
+    report = verify_chain(entries)
+    assert report.ok and report.incomplete == (6,)
+
+
+def test_unreadable_journal_line_names_the_line(tmp_path: Path) -> None:
+    path = str(tmp_path / "state.db")
+    journal = journal_path(path)
+    store = SqliteStore(path)
+    try:
+        fill_chain(store, 3)
+        good = journal.read_bytes()
+        lines = good.splitlines()
+
+        def broken(n: int, line: bytes) -> str:
+            journal.write_bytes(b"".join(x + b"\n" for x in [*lines[: n - 1], line, *lines[n:]]))
+            with pytest.raises(StoreError) as info:
+                store.entries()
+            message = str(info.value)
+            assert "\n" not in message
+            return message
+
+        name = f"audit journal {journal} line 3 is not a valid audit entry"
+        assert broken(3, lines[2][1:]) == (
+            f"{name}: not JSON (Extra data at byte 7); the journal was modified"
+        )
+        assert broken(3, lines[2].replace(b'"kind"', b'"kinda"')).startswith(
+            f"{name}: missing kind; unknown field kinda;"
+        )
+        assert "seq is not an integer" in broken(3, lines[2].replace(b'"seq":3', b'"seq":"3"'))
+        assert "kind 'sql' is not" in broken(
+            3, lines[2].replace(b'"kind":"statement"', b'"kind":"sql"')
+        )
+        assert "kind [1] is not an entry kind" in broken(
+            3, lines[2].replace(b'"kind":"statement"', b'"kind":[1]')
+        )
+        assert "byte 2 is not UTF-8" in broken(3, b"{\xff}")
+        assert "line 5" in broken(5, b"")
+        # The session view skips other sessions' lines unparsed, never its own.
+        journal.write_bytes(good.replace(lines[0], lines[0][:-1]))
+        assert store.entries(session_id="so_other") == []
+        with pytest.raises(StoreError, match="line 1 is not a valid audit entry"):
+            store.entries(session_id="so_a")
+        # An unreadable last line stops appends: the chain cannot be extended blindly.
+        journal.write_bytes(good[:-2] + b"\n")
+        with pytest.raises(StoreError, match="last line is not a valid audit entry"):
+            store.append([statement("so_a", 9)])
+    finally:
+        store.close()
+
+
+def test_audit_verify_reports_an_edited_journal_in_one_line(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from runner.cli import main
+
+    state = tmp_path / "state.db"
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f"""
+[gateway]
+audience = "signoff-gateway"
+state_url = "sqlite://{state}"
+
+[[issuers]]
+name = "ci"
+issuer = "https://token.actions.githubusercontent.com"
+
+[[databases]]
+name = "ehr"
+host = "127.0.0.1"
+dbname = "ehr"
+user = "gw"
+
+[[access]]
+database = "ehr"
+role = "deployer"
+issuer = "ci"
+claims = {{ repository = "acme/ehr-api" }}
+
+[roles.deployer]
+locking = "allow"
+"""
+    )
+    store = SqliteStore(str(state))
+    fill_chain(store, 5)
+    store.close()
+
+    def verify() -> tuple[int, str]:
+        result = CliRunner().invoke(main, ["gateway", "audit", "verify", "--config", str(config)])
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+        return result.exit_code, result.output
+
+    assert verify() == (0, "audit chain ok: 10 entries\n")
+    journal = journal_path(state)
+    good = journal.read_bytes()
+    at = good.index(b'"seq":4') - 1  # the comma before seq 4's key: no longer JSON
+    journal.write_bytes(good[:at] + b";" + good[at + 1 :])
+    status, output = verify()
+    line_start = sum(len(line) + 1 for line in good.splitlines()[:3])
+    assert status == 1
+    assert output == (
+        f"audit chain BROKEN: audit journal {journal} line 4 is not a valid audit entry: "
+        f"not JSON (Expecting ',' delimiter at byte {at - line_start + 1}); "
+        "the journal was modified\n"
+    )
+    at = good.index(b"select 2")  # a byte of the data: still JSON, the hash catches it
+    journal.write_bytes(good[:at] + b"S" + good[at + 1 :])
+    assert verify() == (1, "audit chain BROKEN: entry 5: hash does not match its contents\n")
+
+
+# A schema-1 store, by hand: the chain lived in the ``audit`` table.
+_V1_DDL = """
+CREATE TABLE schema_version (version INTEGER NOT NULL);
+INSERT INTO schema_version (version) VALUES (1);
+CREATE TABLE sessions (
+    id TEXT PRIMARY KEY, salt BLOB NOT NULL, iterations INTEGER NOT NULL,
+    stored_key BLOB NOT NULL, server_key BLOB NOT NULL, principal TEXT NOT NULL,
+    claims TEXT NOT NULL, database TEXT NOT NULL, role TEXT NOT NULL,
+    created_at TEXT NOT NULL, expires_at TEXT NOT NULL, revoked_at TEXT
+);
+CREATE TABLE seen_jti (
+    issuer TEXT NOT NULL, jti TEXT NOT NULL, expires_at TEXT NOT NULL,
+    PRIMARY KEY (issuer, jti)
+);
+CREATE INDEX seen_jti_expires ON seen_jti (expires_at);
+CREATE TABLE grants (
+    id TEXT PRIMARY KEY, database TEXT NOT NULL, fingerprint TEXT NOT NULL,
+    approver TEXT NOT NULL, evidence_url TEXT, session_id TEXT, plan_hash TEXT,
+    created_at TEXT NOT NULL, used_at TEXT, used_by_session TEXT
+);
+CREATE INDEX grants_unused ON grants (database, fingerprint) WHERE used_at IS NULL;
+CREATE TABLE audit (
+    seq INTEGER PRIMARY KEY, ts TEXT NOT NULL, kind TEXT NOT NULL, session_id TEXT,
+    ref INTEGER, data TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL
+);
+CREATE INDEX audit_session ON audit (session_id, seq);
+"""
+
+
+def schema_1_store(path: Path, pairs: int) -> list[AuditEntry]:
+    """A schema-1 state file whose audit table holds ``pairs`` statements with outcomes."""
+    from runner.gateway.model import GENESIS_HASH
+    from runner.gateway.store import build_entries
+
+    news = [
+        new for n in range(pairs) for new in (statement("so_old", n), outcome("so_old", 2 * n + 1))
+    ]
+    built = build_entries(news, 0, GENESIS_HASH, ts="2025-01-01T00:00:00.000000Z")
+    with closing(sqlite3.connect(path)) as db:
+        db.executescript(_V1_DDL)
+        db.executemany(
+            "INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (e.seq, e.ts, e.kind.value, e.session_id, e.ref, text, e.prev_hash, e.hash)
+                for e, text in built
+            ],
+        )
+        db.execute(
+            "INSERT INTO grants (id, database, fingerprint, approver, created_at) "
+            "VALUES ('g-old', 'app', 'fp1', 'bob', '2025-01-01T00:00:00.000000Z')"
+        )
+        db.commit()
+    return [e for e, _ in built]
+
+
+def test_schema_1_audit_table_moves_into_the_journal(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    old = schema_1_store(path, 3)
+    store = SqliteStore(str(path))
+    try:
+        assert store.entries() == old
+        assert [g.id for g in store.list_grants()] == ["g-old"]  # the rest stays as it was
+        [new] = store.append([statement("so_new", 0)])
+        assert (new.seq, new.prev_hash) == (7, old[-1].hash)
+        assert verify_chain(store.entries()).ok
+    finally:
+        store.close()
+    url = f"sqlite://{path}"
+    assert raw_sql(url, "SELECT name FROM sqlite_master WHERE name = 'audit'") == []
+    assert raw_sql(url, "SELECT version FROM schema_version ORDER BY version") == [(1,), (2,)]
+    again = SqliteStore(str(path))  # once: nothing is copied again
+    try:
+        assert [e.seq for e in again.entries()] == list(range(1, 8))
+    finally:
+        again.close()
+
+
+def test_schema_1_move_completes_an_interrupted_copy_and_keeps_tampering(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db"
+    old = schema_1_store(path, 3)
+    raw_sql(  # altered in the table: stays detectable
+        f"sqlite://{path}",
+        "UPDATE audit SET data = replace(data, 'select 1', 'select 9') WHERE seq = 3",
+    )
+    # What a complete move writes, from a copy of the file ...
+    (tmp_path / "copy").mkdir()
+    shutil.copy(path, tmp_path / "copy" / "state.db")
+    SqliteStore(str(tmp_path / "copy" / "state.db")).close()
+    complete = journal_path(tmp_path / "copy" / "state.db").read_bytes()
+    # ... and a move that stopped mid-way: its transaction (the drop) never committed.
+    journal = journal_path(path)
+    journal.write_bytes(complete[:300])
+    store = SqliteStore(str(path))
+    try:
+        assert journal.read_bytes() == complete
+        entries = store.entries()
+    finally:
+        store.close()
+    assert [e.seq for e in entries] == [e.seq for e in old]
+    report = verify_chain(entries)
+    assert (report.ok, report.first_bad_seq) == (False, 3)
+
+
+def test_schema_1_move_refuses_a_journal_with_other_entries(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    schema_1_store(path, 2)
+    journal = journal_path(path)
+    journal.write_bytes(b'{"something":"else"}\n')
+    with pytest.raises(StoreError) as info:
+        SqliteStore(str(path))
+    assert str(info.value) == (
+        f"cannot move the audit table of {path} into {journal}: the journal already holds "
+        "other entries; move the journal aside and open the store again"
+    )
+    assert raw_sql(f"sqlite://{path}", "SELECT count(*) FROM audit") == [(4,)]  # unchanged
+
+
+def test_canonical_json_data_hashes_like_the_same_dict(store: StateStore) -> None:
+    """CanonicalJson data is used as the text it is: the same hash as the dict."""
+    from runner.gateway.model import GENESIS_HASH, CanonicalJson
+    from runner.gateway.store import build_entries
+
+    data = {"text": "SELECT 'é'", "n": [1, 2.5, None], "z": {"b": True, "a": "✓"}}
+    text = CanonicalJson(canonical_json(data))
+    ts = "2026-01-01T00:00:00.000000Z"
+    [(from_dict, _)] = build_entries(
+        [NewEntry(EntryKind.STATEMENT, "so_a", data)], 0, GENESIS_HASH, ts=ts
+    )
+    [(from_text, stored)] = build_entries(
+        [NewEntry(EntryKind.STATEMENT, "so_a", text)], 0, GENESIS_HASH, ts=ts
+    )
+    assert from_text.hash == from_dict.hash and stored == text
+    assert from_text.data == data
+
+    [appended] = store.append([NewEntry(EntryKind.STATEMENT, "so_a", text)])
+    assert appended.data == data
+    seqs_only = getattr(store, "append_seqs", None)
+    if seqs_only is not None:
+        assert seqs_only([NewEntry(EntryKind.OUTCOME, "so_a", text, ref=1)]) == [2]
+    read = store.entries()
+    assert all(e.data == data for e in read)
+    assert verify_chain(read).ok

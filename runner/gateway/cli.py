@@ -175,7 +175,7 @@ def grant(
 ) -> None:
     """Allow statements that need approval to run, each once (admin)."""
     from runner.gateway.service import GatewayService
-    from runner.gateway.store import open_store
+    from runner.gateway.store import StoreError, open_store
     from runner.plan.model import Plan
     from runner.plan.statements import split_statements
 
@@ -198,7 +198,10 @@ def grant(
         wanted += [(s.fingerprint, plan.hash) for s in plan.statements if s.needs_approval]
     if not wanted:
         _fail("nothing to grant; pass --fingerprint, --sql or --plan")
-    store = open_store(config.state_url)
+    try:
+        store = open_store(config.state_url)
+    except StoreError as error:
+        _fail(str(error))
     service = GatewayService(config, store)
     try:
         for fingerprint, plan_hash in wanted:
@@ -211,6 +214,8 @@ def grant(
                 plan_hash=plan_hash,
             )
             click.echo(f"{made.id} {database} {fingerprint} (once)")
+    except StoreError as error:
+        _fail(str(error))
     finally:
         service.close()
         store.close()
@@ -226,15 +231,23 @@ def audit() -> None:
 def verify(config_path: Path) -> None:
     """Check the whole chain: every hash, every link, no gaps."""
     from runner.gateway.auditlog import verify_chain
-    from runner.gateway.store import open_store
+    from runner.gateway.store import StoreError, open_store
 
     try:
         config = _load(config_path)
     except SignoffError as error:
         _fail(str(error))
-    store = open_store(config.state_url)
+    try:
+        store = open_store(config.state_url)
+    except StoreError as error:
+        _fail(str(error))
     try:
         report = verify_chain(store.entries())
+    except StoreError as error:
+        # An entry that cannot even be read (the SQLite store's journal edited into
+        # something that is not an entry) is a broken chain, not a usage error.
+        click.echo(f"audit chain BROKEN: {error}")
+        sys.exit(1)
     finally:
         store.close()
     if not report.ok:
@@ -252,15 +265,20 @@ def verify(config_path: Path) -> None:
 def show(config_path: Path, session_id: str | None) -> None:
     """Print the audit records (statements merged with their outcomes) as JSON lines."""
     from runner.gateway.auditlog import merge_records
-    from runner.gateway.store import open_store
+    from runner.gateway.store import StoreError, open_store
 
     try:
         config = _load(config_path)
     except SignoffError as error:
         _fail(str(error))
-    store = open_store(config.state_url)
+    try:
+        store = open_store(config.state_url)
+    except StoreError as error:
+        _fail(str(error))
     try:
         for record in merge_records(store.entries(session_id=session_id)):
             click.echo(json.dumps(record, sort_keys=True))
+    except StoreError as error:
+        _fail(str(error), 1)
     finally:
         store.close()

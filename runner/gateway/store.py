@@ -2,32 +2,44 @@
 
 ``open_store(url)`` picks the backend by URL:
 
-* ``sqlite:///abs/path.db`` (or ``sqlite:///:memory:``): one file in WAL mode,
-  ``synchronous=NORMAL`` unless ``?synchronous=FULL`` is given, a busy timeout
-  (``?busy_timeout=<ms>``, default 5000). One connection guarded by a lock, so
-  every method is safe from several threads; write transactions are
-  ``BEGIN IMMEDIATE`` so several processes on one file are safe too.
+* ``sqlite:///abs/path.db`` (or ``sqlite:///:memory:``): sessions, seen token
+  ids and grants in one SQLite file in WAL mode, ``synchronous=NORMAL`` unless
+  ``?synchronous=FULL`` is given, a busy timeout (``?busy_timeout=<ms>``,
+  default 5000). One connection guarded by a lock, so every method is safe from
+  several threads; write transactions are ``BEGIN IMMEDIATE`` so several
+  processes on one file are safe too. The audit chain is NOT in the SQLite
+  file: it is an append-only journal beside it, ``<path>.audit.jsonl`` (for
+  ``:memory:``, an unlinked temporary file that lives as long as the store),
+  because one ``os.write`` per group commit costs a fraction of an SQLite
+  commit. See ``SqliteStore`` for the format, locking and durability.
 * ``postgresql://...`` (or ``postgres://``): psycopg 3 with a small pool of
   autocommit connections. Several gateway processes share sessions, grants,
-  seen token ids and ONE audit chain: appenders are serialised with a
-  transaction-scoped advisory lock, so the chain never forks.
+  seen token ids and ONE audit chain (the ``audit`` table): appenders are
+  serialised with a transaction-scoped advisory lock, so the chain never forks.
 
-The schema is created on open (idempotent, versioned in ``schema_version``).
-Audit ``data`` is stored as the exact canonical JSON the entry's hash was taken
-over (text, not jsonb), and ``ts`` as the exact RFC 3339 string, so re-reading
-an entry gives a body whose hash verifies. Only SCRAM verifiers are stored,
-never a session secret; no exception message carries a URL or secret.
+The schema is created on open (idempotent, versioned in ``schema_version``;
+SQLite schema 2 moved the ``audit`` table's rows into the journal and dropped
+it). Audit ``data`` is stored as the exact canonical JSON the entry's hash was
+taken over (text, not jsonb, in PostgreSQL), and ``ts`` as the exact RFC 3339
+string, so re-reading an entry gives a body whose hash verifies. Only SCRAM
+verifiers are stored, never a session secret; no exception message carries a
+URL or secret.
 """
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import json
+import logging
+import operator
+import os
 import sqlite3
+import tempfile
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from enum import Enum
@@ -39,6 +51,7 @@ from psycopg import errors as pg_errors
 from runner.gateway.model import (
     GENESIS_HASH,
     AuditEntry,
+    CanonicalJson,
     EntryKind,
     Grant,
     NewEntry,
@@ -50,7 +63,11 @@ from runner.gateway.model import (
 from runner.pg import describe_server
 from runner.plan.model import sha256_hex
 
-SCHEMA_VERSION = 1
+# Each backend's own schema history (``_SQLITE_MIGRATIONS`` / ``_POSTGRES_MIGRATIONS``).
+SQLITE_SCHEMA_VERSION = 2
+POSTGRES_SCHEMA_VERSION = 1
+
+_log = logging.getLogger(__name__)
 
 # pg_advisory_xact_lock keys (advisory locks are scoped to the current database).
 _AUDIT_LOCK_KEY = 0x5169_0FF0_A0D1_7001
@@ -62,8 +79,6 @@ _JTI_PURGE_INTERVAL_S = 60.0
 _JTI_PURGE_GRACE_S = 300.0
 
 _AUDIT_COLUMNS = "seq, ts, kind, session_id, ref, data, prev_hash, hash"
-_SQLITE_LAST_AUDIT = "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1"
-_SQLITE_INSERT_AUDIT = f"INSERT INTO audit ({_AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 _SESSION_COLUMNS = (
     "id, salt, iterations, stored_key, server_key, principal, claims, database, role, "
     "created_at, expires_at, revoked_at"
@@ -176,15 +191,19 @@ _POSTGRES_V1 = (
     "CREATE INDEX audit_session ON audit (session_id, seq)",
 )
 
+# The audit chain leaves the SQLite file for the journal beside it: SqliteStore's
+# migration copies the table's rows into the journal before these statements run.
+_SQLITE_V2 = ("DROP TABLE audit",)  # drops its index too
+
 # version -> the statements that bring the schema from version-1 to version.
-_SQLITE_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _SQLITE_V1}
+_SQLITE_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _SQLITE_V1, 2: _SQLITE_V2}
 _POSTGRES_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _POSTGRES_V1}
 
 
-def _newer_schema(found: int) -> StoreError:
+def _newer_schema(found: int, supported: int) -> StoreError:
     return StoreError(
         f"the state store's schema is version {found}, newer than this gateway supports "
-        f"({SCHEMA_VERSION}); upgrade the gateway"
+        f"({supported}); upgrade the gateway"
     )
 
 
@@ -263,13 +282,21 @@ _Prepared = tuple[EntryKind, str | None, int | None, str, dict[str, Any] | None]
 
 
 def _prepare(entries: Sequence[NewEntry], *, decode: bool = True) -> list[_Prepared]:
-    """Validate and canonicalise entries before any lock is taken."""
+    """Validate and canonicalise entries before any lock is taken.
+
+    ``CanonicalJson`` data is already the canonical text (its maker vouches for
+    that): used as is, only read back when ``decode`` asks for the plain dict.
+    """
     prepared: list[_Prepared] = []
     for new in entries:
-        if decode:
-            text, plain = canonical_data(new.data)
+        data = new.data
+        text: str
+        if isinstance(data, CanonicalJson):
+            text, plain = data, (_canonical_plain(data) if decode else None)
+        elif decode:
+            text, plain = canonical_data(data)
         else:
-            text, plain = _canonical_object_text(new.data), None
+            text, plain = _canonical_object_text(data), None
         ref = new.ref
         kind = new.kind
         prepared.append(
@@ -284,6 +311,13 @@ def _prepare(entries: Sequence[NewEntry], *, decode: bool = True) -> list[_Prepa
     return prepared
 
 
+def _canonical_plain(text: CanonicalJson) -> dict[str, Any]:
+    plain = json.loads(text)
+    if not isinstance(plain, dict):
+        raise TypeError("audit data must be a JSON object")
+    return plain
+
+
 def _canonical_object_text(data: Mapping[str, Any]) -> str:
     """canonical_data's text alone: the same checks, without reading the text back."""
     try:
@@ -296,9 +330,17 @@ def _canonical_object_text(data: Mapping[str, Any]) -> str:
 
 
 def _chain_rows(
-    prepared: Sequence[_Prepared], last_seq: int, last_hash: str, ts: str
+    prepared: Sequence[_Prepared],
+    last_seq: int,
+    last_hash: str,
+    ts: str,
+    lines: list[str] | None = None,
 ) -> list[tuple[Any, ...]]:
-    """The audit rows (``_AUDIT_COLUMNS``) of ``prepared`` chained after (last_seq, last_hash)."""
+    """The audit rows (``_AUDIT_COLUMNS``) of ``prepared`` chained after (last_seq, last_hash).
+
+    With ``lines``, also each entry's journal line (the SQLite store's format): the
+    body text with ``"hash"`` added last, newline-terminated.
+    """
     rows: list[tuple[Any, ...]] = []
     prev = last_hash
     seq = last_seq
@@ -315,6 +357,8 @@ def _chain_rows(
         )
         digest = sha256_hex(prev + body_text)
         rows.append((seq, ts, kind_text, session_id, ref, text, prev, digest))
+        if lines is not None:
+            lines.append(f'{body_text[:-1]},"hash":"{digest}"}}\n')
         prev = digest
     return rows
 
@@ -459,11 +503,313 @@ def _principal_from(principal_json: str, claims_json: str) -> Principal:
     )
 
 
+# -- the SQLite store's audit journal -------------------------------------------------
+
+JOURNAL_SUFFIX = ".audit.jsonl"
+
+_ENTRY_FIELDS = frozenset(("seq", "ts", "kind", "session_id", "ref", "data", "prev_hash", "hash"))
+_KINDS = {kind.value: kind for kind in EntryKind}
+_READ_CHUNK = 1 << 20
+_ADOPT_BATCH = 10_000  # old audit rows per write when moving the table into a journal
+_by_seq = operator.attrgetter("seq")
+
+
+def _not_an_entry(name: str, where: str, why: str) -> StoreError:
+    return StoreError(
+        f"audit journal {name} {where} is not a valid audit entry: {why}; the journal was modified"
+    )
+
+
+def _entry_from_line(line: bytes, name: str, where: str) -> AuditEntry:
+    """One journal line (without its newline) as an entry; a StoreError naming the
+    line if it is not one. Content that parses is left to ``verify_chain``."""
+    try:
+        fields = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise _not_an_entry(name, where, f"byte {exc.start + 1} is not UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise _not_an_entry(name, where, f"not JSON ({exc.msg} at byte {exc.pos + 1})") from None
+    if type(fields) is not dict:
+        raise _not_an_entry(name, where, "not a JSON object")
+    if fields.keys() != _ENTRY_FIELDS:
+        missing = ", ".join(sorted(_ENTRY_FIELDS - fields.keys()))
+        unknown = ", ".join(sorted(fields.keys() - _ENTRY_FIELDS))
+        why = "; ".join(
+            part
+            for part in (missing and f"missing {missing}", unknown and f"unknown field {unknown}")
+            if part
+        )
+        raise _not_an_entry(name, where, why)
+    seq, ref, kind = fields["seq"], fields["ref"], fields["kind"]
+    session_id, data = fields["session_id"], fields["data"]
+    if type(seq) is not int:  # bool is an int subclass: type(), not isinstance()
+        raise _not_an_entry(name, where, "seq is not an integer")
+    if ref is not None and type(ref) is not int:
+        raise _not_an_entry(name, where, "ref is not an integer or null")
+    if type(kind) is not str or kind not in _KINDS:  # a list or object is unhashable
+        raise _not_an_entry(name, where, f"kind {kind!r} is not an entry kind")
+    if session_id is not None and type(session_id) is not str:
+        raise _not_an_entry(name, where, "session_id is not a string or null")
+    if type(data) is not dict:
+        raise _not_an_entry(name, where, "data is not a JSON object")
+    for text_field in ("ts", "prev_hash", "hash"):
+        if type(fields[text_field]) is not str:
+            raise _not_an_entry(name, where, f"{text_field} is not a string")
+    return AuditEntry(
+        seq, fields["ts"], _KINDS[kind], session_id, data, fields["prev_hash"], fields["hash"], ref
+    )
+
+
+def _line_start(fd: int, lo: int, hi: int) -> int:
+    """One past the last newline in bytes [lo, hi) of ``fd``, or ``lo`` if there is
+    none. Reads backwards in growing chunks: only the last line is read."""
+    pos, step = hi, 4096
+    while pos > lo:
+        begin = max(lo, pos - step)
+        at = os.pread(fd, pos - begin, begin).rfind(b"\n")
+        if at >= 0:
+            return begin + at + 1
+        pos, step = begin, min(step * 2, _READ_CHUNK)
+    return lo
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    written = os.write(fd, data)
+    if written < len(data):  # rare (a signal, a full disk): finish or raise
+        view = memoryview(data)[written:]
+        while view:
+            view = view[os.write(fd, view) :]
+
+
+def _sync_directory(path: str) -> None:
+    """Make a new file's directory entry durable (fsync on the file does not)."""
+    fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+_datasync: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)  # no fdatasync on macOS
+
+
+def _row_line(row: Sequence[Any]) -> str:
+    """A schema-1 ``audit`` row as a journal line, faithfully: a row altered in the
+    table stays altered (and fails ``verify_chain``), it is never repaired here."""
+
+    def value(v: Any) -> str:
+        return json.dumps(v, ensure_ascii=False, default=str)
+
+    seq, ts, kind, session_id, ref, data, prev_hash, digest = row
+    try:
+        # Re-encoded canonically: equal to the stored text for every row the gateway
+        # wrote, and verify_chain hashes the parsed value either way.
+        data_text = _CANONICAL.encode(json.loads(data))
+    except (TypeError, ValueError):
+        data_text = value(data)  # not JSON: kept as a string, which the reader refuses
+    return (
+        f'{{"data":{data_text},"kind":{value(kind)},"prev_hash":{value(prev_hash)},'
+        f'"ref":{value(ref)},"seq":{value(seq)},"session_id":{value(session_id)},'
+        f'"ts":{value(ts)},"hash":{value(digest)}}}\n'
+    )
+
+
+class _Journal:
+    """The SQLite store's audit chain as an append-only file (see ``SqliteStore``).
+
+    Writers (this process's threads via the store's lock, other processes via an
+    exclusive ``flock``) append whole lines with one ``os.write``. Bytes up to any
+    newline are final: a torn tail is cut back only to the last newline. Readers
+    take no lock and read complete lines only.
+    """
+
+    def __init__(self, path: str | None, *, sync: bool) -> None:
+        self.path = path
+        self.name = path if path is not None else "(in memory)"
+        self._sync = sync
+        if path is None:
+            # An in-memory store gets an anonymous file: the same code path, gone with it.
+            fd, temporary = tempfile.mkstemp(prefix="signoff-audit-", suffix=JOURNAL_SUFFIX)
+            os.unlink(temporary)
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_APPEND)
+        else:
+            # 0600: the entries hold statement text, which may hold data.
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+            if sync:
+                try:
+                    _sync_directory(path)
+                except OSError:
+                    os.close(fd)
+                    raise
+        self.fd = fd
+        # The offset up to which this process knows the file (-1: not read yet) and
+        # the entry that ends there; re-learnt whenever the file's size differs.
+        self._end = -1
+        self._last_seq = 0
+        self._last_hash = GENESIS_HASH
+
+    def append(self, prepared: Sequence[_Prepared]) -> list[tuple[Any, ...]]:
+        """Chain ``prepared`` after the file's last entry and write it: the caller holds
+        the store's lock (threads); the flock orders processes."""
+        fd = self.fd
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                size = os.fstat(fd).st_size
+                if size != self._end:
+                    self._catch_up(size)  # another process appended, or first use
+                start = self._end
+                lines: list[str] = []
+                rows = _chain_rows(prepared, self._last_seq, self._last_hash, _now_rfc3339(), lines)
+                data = "".join(lines).encode()
+                # Unknown until the write is complete: after a failure, whatever
+                # reached the file is re-read (a torn tail cut) by the next append.
+                self._end = -1
+                _write_all(fd, data)
+                if self._sync:
+                    _datasync(fd)
+                self._end = start + len(data)
+                last = rows[-1]
+                self._last_seq, self._last_hash = last[0], last[7]
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        except OSError as exc:
+            self._end = -1
+            raise StoreError(
+                f"cannot append to the audit journal {self.name}: {exc.strerror or exc}"
+            ) from exc
+        return rows
+
+    def _catch_up(self, size: int) -> None:
+        """Under the flock: cut a torn tail, then learn the last entry from the file."""
+        fd = self.fd
+        known = self._end if 0 <= self._end <= size else 0  # a line starts here
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            # A writer died mid-write: those bytes were never acknowledged, so the
+            # statement they describe was never forwarded. Cut them off.
+            cut = _line_start(fd, 0, size)
+            os.ftruncate(fd, cut)
+            _log.warning(
+                "audit journal %s: cut off %d bytes of an entry a writer never finished",
+                self.name,
+                size - cut,
+            )
+            # Below this process's own end means the file was cut by someone else:
+            # learn its last entry afresh.
+            size, known = cut, (known if known <= cut else 0)
+        if size == known:
+            if size == 0:
+                self._last_seq, self._last_hash = 0, GENESIS_HASH
+            self._end = size
+            return
+        start = _line_start(fd, known, size - 1)
+        last = _entry_from_line(os.pread(fd, size - 1 - start, start), self.name, "last line")
+        self._last_seq, self._last_hash, self._end = last.seq, last.hash, size
+
+    def adopt(self, lines: Iterable[str], source: str) -> int:
+        """Write ``lines`` (the old ``audit`` table, in seq order) into the journal,
+        durably, before the table is dropped: into an empty journal, or completing
+        an earlier copy that was interrupted. Returns how many lines there were."""
+        fd = self.fd
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            size = os.fstat(fd).st_size
+            pos = count = 0
+            batch: list[str] = []
+            for line in lines:
+                batch.append(line)
+                count += 1
+                if len(batch) == _ADOPT_BATCH:
+                    pos = self._adopt_batch(batch, pos, size, source)
+                    batch.clear()
+            pos = self._adopt_batch(batch, pos, size, source)
+            if count and pos < size:
+                raise self._not_adoptable(source)
+            if count:
+                os.fsync(fd)  # whatever the synchronous setting: the table goes next
+                if self.path is not None:
+                    _sync_directory(self.path)
+            self._end = -1
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        return count
+
+    def _adopt_batch(self, batch: list[str], pos: int, size: int, source: str) -> int:
+        data = "".join(batch).encode()
+        if pos < size:  # the file already holds bytes here: they must be these
+            have = os.pread(self.fd, min(len(data), size - pos), pos)
+            if data[: len(have)] != have:
+                raise self._not_adoptable(source)
+            data, pos = data[len(have) :], pos + len(have)
+        if data:
+            _write_all(self.fd, data)
+        return pos + len(data)
+
+    def _not_adoptable(self, source: str) -> StoreError:
+        return StoreError(
+            f"cannot move the audit table of {source} into {self.name}: the journal already "
+            "holds other entries; move the journal aside and open the store again"
+        )
+
+    def read(self, fd: int, session_id: str | None, after_seq: int) -> list[AuditEntry]:
+        """The entries in ``fd`` (a dup of ``self.fd``), complete lines only: bytes past
+        the last newline are a write in progress, or a torn one nobody acknowledged."""
+        end = _line_start(fd, 0, os.fstat(fd).st_size)
+        # A session's entries contain its id as JSON text: other lines are skipped
+        # without parsing (a false positive is filtered after parsing).
+        needle = None if session_id is None else _json_str(session_id).encode()
+        entries: list[AuditEntry] = []
+        number = 0
+        pos = 0
+        rest = b""
+        while pos < end:
+            chunk = os.pread(fd, min(_READ_CHUNK, end - pos), pos)
+            if not chunk:
+                raise StoreError(
+                    f"audit journal {self.name} was cut short while being read; read it again"
+                )
+            pos += len(chunk)
+            lines = (rest + chunk).split(b"\n")
+            rest = lines.pop()
+            for line in lines:
+                number += 1
+                if needle is not None and needle not in line:
+                    continue
+                entry = _entry_from_line(line, self.name, f"line {number}")
+                if entry.seq > after_seq and (session_id is None or entry.session_id == session_id):
+                    entries.append(entry)
+        entries.sort(key=_by_seq)  # written in seq order: this only orders an edited file
+        return entries
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
 # -- SQLite ---------------------------------------------------------------------------
 
 
 class SqliteStore:
-    """The state store in one SQLite file (or in memory), for a single gateway node."""
+    """The state store in one SQLite file (or in memory), for a single gateway node.
+
+    Sessions, seen token ids and grants are SQLite tables. The audit chain is the
+    journal ``<path>.audit.jsonl`` beside the file (``journal_path``; an unlinked
+    temporary file for ``:memory:``): one line per entry, UTF-8, ``\\n``-terminated.
+    Each line is a JSON object with exactly the entry's fields: its canonical body
+    (sorted keys data, kind, prev_hash, ref, seq, session_id, ts; ``data`` is the
+    data object itself) with ``"hash"`` added last. The line without that last
+    member is the text the hash was taken over: hash = sha256(prev_hash + body).
+    ``signoff gateway audit verify`` reads and verifies it.
+
+    Appending takes an exclusive ``flock`` on the journal, learns the last entry
+    from the file if another process (the grant CLI, a second gateway) appended
+    since, chains the entries and writes them with one ``os.write``. A file that
+    does not end in a newline was torn by a writer that died mid-write: those bytes
+    were never acknowledged, so the next appender cuts them off (one warning).
+
+    Durability follows ``synchronous``: OFF and NORMAL write without fsync, which
+    survives the gateway crashing (not the machine), like SQLite's WAL with NORMAL;
+    FULL and EXTRA ``fdatasync`` the journal after each append.
+    """
 
     def __init__(
         self, path: str, *, synchronous: str = "NORMAL", busy_timeout_ms: int = 5000
@@ -473,8 +819,11 @@ class SqliteStore:
                 f"sqlite synchronous must be NORMAL, FULL, EXTRA or OFF, not {synchronous!r}"
             )
         self.path = path
+        in_memory = path in {"", ":memory:"}  # "": SQLite's private temporary database
+        self.journal_path: str | None = None if in_memory else path + JOURNAL_SUFFIX
         self._lock = threading.RLock()
         self._last_purge = 0.0
+        self._journal: _Journal | None = None
         try:
             conn = sqlite3.connect(
                 path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000
@@ -483,27 +832,48 @@ class SqliteStore:
             raise StoreError(f"cannot open the state store file {path}: {exc}") from exc
         self._conn: sqlite3.Connection | None = conn
         try:
+            self._journal = _Journal(
+                self.journal_path, sync=synchronous.upper() in {"FULL", "EXTRA"}
+            )
             conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-            if path != ":memory:":
+            if not in_memory:
                 conn.execute("PRAGMA journal_mode = WAL")
             conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
-            self._migrate(conn)
-        except sqlite3.Error as exc:
+            self._migrate(conn, self._journal)
+        except BaseException as exc:
             conn.close()
             self._conn = None
-            raise StoreError(f"cannot open the state store file {path}: {exc}") from exc
+            if self._journal is not None:
+                self._journal.close()
+                self._journal = None
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"cannot open the state store file {path}: {exc}") from exc
+            if isinstance(exc, OSError):
+                raise StoreError(
+                    f"cannot open the audit journal {self.journal_path or '(in memory)'}: "
+                    f"{exc.strerror or exc}"
+                ) from exc
+            raise
 
     # plumbing
 
-    def _migrate(self, conn: sqlite3.Connection) -> None:
+    def _migrate(self, conn: sqlite3.Connection, journal: _Journal) -> None:
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
             row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
             current = int(row[0]) if row and row[0] is not None else 0
-            if current > SCHEMA_VERSION:
-                raise _newer_schema(current)
-            for version in range(current + 1, SCHEMA_VERSION + 1):
+            if current > SQLITE_SCHEMA_VERSION:
+                raise _newer_schema(current, SQLITE_SCHEMA_VERSION)
+            for version in range(current + 1, SQLITE_SCHEMA_VERSION + 1):
+                if version == 2:
+                    # Schema 1 kept the chain in an ``audit`` table: it moves into the
+                    # journal (durably) before the table is dropped, in this transaction,
+                    # so a crash in between leaves the table for the next open to move.
+                    rows = conn.execute(f"SELECT {_AUDIT_COLUMNS} FROM audit ORDER BY seq")
+                    moved = journal.adopt(map(_row_line, rows), self.path)
+                    if moved:
+                        _log.info("moved %d audit entries into %s", moved, journal.name)
                 for statement in _SQLITE_MIGRATIONS[version]:
                     conn.execute(statement)
                 conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
@@ -649,46 +1019,33 @@ class SqliteStore:
         return [row[0] for row in self._append_prepared(_prepare(entries, decode=False))]
 
     def _append_prepared(self, prepared: Sequence[_Prepared]) -> list[tuple[Any, ...]]:
-        # self._write() spelled out: this is the audit log's hot path.
-        with self._lock:
-            conn = self._conn
-            if conn is None:
+        with self._lock:  # threads; the journal's flock orders processes
+            journal = self._journal
+            if journal is None:
                 raise StoreError("the state store is closed")
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                # Re-read under the write lock: another process (the grant CLI, a
-                # second gateway) may have appended since this one last did.
-                last = conn.execute(_SQLITE_LAST_AUDIT).fetchone()
-                last_seq, last_hash = (0, GENESIS_HASH) if last is None else (last[0], last[1])
-                rows = _chain_rows(prepared, last_seq, last_hash, _now_rfc3339())
-                conn.executemany(_SQLITE_INSERT_AUDIT, rows)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        return rows
+            return journal.append(prepared)
 
     def entries(self, *, session_id: str | None = None, after_seq: int = 0) -> list[AuditEntry]:
-        with self._read() as conn:
-            if session_id is None:
-                rows = conn.execute(
-                    f"SELECT {_AUDIT_COLUMNS} FROM audit WHERE seq > ? ORDER BY seq",
-                    (after_seq,),
-                ).fetchall()
-            else:
-                rows = conn.execute(
-                    f"SELECT {_AUDIT_COLUMNS} FROM audit WHERE session_id = ? AND seq > ? "
-                    "ORDER BY seq",
-                    (session_id, after_seq),
-                ).fetchall()
-        return [_entry_from_row(row) for row in rows]
+        """The journal's entries in seq order. Read from a duplicate descriptor without
+        the store's lock, so a long read never holds up the appenders."""
+        with self._lock:
+            journal = self._journal
+            if journal is None:
+                raise StoreError("the state store is closed")
+            fd = os.dup(journal.fd)
+        try:
+            return journal.read(fd, session_id, after_seq)
+        finally:
+            os.close(fd)
 
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+            if self._journal is not None:
+                self._journal.close()
+                self._journal = None
 
 
 # -- PostgreSQL -----------------------------------------------------------------------
@@ -795,9 +1152,9 @@ class PostgresStore:
             conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)")
             row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
             current = int(row[0]) if row and row[0] is not None else 0
-            if current > SCHEMA_VERSION:
-                raise _newer_schema(current)
-            for version in range(current + 1, SCHEMA_VERSION + 1):
+            if current > POSTGRES_SCHEMA_VERSION:
+                raise _newer_schema(current, POSTGRES_SCHEMA_VERSION)
+            for version in range(current + 1, POSTGRES_SCHEMA_VERSION + 1):
                 for statement in _POSTGRES_MIGRATIONS[version]:
                     conn.execute(statement)
                 conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
@@ -971,8 +1328,12 @@ def _open_sqlite(url: str) -> SqliteStore:
     path = urllib.parse.unquote(parts.path)
     if path == "/:memory:":
         path = ":memory:"
-    elif not path.startswith("/") or path == "/":
+    elif not path.startswith("/") or not path.strip("/"):
         raise StoreError("a sqlite state store URL needs an absolute path: sqlite:///abs/path.db")
+    else:
+        # sqlite:////abs/path.db (the SQLAlchemy spelling) names the same file: one
+        # slash, so messages and the journal's name show the path as written elsewhere.
+        path = "/" + path.lstrip("/")
     options = dict(urllib.parse.parse_qsl(parts.query))
     unknown = sorted(set(options) - {"synchronous", "busy_timeout"})
     if unknown:
