@@ -788,6 +788,8 @@ def print_table(results: list[Result], targets: Sequence[str], rounds: int) -> N
     print("-" * len(header))
     for flag, label in WORKLOADS:
         for protocol in PROTOCOLS:
+            if not any(r.workload == flag and r.protocol == protocol for r in results):
+                continue  # not asked for (--workload / --protocol)
             picked = {
                 name: _median(
                     [
@@ -813,6 +815,8 @@ def print_table(results: list[Result], targets: Sequence[str], rounds: int) -> N
     )
     for flag, label in WORKLOADS:
         for protocol in PROTOCOLS:
+            if not any(r.workload == flag and r.protocol == protocol for r in results):
+                continue  # not asked for (--workload / --protocol)
             parts = []
             for name in targets:
                 run_ = _median(
@@ -903,8 +907,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--profile-out", type=Path, default=None, help="where to keep py-spy's collapsed stacks"
     )
+    parser.add_argument(
+        "--workload",
+        action="append",
+        choices=("S", "N"),
+        help="only this workload (repeatable; default: both)",
+    )
+    parser.add_argument(
+        "--protocol",
+        action="append",
+        choices=PROTOCOLS,
+        help="only this protocol (repeatable; default: both)",
+    )
     args = parser.parse_args(argv)
     args.profile = args.profile or args.profile_only
+    workloads = [w for w in WORKLOADS if args.workload is None or w[0][1:] in args.workload]
+    protocols = [p for p in PROTOCOLS if args.protocol is None or p in args.protocol]
     args.profile_workload = "-" + args.profile_workload.lstrip("-")
     if args.clients < 1 or args.duration < 1 or args.jobs < 1 or args.rounds < 1:
         parser.error("--clients, --duration, --jobs and --rounds must be positive")
@@ -973,8 +991,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             results: list[Result] = []
             cell = 0
             for round_ in range(0 if args.profile_only else args.rounds):
-                for flag, _ in WORKLOADS:
-                    for protocol in PROTOCOLS:
+                for flag, _ in workloads:
+                    for protocol in protocols:
                         order = names[cell % len(names) :] + names[: cell % len(names)]
                         cell += 1
                         for name in order:
