@@ -458,6 +458,7 @@ def pgbench_command(
         protocol,
         workload,
         "-n",
+        *(["-R", str(args.rate)] if args.rate else []),
         target.dbname,
     ]
 
@@ -908,6 +909,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--profile-out", type=Path, default=None, help="where to keep py-spy's collapsed stacks"
     )
     parser.add_argument(
+        "--rate",
+        type=int,
+        default=0,
+        help="pgbench -R: a fixed rate (tps) instead of flat out; compares CPU per "
+        "transaction at equal load",
+    )
+    parser.add_argument(
         "--workload",
         action="append",
         choices=("S", "N"),
@@ -1068,6 +1076,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             text = (verify.stdout + verify.stderr).strip()
             print(f"\n{text}")
+            with contextlib.suppress(OSError):  # the gateway's totals, logged at exit
+                for line in gateway.proc.log.read_text(errors="replace").splitlines():
+                    if "audit log:" in line:
+                        print(line.partition("audit log:")[1] + line.partition("audit log:")[2])
             if verify.returncode != 0:
                 failures.append(f"audit verify exited {verify.returncode}: {text}")
             transactions = sum(r.transactions for r in results if r.target == "gateway")

@@ -162,14 +162,35 @@ def test_service_caches_only_allowed_plain_reads(tmp_path: Path) -> None:
                 assert got == want, sql
         analysis = service._analyses["so_1"]
         assert len(analysis.allowed_reads) == 2  # one shape, in and out of a transaction
-        # Each exact text too (4: two texts, in and out of a transaction), and a
+        # The first text of the shape by its exact text too (in and out of a
+        # transaction; the second is decided from the shape alone), and a
         # repeated text gets the very decision a full analysis gives.
-        assert set(analysis.allowed_texts) == {(r, t) for r in reads for t in (False, True)}
-        (again,) = service.decide(session, reads[2], in_transaction=True)
-        assert again == decide(reads[2], in_transaction=True)[0]
+        assert set(analysis.allowed_texts) == {(reads[0], t) for t in (False, True)}
+        (again,) = service.decide(session, reads[0], in_transaction=True)
+        assert again == decide(reads[0], in_transaction=True)[0]
+        # One literal mask (in and out of a transaction); another literal value
+        # (or leading space and a semicolon: another mask, the same fingerprint)
+        # decided from it gives what a full analysis gives.
+        assert set(analysis.allowed_shapes) == {
+            ("SELECT abalance FROM pgbench_accounts WHERE aid = ?", t) for t in (False, True)
+        }
+        for sql in (
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 77",
+            "SELECT abalance FROM pgbench_accounts WHERE aid = '77'",
+            "  SELECT abalance FROM pgbench_accounts WHERE aid = 78;",
+            "-- signoff: allow SO302 because test\nSELECT abalance FROM pgbench_accounts "
+            "WHERE aid = 79",
+        ):
+            for in_transaction in (True, False):
+                (got,) = service.decide(session, sql, in_transaction=in_transaction)
+                assert got == decide(sql, in_transaction=in_transaction)[0], sql
+        # + the "  ...;" mask; a statement with a comment is never cached (a
+        # directive in it changes the findings, not the fingerprint).
+        assert len(analysis.allowed_shapes) == 4
         two = "SELECT 1 FROM t; SELECT 2 FROM t"
         assert len(service.decide(session, two, in_transaction=False)) == 2
         assert (two, False) not in analysis.allowed_texts  # only a single statement's text
+        assert ("SELECT ? FROM t; SELECT ? FROM t", False) not in analysis.allowed_shapes
         for _ in range(2):
             (drop,) = service.decide(session, "DROP TABLE visits", in_transaction=False)
             assert drop.decision is AuditDecision.BLOCKED

@@ -75,3 +75,54 @@ def test_comments_do_not_change_the_fingerprint_but_change_the_sha256() -> None:
     plain, commented = split_statements("DROP TABLE a; -- x\n/* why */ DROP TABLE a;")
     assert plain.fingerprint == commented.fingerprint
     assert plain.sha256 != commented.sha256
+
+
+SHAPES = [
+    "SELECT abalance FROM pgbench_accounts WHERE aid = 1",
+    "  SELECT abalance FROM pgbench_accounts WHERE aid = 1;",
+    "\n\t-- signoff: allow SO301 because tiny\nSELECT 1 FROM t;  -- trailing\n",
+    "/* lead */ SELECT 'a;b', E'x\\'y', $1, 1.5e3, x'FF', B'101', N'n', $$b$$ FROM t;",
+    "SELECT 1; SELECT 2",
+    "SELECT 1;;",
+    ";SELECT 1",
+    ";",
+    "   ",
+    "-- only a comment",
+]
+
+
+def test_single_statement_text_is_what_the_split_gives() -> None:
+    from runner.plan.statements import single_statement_text, tokenize
+
+    singles = []
+    for sql in SHAPES:
+        text = single_statement_text(sql, tokenize(sql))
+        if text is not None:  # never a different answer; None is only a slower path
+            assert [s.text for s in split_statements(sql)] == [text], sql
+            singles.append(sql)
+    assert singles == SHAPES[:4]
+
+
+def test_literal_mask_keeps_everything_but_literal_values() -> None:
+    from runner.plan.statements import literal_mask, tokenize
+
+    def mask(sql: str) -> str:
+        return literal_mask(sql, tokenize(sql))
+
+    assert mask("SELECT a FROM t WHERE aid = 123456;") == "SELECT a FROM t WHERE aid = ?;"
+    assert mask("SELECT 'it''s', E'x\\'y', x'FF', $1, $$body$$ FROM t") == (
+        "SELECT ?, ?, ?, ??, $$body$$ FROM t"  # dollar bodies are kept: code, not data
+    )
+    # Same literals, different anything else: different masks (a finer key than
+    # the fingerprint, which ignores spacing and case).
+    assert mask("SELECT a FROM t WHERE x = 1") != mask("SELECT a FROM t WHERE y = 1")
+    assert mask("SELECT a FROM t WHERE x = 1") != mask("select a from t where x = 1")
+    assert mask("SELECT 1 -- signoff: allow SO301 because x") != mask("SELECT 1")
+    # Same mask implies the same fingerprint.
+    for a, b in [
+        ("SELECT a FROM t WHERE x = 1", "SELECT a FROM t WHERE x = 'two'"),
+        ("SELECT $1, 2.5e3", "SELECT $22, 7"),
+    ]:
+        assert mask(a) == mask(b)
+        (ra,), (rb,) = split_statements(a), split_statements(b)
+        assert ra.fingerprint == rb.fingerprint

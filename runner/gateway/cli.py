@@ -8,6 +8,7 @@ Heavy imports (FastAPI, uvicorn) happen inside the commands that need them, so
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -57,6 +58,12 @@ def serve(config_path: Path) -> None:
         _fail(str(error))
     from runner.gateway.serve import run
 
+    # The gateway's own log lines (audit write failures, a repaired journal, the
+    # audit totals at exit) go to stderr; uvicorn's are set up by uvicorn.
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("uvicorn").propagate = False
     click.echo(
         f"signoff gateway: http://{config.http_host}:{config.http_port} "
         f"postgresql://{config.pg_host}:{config.pg_port}",

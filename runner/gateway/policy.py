@@ -11,7 +11,9 @@ Speed: a plain read (SELECT with no data-modifying or locking keyword) is
 judged the same whatever its literal values, so its findings are cached by
 fingerprint, and so is an ALLOW decision on it (a decision that needs or
 uses a grant never is), also by its exact text when the text is that one
-statement (not even split again); everything else is analysed every time.
+statement (not even tokenized again) and by the text's literal mask (the text
+with its literals replaced by ``?``: only tokenized, not split and
+fingerprinted); everything else is analysed every time.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlglot.tokenizer_core import TokenType
+from sqlglot.tokenizer_core import Token, TokenType
 
 from runner.gateway.config import RoleConfig
 from runner.gateway.model import AuditDecision, Grant, StatementDecision, Verdict
@@ -59,8 +61,10 @@ _TEXT_CACHE_MAX_CHARS = 2048
 
 
 def plain_read(raw: RawStatement) -> bool:
+    """A SELECT that reads only, with no comment: a comment may hold a signoff
+    directive, which changes the findings but not the fingerprint."""
     tokens = raw.tokens
-    if not tokens or tokens[0].token_type is not TokenType.SELECT:
+    if not tokens or tokens[0].token_type is not TokenType.SELECT or raw.comments:
         return False
     return not any(t.token_type in _NOT_A_PLAIN_READ for t in tokens)
 
@@ -83,6 +87,12 @@ class SessionAnalysis:
     # (exact text, in_transaction) -> the ALLOW decision on that text, when it is
     # one plain read: a repeated text (a driver's prepared statement) is not even split.
     allowed_texts: dict[tuple[str, bool], StatementDecision] = field(default_factory=dict)
+    # (literal mask of the text, in_transaction) -> (fingerprint, findings JSON) of
+    # one plain read the role allowed: the same query with other literal values
+    # (a client that inlines them) is only tokenized, not split and fingerprinted.
+    allowed_shapes: dict[tuple[str, bool], tuple[str, tuple[Mapping[str, Any], ...]]] = field(
+        default_factory=dict
+    )
 
     @classmethod
     def start(
@@ -125,6 +135,31 @@ class SessionAnalysis:
         texts[(sql, in_transaction)] = decision
         if len(texts) > _TEXT_CACHE_SIZE:
             del texts[next(iter(texts))]
+
+    def allowed_shape(
+        self, mask: str, *, in_transaction: bool
+    ) -> tuple[str, tuple[Mapping[str, Any], ...]] | None:
+        """(fingerprint, findings JSON) of the allowed plain read whose text has this
+        literal mask, keeping the session in step; None: split and decide it."""
+        known = self.allowed_shapes.get((mask, in_transaction))
+        if known is None:
+            return None
+        self._sync_transaction(in_transaction)
+        if self.analysis.context.enum_labels_added:
+            return None  # plain reads are analysed again from here on (read_key)
+        return known
+
+    def remember_allowed_shape(
+        self, mask: str, decision: StatementDecision, *, in_transaction: bool
+    ) -> None:
+        """Remember an ALLOW decision on one plain read by its text's literal mask (the
+        caller checked: read_key gave a key and no grant was involved)."""
+        if len(mask) > _TEXT_CACHE_MAX_CHARS:
+            return
+        shapes = self.allowed_shapes
+        shapes[(mask, in_transaction)] = (decision.fingerprint, decision.findings)
+        if len(shapes) > _TEXT_CACHE_SIZE:
+            del shapes[next(iter(shapes))]
 
     def allowed_read(self, key: tuple[str, bool]) -> tuple[Mapping[str, Any], ...] | None:
         """The findings (as JSON) of a plain read this session's role allowed."""
@@ -236,5 +271,5 @@ def decide_statement(
     )
 
 
-def split(sql: str) -> list[RawStatement]:
-    return split_statements(sql)
+def split(sql: str, *, tokens: list[Token] | None = None) -> list[RawStatement]:
+    return split_statements(sql, tokens=tokens)

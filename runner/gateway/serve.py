@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import signal
 import ssl
 import threading
 from collections.abc import Callable
@@ -16,6 +18,8 @@ from runner.gateway.config import GatewayConfig
 from runner.gateway.pgproxy import PgProxy, ProxyConfig
 from runner.gateway.service import GatewayService
 from runner.gateway.store import open_store
+
+_log = logging.getLogger("signoff.gateway")
 
 
 def _ssl_context(config: GatewayConfig) -> ssl.SSLContext | None:
@@ -41,7 +45,16 @@ async def serve(
     running: RunningGateway | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
-    """Serve until ``stop`` is set (or, without one, until the process is signalled)."""
+    """Serve until ``stop`` is set (or, without one, until SIGINT or SIGTERM)."""
+    if stop is None and threading.current_thread() is threading.main_thread():
+        # Our own handlers, so a signal ends in the shutdown below (connections
+        # closed and their ends recorded, the audit writer flushed): uvicorn
+        # re-raises the signal it caught once it has stopped, which with the
+        # default SIGTERM disposition would kill the process first.
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
     store = open_store(config.state_url)
     service = GatewayService(config, store)
     proxy = PgProxy(
@@ -85,6 +98,13 @@ async def serve(
         await proxy.stop()
         service.close()
         store.close()
+        stats = service.writer.stats
+        _log.info(
+            "audit log: %d entries in %d commits (%d appends)",
+            stats.entries,
+            stats.batches,
+            stats.requests,
+        )
 
 
 def run(config: GatewayConfig) -> None:

@@ -15,6 +15,9 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
+from sqlglot.errors import TokenError
+from sqlglot.tokenizer_core import Token
+
 from runner.errors import DatabaseError
 from runner.gateway.auditlog import AuditWriter
 from runner.gateway.config import AccessRule, GatewayConfig
@@ -37,7 +40,8 @@ from runner.gateway.model import (
 )
 from runner.gateway.oidc import OidcValidator, TokenRejected, claims_match
 from runner.gateway.policy import SessionAnalysis, decide_statement, split
-from runner.plan.model import canonical_json
+from runner.plan.model import canonical_json, sha256_hex
+from runner.plan.statements import literal_mask, single_statement_text, tokenize
 
 _ALLOWED = AuditDecision.ALLOWED
 _json_text: Callable[[str], str] = json.encoder.encode_basestring
@@ -271,7 +275,24 @@ class GatewayService:
             known = analysis.allowed_text(sql, in_transaction=in_transaction)
             if known is not None:
                 return [known]
-            statements = split(sql)
+            try:
+                tokens: list[Token] | None = tokenize(sql)
+            except TokenError:
+                tokens = None  # split turns it into an unanalysable statement
+            mask = None
+            if tokens is not None:
+                mask = literal_mask(sql, tokens)
+                shape = analysis.allowed_shape(mask, in_transaction=in_transaction)
+                text = single_statement_text(sql, tokens) if shape is not None else None
+                if shape is not None and text is not None:
+                    fingerprint, findings_json = shape
+                    return [
+                        StatementDecision(
+                            text, sha256_hex(text), fingerprint, findings_json, _ALLOWED
+                        )
+                    ]
+            statements = split(sql, tokens=tokens)
+            single = len(statements) == 1
             for raw in statements:
                 key = analysis.read_key(raw, in_transaction=in_transaction)
                 if key is not None:
@@ -280,10 +301,8 @@ class GatewayService:
                         decision = StatementDecision(
                             raw.text, raw.sha256, raw.fingerprint, allowed, _ALLOWED
                         )
-                        if len(statements) == 1:
-                            analysis.remember_allowed_text(
-                                sql, decision, in_transaction=in_transaction
-                            )
+                        if single:
+                            self._remember(analysis, sql, mask, decision, in_transaction)
                         decisions.append(decision)
                         continue
                 _, findings = analysis.findings(raw, in_transaction=in_transaction)
@@ -300,10 +319,23 @@ class GatewayService:
                 )
                 if key is not None and decision.decision is _ALLOWED and decision.grant is None:
                     analysis.remember_allowed(key, decision.findings)
-                    if len(statements) == 1:
-                        analysis.remember_allowed_text(sql, decision, in_transaction=in_transaction)
+                    if single:
+                        self._remember(analysis, sql, mask, decision, in_transaction)
                 decisions.append(decision)
         return decisions
+
+    @staticmethod
+    def _remember(
+        analysis: SessionAnalysis,
+        sql: str,
+        mask: str | None,
+        decision: StatementDecision,
+        in_transaction: bool,
+    ) -> None:
+        """An ALLOW on ``sql``, one plain read: by its exact text and its literal mask."""
+        analysis.remember_allowed_text(sql, decision, in_transaction=in_transaction)
+        if mask is not None:
+            analysis.remember_allowed_shape(mask, decision, in_transaction=in_transaction)
 
     def submit_statements(
         self,

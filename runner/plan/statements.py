@@ -10,6 +10,7 @@ terminating semicolon is not.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -77,11 +78,12 @@ class RawStatement:
     # the tokens against it, so a statement is tokenized once, not twice.
     source_text: str = field(default="", compare=False, repr=False)
 
-    @property
+    # Computed once: the gateway reads both several times per statement.
+    @functools.cached_property
     def sha256(self) -> str:
         return sha256_hex(self.text)
 
-    @property
+    @functools.cached_property
     def fingerprint(self) -> str:
         if not self.tokens:
             return sha256_hex("unreadable:" + self.text)
@@ -124,15 +126,51 @@ def _normal_form(token: Token) -> str:
     return token.text.upper()
 
 
-def split_statements(sql: str, *, first_line: int = 1) -> list[RawStatement]:
-    """Split ``sql`` into statements.
+def literal_mask(sql: str, tokens: Sequence[Token]) -> str:
+    """``sql`` with each literal token (strings of every kind, numbers, parameters)
+    replaced by ``?``: everything else, comments and spacing included, verbatim.
+
+    Two texts with the same mask differ only in their literals' values, so they
+    have the same fingerprint (which also drops spacing and case): a finer key.
+    """
+    parts: list[str] = []
+    position = 0
+    for token in tokens:
+        if token.token_type in _LITERAL_TYPES:
+            parts.append(sql[position : token.start])
+            parts.append("?")
+            position = token.end + 1
+    parts.append(sql[position:])
+    return "".join(parts)
+
+
+def single_statement_text(sql: str, tokens: Sequence[Token]) -> str | None:
+    """The text ``split_statements(sql)`` gives when ``sql`` (tokenized as ``tokens``)
+    is one statement, with or without its semicolon; None otherwise."""
+    last = len(tokens) - 1
+    if last >= 0 and tokens[last].token_type is TokenType.SEMICOLON:
+        last -= 1
+    if last < 0:
+        return None
+    for index in range(last + 1):
+        if tokens[index].token_type is TokenType.SEMICOLON:
+            return None
+    start = len(sql) - len(sql.lstrip())
+    return sql[start : tokens[last].end + 1]
+
+
+def split_statements(
+    sql: str, *, first_line: int = 1, tokens: list[Token] | None = None
+) -> list[RawStatement]:
+    """Split ``sql`` into statements (``tokens``: its tokens, when already read).
 
     Text that cannot be tokenized (an unterminated string or comment) becomes one
     statement with no tokens, which the analysis reports as unanalysable: the
     split fails closed rather than guessing where statements end.
     """
     try:
-        tokens = tokenize(sql)
+        if tokens is None:
+            tokens = tokenize(sql)
     except TokenError as error:
         text = sql.strip()
         if not text:
