@@ -92,11 +92,11 @@ SHAPES = [
 
 
 def test_single_statement_text_is_what_the_split_gives() -> None:
-    from runner.plan.statements import single_statement_text, tokenize
+    from runner.plan.statements import literal_shape, tokenize
 
     singles = []
     for sql in SHAPES:
-        text = single_statement_text(sql, tokenize(sql))
+        _, text = literal_shape(sql, tokenize(sql))
         if text is not None:  # never a different answer; None is only a slower path
             assert [s.text for s in split_statements(sql)] == [text], sql
             singles.append(sql)
@@ -104,10 +104,10 @@ def test_single_statement_text_is_what_the_split_gives() -> None:
 
 
 def test_literal_mask_keeps_everything_but_literal_values() -> None:
-    from runner.plan.statements import literal_mask, tokenize
+    from runner.plan.statements import literal_shape, tokenize
 
     def mask(sql: str) -> str:
-        return literal_mask(sql, tokenize(sql))
+        return literal_shape(sql, tokenize(sql))[0]
 
     assert mask("SELECT a FROM t WHERE aid = 123456;") == "SELECT a FROM t WHERE aid = ?;"
     assert mask("SELECT 'it''s', E'x\\'y', x'FF', $1, $$body$$ FROM t") == (

@@ -285,11 +285,14 @@ def _plain_record(entry: AuditEntry) -> dict[str, Any]:
 _Deliver = Callable[[list[Any] | None, BaseException | None], None]
 
 
-@dataclass
+@dataclass(slots=True)
 class _Request:
     entries: list[NewEntry]
-    deliver: _Deliver = field(repr=False)
+    # How the result reaches the caller: ``deliver(result, error)``, or for the
+    # proxy's inline appends ``done(seqs)`` / ``done(None)`` (or nothing at all).
+    deliver: _Deliver | None = field(repr=False)
     seqs_only: bool = False
+    done: Callable[[list[int] | None], None] | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -383,6 +386,21 @@ class AuditWriter:
             if done is not None:
                 done([])
             return
+        if self._inline:
+            if self._closing:
+                raise RuntimeError("the audit writer is closed")
+            pending = self._inline_pending
+            if done is None and pending:
+                last = pending[-1]
+                if last.deliver is None and last.done is None:
+                    last.entries.extend(entries)  # nobody waits for either: one request
+                    return
+            pending.append(_Request(list(entries), None, True, done))
+            if not self._inline_scheduled:
+                self._inline_scheduled = True
+                loop = asyncio.get_running_loop()
+                loop.call_soon(loop.call_soon, self._flush_inline)
+            return
 
         def settle(result: list[Any] | None, error: BaseException | None) -> None:
             if error is not None:
@@ -390,15 +408,6 @@ class AuditWriter:
             if done is not None:
                 done(None if error is not None else (result or []))
 
-        if self._inline:
-            if self._closing:
-                raise RuntimeError("the audit writer is closed")
-            self._inline_pending.append(_Request(list(entries), settle, True))
-            if not self._inline_scheduled:
-                self._inline_scheduled = True
-                loop = asyncio.get_running_loop()
-                loop.call_soon(loop.call_soon, self._flush_inline)
-            return
         loop = asyncio.get_running_loop()
 
         def deliver(result: list[Any] | None, error: BaseException | None) -> None:
@@ -517,16 +526,26 @@ class AuditWriter:
         start = 0
         for request in good:
             end = start + len(request.entries)
-            part = written[start:end]
-            if request.seqs_only and entries_written:
-                part = [entry.seq for entry in part]
-            _safe_deliver(request, part, None)
+            if request.deliver is not None or request.done is not None:
+                part = written[start:end]
+                if request.seqs_only and entries_written:
+                    part = [entry.seq for entry in part]
+                _safe_deliver(request, part, None)
             start = end
 
 
 def _safe_deliver(request: _Request, result: list[Any] | None, error: BaseException | None) -> None:
-    with contextlib.suppress(Exception):  # a vanished caller must not stop the writer
-        request.deliver(result, error)
+    try:
+        if request.deliver is not None:
+            request.deliver(result, error)
+            return
+        if error is not None:
+            _log.warning("audit write failed: %s: %s", type(error).__name__, error)
+            result = None
+        if request.done is not None:
+            request.done(result)
+    except Exception:  # a vanished caller must not stop the writer
+        pass
 
 
 def _settle(

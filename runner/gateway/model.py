@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from runner.plan.model import canonical_json, sha256_hex
 
@@ -236,8 +236,7 @@ class CanonicalJson(str):
     __slots__ = ()
 
 
-@dataclass(frozen=True)
-class NewEntry:
+class NewEntry(NamedTuple):  # a tuple: made per statement on the proxy's hot path
     """An entry before the store gives it a seq, a timestamp and its hash."""
 
     kind: EntryKind
@@ -297,8 +296,7 @@ class Upstream:
     sslmode: str = "prefer"  # disable | prefer | require
 
 
-@dataclass(frozen=True)
-class StatementDecision:
+class StatementDecision(NamedTuple):  # a tuple: made per statement on the proxy's hot path
     """The gateway's decision on one statement, before it is forwarded."""
 
     text: str
@@ -314,8 +312,7 @@ class StatementDecision:
         return self.decision is AuditDecision.BLOCKED
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(NamedTuple):  # a tuple: made per statement on the proxy's hot path
     """What happened to a forwarded statement."""
 
     tag: str | None = None  # CommandComplete tag, e.g. "DELETE 3"

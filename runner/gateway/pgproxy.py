@@ -53,7 +53,7 @@ import struct
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from runner.gateway import upstream as upstream_mod
@@ -421,8 +421,7 @@ def _spent(decision: StatementDecision) -> StatementDecision:
     if decision.decision is not AuditDecision.APPROVED:
         return decision
     grant = decision.grant
-    return replace(
-        decision,
+    return decision._replace(
         decision=AuditDecision.BLOCKED,
         grant=None,
         reason=(
@@ -920,7 +919,7 @@ class _ClientConnection:
         status = "connection-lost"
         for seq, outcome in self.batch:
             if outcome.status == "completed":
-                outcome = replace(outcome, status=status)
+                outcome = outcome._replace(status=status)
             owed.append((seq, outcome))
         self.batch = []
         now = time.perf_counter()
@@ -930,7 +929,7 @@ class _ClientConnection:
                     if i < len(entry.results):
                         result = entry.results[i]
                         if result.status == "completed":
-                            result = replace(result, status=status)
+                            result = result._replace(status=status)
                         owed.append((seq, result))
                     elif entry.blocked_error is not None:
                         owed.append((seq, self._blocked_outcome(entry, i)))
@@ -1516,7 +1515,7 @@ class _ClientConnection:
                 )
             else:  # every statement completed: the implicit commit failed
                 head.results[:] = [
-                    replace(r, sqlstate=sqlstate, status="failed") if r.status == "completed" else r
+                    r._replace(sqlstate=sqlstate, status="failed") if r.status == "completed" else r
                     for r in head.results
                 ]
             return None
@@ -1524,7 +1523,7 @@ class _ClientConnection:
             self.batch = [
                 (
                     seq,
-                    replace(o, sqlstate=sqlstate, status="failed")
+                    o._replace(sqlstate=sqlstate, status="failed")
                     if o.status == "completed"
                     else o,
                 )

@@ -41,7 +41,7 @@ from runner.gateway.model import (
 from runner.gateway.oidc import OidcValidator, TokenRejected, claims_match
 from runner.gateway.policy import SessionAnalysis, decide_statement, split
 from runner.plan.model import canonical_json, sha256_hex
-from runner.plan.statements import literal_mask, single_statement_text, tokenize
+from runner.plan.statements import literal_shape, tokenize
 
 _ALLOWED = AuditDecision.ALLOWED
 _json_text: Callable[[str], str] = json.encoder.encode_basestring
@@ -281,9 +281,8 @@ class GatewayService:
                 tokens = None  # split turns it into an unanalysable statement
             mask = None
             if tokens is not None:
-                mask = literal_mask(sql, tokens)
+                mask, text = literal_shape(sql, tokens)
                 shape = analysis.allowed_shape(mask, in_transaction=in_transaction)
-                text = single_statement_text(sql, tokens) if shape is not None else None
                 if shape is not None and text is not None:
                     fingerprint, findings_json = shape
                     return [

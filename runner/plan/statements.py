@@ -126,37 +126,38 @@ def _normal_form(token: Token) -> str:
     return token.text.upper()
 
 
-def literal_mask(sql: str, tokens: Sequence[Token]) -> str:
-    """``sql`` with each literal token (strings of every kind, numbers, parameters)
-    replaced by ``?``: everything else, comments and spacing included, verbatim.
+def literal_shape(sql: str, tokens: Sequence[Token]) -> tuple[str, str | None]:
+    """(mask, text) of ``sql`` tokenized as ``tokens``, in one pass.
 
-    Two texts with the same mask differ only in their literals' values, so they
-    have the same fingerprint (which also drops spacing and case): a finer key.
+    The mask is ``sql`` with each literal token (strings of every kind, numbers,
+    parameters) replaced by ``?``, everything else (comments and spacing
+    included) verbatim: two texts with the same mask differ only in their
+    literals' values, so they have the same fingerprint (which also drops
+    spacing and case), a finer key. The text is what ``split_statements(sql)``
+    gives when ``sql`` is one statement, with or without its semicolon; None
+    otherwise.
     """
     parts: list[str] = []
     position = 0
+    semicolons = 0
     for token in tokens:
-        if token.token_type in _LITERAL_TYPES:
+        kind = token.token_type
+        if kind in _LITERAL_TYPES:
             parts.append(sql[position : token.start])
             parts.append("?")
             position = token.end + 1
+        elif kind is TokenType.SEMICOLON:
+            semicolons += 1
     parts.append(sql[position:])
-    return "".join(parts)
-
-
-def single_statement_text(sql: str, tokens: Sequence[Token]) -> str | None:
-    """The text ``split_statements(sql)`` gives when ``sql`` (tokenized as ``tokens``)
-    is one statement, with or without its semicolon; None otherwise."""
+    mask = "".join(parts)
     last = len(tokens) - 1
-    if last >= 0 and tokens[last].token_type is TokenType.SEMICOLON:
+    if semicolons and tokens[last].token_type is TokenType.SEMICOLON:
+        semicolons -= 1
         last -= 1
-    if last < 0:
-        return None
-    for index in range(last + 1):
-        if tokens[index].token_type is TokenType.SEMICOLON:
-            return None
+    if semicolons or last < 0:
+        return mask, None
     start = len(sql) - len(sql.lstrip())
-    return sql[start : tokens[last].end + 1]
+    return mask, sql[start : tokens[last].end + 1]
 
 
 def split_statements(
