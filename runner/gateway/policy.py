@@ -87,11 +87,11 @@ class SessionAnalysis:
     # (exact text, in_transaction) -> the ALLOW decision on that text, when it is
     # one plain read: a repeated text (a driver's prepared statement) is not even split.
     allowed_texts: dict[tuple[str, bool], StatementDecision] = field(default_factory=dict)
-    # (literal mask of the text, in_transaction) -> (fingerprint, findings JSON) of
+    # (literal mask of the text, made in C?, in_transaction) -> (fingerprint, findings JSON) of
     # one plain read the role allowed: the same query with other literal values
     # (a client that inlines them) is only tokenized, not split and fingerprinted.
-    allowed_shapes: dict[tuple[str, bool], tuple[str, tuple[Mapping[str, Any], ...]]] = field(
-        default_factory=dict
+    allowed_shapes: dict[tuple[str, bool, bool], tuple[str, tuple[Mapping[str, Any], ...]]] = (
+        field(default_factory=dict)
     )
 
     @classmethod
@@ -137,11 +137,12 @@ class SessionAnalysis:
             del texts[next(iter(texts))]
 
     def allowed_shape(
-        self, mask: str, *, in_transaction: bool
+        self, mask: str, *, native: bool, in_transaction: bool
     ) -> tuple[str, tuple[Mapping[str, Any], ...]] | None:
         """(fingerprint, findings JSON) of the allowed plain read whose text has this
-        literal mask, keeping the session in step; None: split and decide it."""
-        known = self.allowed_shapes.get((mask, in_transaction))
+        literal mask (``native``: made by runner._speedups, whose masks are kept apart
+        from sqlglot-token masks), keeping the session in step; None: split and decide it."""
+        known = self.allowed_shapes.get((mask, native, in_transaction))
         if known is None:
             return None
         self._sync_transaction(in_transaction)
@@ -150,14 +151,14 @@ class SessionAnalysis:
         return known
 
     def remember_allowed_shape(
-        self, mask: str, decision: StatementDecision, *, in_transaction: bool
+        self, mask: str, decision: StatementDecision, *, native: bool, in_transaction: bool
     ) -> None:
         """Remember an ALLOW decision on one plain read by its text's literal mask (the
         caller checked: read_key gave a key and no grant was involved)."""
         if len(mask) > _TEXT_CACHE_MAX_CHARS:
             return
         shapes = self.allowed_shapes
-        shapes[(mask, in_transaction)] = (decision.fingerprint, decision.findings)
+        shapes[(mask, native, in_transaction)] = (decision.fingerprint, decision.findings)
         if len(shapes) > _TEXT_CACHE_SIZE:
             del shapes[next(iter(shapes))]
 

@@ -16,6 +16,11 @@ from typing import Any
 from urllib.parse import quote
 
 from sqlglot.errors import TokenError
+
+try:
+    from runner import _speedups
+except ImportError:  # not built on this machine: the pure-Python twins run
+    _speedups = None  # type: ignore[assignment]
 from sqlglot.tokenizer_core import Token
 
 from runner.errors import DatabaseError
@@ -275,14 +280,25 @@ class GatewayService:
             known = analysis.allowed_text(sql, in_transaction=in_transaction)
             if known is not None:
                 return [known]
-            try:
-                tokens: list[Token] | None = tokenize(sql)
-            except TokenError:
-                tokens = None  # split turns it into an unanalysable statement
-            mask = None
-            if tokens is not None:
-                mask, text = literal_shape(sql, tokens)
-                shape = analysis.allowed_shape(mask, in_transaction=in_transaction)
+            # The literal mask: from C when it can read the text plainly (its masks
+            # are a keyspace of their own), else from sqlglot's tokens.
+            mask: str | None = None
+            text: str | None = None
+            native = False
+            tokens: list[Token] | None = None
+            if _speedups is not None:
+                plain = _speedups.literal_shape(sql)
+                if plain is not None:
+                    mask, text, native = plain[0], sql[plain[1] : plain[2]], True
+            if mask is None:
+                try:
+                    tokens = tokenize(sql)
+                except TokenError:
+                    tokens = None  # split turns it into an unanalysable statement
+                else:
+                    mask, text = literal_shape(sql, tokens)
+            if mask is not None:
+                shape = analysis.allowed_shape(mask, native=native, in_transaction=in_transaction)
                 if shape is not None and text is not None:
                     fingerprint, findings_json = shape
                     return [
@@ -301,7 +317,7 @@ class GatewayService:
                             raw.text, raw.sha256, raw.fingerprint, allowed, _ALLOWED
                         )
                         if single:
-                            self._remember(analysis, sql, mask, decision, in_transaction)
+                            self._remember(analysis, sql, mask, native, decision, in_transaction)
                         decisions.append(decision)
                         continue
                 _, findings = analysis.findings(raw, in_transaction=in_transaction)
@@ -319,7 +335,7 @@ class GatewayService:
                 if key is not None and decision.decision is _ALLOWED and decision.grant is None:
                     analysis.remember_allowed(key, decision.findings)
                     if single:
-                        self._remember(analysis, sql, mask, decision, in_transaction)
+                        self._remember(analysis, sql, mask, native, decision, in_transaction)
                 decisions.append(decision)
         return decisions
 
@@ -328,13 +344,16 @@ class GatewayService:
         analysis: SessionAnalysis,
         sql: str,
         mask: str | None,
+        native: bool,
         decision: StatementDecision,
         in_transaction: bool,
     ) -> None:
         """An ALLOW on ``sql``, one plain read: by its exact text and its literal mask."""
         analysis.remember_allowed_text(sql, decision, in_transaction=in_transaction)
         if mask is not None:
-            analysis.remember_allowed_shape(mask, decision, in_transaction=in_transaction)
+            analysis.remember_allowed_shape(
+                mask, decision, native=native, in_transaction=in_transaction
+            )
 
     def submit_statements(
         self,

@@ -48,6 +48,11 @@ from typing import Any
 import psycopg
 from psycopg import errors as pg_errors
 
+try:
+    from runner import _speedups
+except ImportError:  # not built on this machine: the pure-Python twins run
+    _speedups = None  # type: ignore[assignment]
+
 from runner.gateway.model import (
     GENESIS_HASH,
     AuditEntry,
@@ -648,9 +653,12 @@ class _Journal:
         self._last_seq = 0
         self._last_hash = GENESIS_HASH
 
-    def append(self, prepared: Sequence[_Prepared]) -> list[tuple[Any, ...]]:
+    def append(
+        self, prepared: Sequence[_Prepared], *, rows: bool = True
+    ) -> list[tuple[Any, ...]] | range:
         """Chain ``prepared`` after the file's last entry and write it: the caller holds
-        the store's lock (threads); the flock orders processes."""
+        the store's lock (threads); the flock orders processes. Returns the rows, or
+        with ``rows=False`` only the seqs (the lines may then be made in C)."""
         fd = self.fd
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -659,9 +667,20 @@ class _Journal:
                 if size != self._end:
                     self._catch_up(size)  # another process appended, or first use
                 start = self._end
-                lines: list[str] = []
-                rows = _chain_rows(prepared, self._last_seq, self._last_hash, _now_rfc3339(), lines)
-                data = "".join(lines).encode()
+                first_seq = self._last_seq + 1
+                written: list[tuple[Any, ...]] | range
+                if rows or _speedups is None:
+                    lines: list[str] = []
+                    written = _chain_rows(
+                        prepared, self._last_seq, self._last_hash, _now_rfc3339(), lines
+                    )
+                    data = "".join(lines).encode()
+                    last_hash = written[-1][7]
+                else:  # the same lines, made in C (tests/test_speedups.py compares them)
+                    data, last_hash = _speedups.chain_lines(
+                        list(prepared), self._last_seq, self._last_hash, _now_rfc3339()
+                    )
+                    written = range(first_seq, first_seq + len(prepared))
                 # Unknown until the write is complete: after a failure, whatever
                 # reached the file is re-read (a torn tail cut) by the next append.
                 self._end = -1
@@ -669,8 +688,7 @@ class _Journal:
                 if self._sync:
                     _datasync(fd)
                 self._end = start + len(data)
-                last = rows[-1]
-                self._last_seq, self._last_hash = last[0], last[7]
+                self._last_seq, self._last_hash = first_seq + len(prepared) - 1, last_hash
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         except OSError as exc:
@@ -678,7 +696,7 @@ class _Journal:
             raise StoreError(
                 f"cannot append to the audit journal {self.name}: {exc.strerror or exc}"
             ) from exc
-        return rows
+        return written
 
     def _catch_up(self, size: int) -> None:
         """Under the flock: cut a torn tail, then learn the last entry from the file."""
@@ -1009,21 +1027,26 @@ class SqliteStore:
         if not entries:
             return []
         prepared = _prepare(entries)
-        return _entries(prepared, self._append_prepared(prepared))
+        rows = self._append_prepared(prepared, rows=True)
+        assert not isinstance(rows, range)
+        return _entries(prepared, rows)
 
     def append_seqs(self, entries: Sequence[NewEntry]) -> list[int]:
         """``append`` for a caller that needs only the seqs: the same rows and chain,
         no entry objects built (the audit writer's hot path)."""
         if not entries:
             return []
-        return [row[0] for row in self._append_prepared(_prepare(entries, decode=False))]
+        written = self._append_prepared(_prepare(entries, decode=False), rows=False)
+        return list(written) if isinstance(written, range) else [row[0] for row in written]
 
-    def _append_prepared(self, prepared: Sequence[_Prepared]) -> list[tuple[Any, ...]]:
+    def _append_prepared(
+        self, prepared: Sequence[_Prepared], *, rows: bool
+    ) -> list[tuple[Any, ...]] | range:
         with self._lock:  # threads; the journal's flock orders processes
             journal = self._journal
             if journal is None:
                 raise StoreError("the state store is closed")
-            return journal.append(prepared)
+            return journal.append(prepared, rows=rows)
 
     def entries(self, *, session_id: str | None = None, after_seq: int = 0) -> list[AuditEntry]:
         """The journal's entries in seq order. Read from a duplicate descriptor without

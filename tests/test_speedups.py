@@ -1,0 +1,197 @@
+"""runner._speedups (C) against its pure-Python twins, on the same inputs.
+
+* ``literal_shape``: whenever C answers, the statement text is the one the
+  splitter gives, and texts that share a C mask share a fingerprint (what makes
+  the mask a sound cache key). Texts C cannot read plainly get None.
+* ``chain_lines``: the journal lines and the last hash are byte for byte what
+  ``store._chain_rows`` makes, and hashlib agrees with its SHA-256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections import defaultdict
+
+import pytest
+
+from runner.gateway.model import CanonicalJson, EntryKind
+from runner.gateway.store import _chain_rows
+from runner.plan.statements import split_statements, tokenize
+
+speedups = pytest.importorskip("runner._speedups", reason="runner._speedups is not built here")
+
+# Statements C must read plainly, each with the mask it must give.
+PLAIN = {
+    "SELECT abalance FROM pgbench_accounts WHERE aid = 123456;": (
+        "SELECT abalance FROM pgbench_accounts WHERE aid = ?;"
+    ),
+    "  select a, 'it''s', 1.5e3, 2E-7 from t where x::int >= -4  ;  ": (
+        "  select a, ?, ?, ? from t where x::int >= -?  ;  "
+    ),
+    "SELECT a FROM t WHERE b = $1 AND c >= $12": "SELECT a FROM t WHERE b = ? AND c >= ?",
+    'SELECT "Weird ""name""", t.c FROM s.t WHERE c <> \'\' AND d = 5': (
+        'SELECT "Weird ""name""", t.c FROM s.t WHERE c <> ? AND d = ?'
+    ),
+    "SELECT count(*) FROM t WHERE a IN (1, 2, 3) OR b ~ 'x.*'": (
+        "SELECT count(*) FROM t WHERE a IN (?, ?, ?) OR b ~ ?"
+    ),
+    "UPDATE t SET a = a + 1 WHERE id = 7": "UPDATE t SET a = a + ? WHERE id = ?",
+}
+
+# Texts C must leave to sqlglot (None), and why.
+NOT_PLAIN = [
+    "SELECT 1 -- signoff: allow SO301 because x",  # a comment may hold a directive
+    "/* c */ SELECT 1",
+    "SELECT E'a\\nb'",  # prefixed strings
+    "SELECT U&'d\\0061t'",
+    "SELECT B'101', X'FF', N'n'",
+    "SELECT 'back\\slash'",  # depends on standard_conforming_strings
+    "SELECT $$body$$",  # dollar quotes
+    "SELECT $tag$ x $tag$",
+    "SELECT 'é'",  # non-ASCII
+    "SELECT 1; SELECT 2",  # two statements
+    "SELECT 1;;",
+    ";SELECT 1",
+    "SELECT .5",  # number forms the real tokenizer decides
+    "SELECT 1.",
+    "SELECT 1e",
+    "SELECT 1_000",
+    "SELECT 0x1F",
+    "SELECT 12abc",
+    "SELECT 'unterminated",
+    'SELECT "unterminated',
+    "SELECT `x`",
+    "SELECT a\\b",
+    "SELECT 'a'b",
+    "SELECT 1\x01",
+    "SELECT $1 = ''",  # sqlglot cannot tokenize this one: the full analysis decides
+    "SELECT a FROM t WHERE b = $1 AND c = 'x'",
+    "SELECT e$x FROM t",  # sqlglot may read a $ in a word as a dollar quote
+    "SELECT @ 3.14",  # sqlglot reads "@ 3.14" as a parameter, "3", ".", "14"
+    "SELECT # 1",
+    "SELECT ? FROM t",
+    "",
+    "   ",
+    ";",
+]
+
+
+@pytest.mark.parametrize("sql", list(PLAIN), ids=range(len(PLAIN)))
+def test_plain_statements_get_their_mask_and_the_splitters_text(sql: str) -> None:
+    shape = speedups.literal_shape(sql)
+    assert shape is not None
+    mask, start, end = shape
+    assert mask == PLAIN[sql]
+    (statement,) = split_statements(sql)
+    assert sql[start:end] == statement.text
+
+
+@pytest.mark.parametrize("sql", NOT_PLAIN, ids=range(len(NOT_PLAIN)))
+def test_anything_not_plain_is_left_to_sqlglot(sql: str) -> None:
+    assert speedups.literal_shape(sql) is None
+
+
+# A small grammar of token spellings: literals C masks, and everything else.
+_LITERALS = ["0", "7", "42", "3.14", "1e9", "2.5E-3", "'a'", "''", "'it''s'", "'x y;z'", "$1", "$2"]
+_OTHER = [
+    "SELECT", "select", "FROM", "WHERE", "AND", "OR", "NOT", "IN", "IS", "NULL", "AS",
+    "t", "a", "b1", "c_d", "e$", '"Q"', '"a""b"', "s.t", "(", ")", ",", "=", "<>", "<=",
+    "+", "-", "*", "/", "::", "::text", "[", "]", "||", "~", "%", "?", "@", "#", "!",
+]  # fmt: skip
+
+
+def _random_statement(rng: random.Random) -> str:
+    parts = ["SELECT"]
+    for _ in range(rng.randint(1, 12)):
+        parts.append(rng.choice(_LITERALS if rng.random() < 0.35 else _OTHER))
+    text = rng.choice(["", " ", "  \n"]).join([""]) + " ".join(parts)
+    return text + rng.choice(["", ";", " ;", ";  "])
+
+
+def test_same_mask_same_fingerprint_and_text_on_random_statements() -> None:
+    """Random statements (and the same ones with other literal values): all texts
+    that share a C mask share a fingerprint, and C's text is the splitter's."""
+    rng = random.Random(20261129)
+    by_mask: dict[str, set[str]] = defaultdict(set)
+    answered = 0
+    for _ in range(3000):
+        base = _random_statement(rng)
+        variants = [base]
+        for _ in range(3):  # the same statement with other literal values
+            variants.append(
+                " ".join(
+                    rng.choice(_LITERALS) if word in _LITERALS else word
+                    for word in base.rstrip("; ").split(" ")
+                )
+                + (";" if base.rstrip().endswith(";") else "")
+            )
+        for sql in variants:
+            shape = speedups.literal_shape(sql)
+            if shape is None:
+                continue
+            answered += 1
+            mask, start, end = shape
+            # sqlglot reads it (a text it cannot read must get the full analysis,
+            # which fails closed, never an answer cached for another text)
+            tokenize(sql)
+            statements = split_statements(sql)
+            assert len(statements) == 1, sql
+            assert sql[start:end] == statements[0].text, sql
+            by_mask[mask].add(statements[0].fingerprint)
+    assert answered > 4000  # the grammar is mostly plain: C answers most of it
+    shared = {mask: fps for mask, fps in by_mask.items() if len(fps) > 1}
+    assert not shared, f"masks shared by texts with different fingerprints: {shared}"
+
+
+_Prep = tuple[EntryKind, str | None, int | None, str, None]
+
+
+def _prepared(rng: random.Random, count: int) -> list[_Prep]:
+    sessions = ["so_abc", None, 'odd "session" \\ é\n', "so_\u2028x"]
+    data = [
+        {"text": "SELECT 1", "n": 1},
+        {"text": "é'\"\\\n\t\x01 \u2028", "rows": None, "ms": 0.125},
+        {"event": "closed", "principal": {"sub": "repo:o/r:ref:refs/heads/main"}},
+    ]
+    out = []
+    for _ in range(count):
+        kind = rng.choice(list(EntryKind))
+        text = CanonicalJson(
+            json.dumps(rng.choice(data), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        )
+        ref = rng.choice([None, 1, 2**40])
+        out.append((kind, rng.choice(sessions), ref, text, None))
+    return out
+
+
+@pytest.mark.parametrize("count", [1, 2, 7, 50])
+def test_chain_lines_are_what_the_python_chain_writes(count: int) -> None:
+    rng = random.Random(count)
+    prepared = _prepared(rng, count)
+    last_seq, last_hash, ts = 41, hashlib.sha256(b"x").hexdigest(), "2026-11-29T04:00:00.000001Z"
+    lines: list[str] = []
+    rows = _chain_rows(prepared, last_seq, last_hash, ts, lines)
+    data, last = speedups.chain_lines(prepared, last_seq, last_hash, ts)
+    assert data == "".join(lines).encode()
+    assert last == rows[-1][7]
+
+
+def test_sha256_agrees_with_hashlib_across_block_boundaries() -> None:
+    """Every body length around the 64-byte block and padding boundaries."""
+    prev = "0" * 64
+    for size in range(0, 300):
+        text = CanonicalJson(json.dumps({"t": "x" * size}, separators=(",", ":")))
+        prepared = [(EntryKind.SESSION, "s", None, text, None)]
+        lines: list[str] = []
+        rows = _chain_rows(prepared, 0, prev, "ts", lines)
+        _, last = speedups.chain_lines(prepared, 0, prev, "ts")
+        assert last == rows[-1][7], size
+
+
+def test_chain_lines_refuses_bad_input() -> None:
+    with pytest.raises(ValueError, match="64 hex digits"):
+        speedups.chain_lines([], 0, "abc", "ts")
+    with pytest.raises(TypeError):
+        speedups.chain_lines([("statement",)], 0, "0" * 64, "ts")
