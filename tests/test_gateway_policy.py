@@ -131,10 +131,10 @@ def test_service_caches_only_allowed_plain_reads(
     from runner.gateway.service import GatewayService, ServerFacts
     from runner.gateway.store import SqliteStore
 
-    if native and service_module._speedups is None:
+    if native and service_module._native is None:
         pytest.skip("runner._speedups is not built here")
     if not native:
-        monkeypatch.setattr(service_module, "_speedups", None)
+        monkeypatch.setattr(service_module, "_native", None)
 
     config = parse_gateway_config(
         {

@@ -195,3 +195,19 @@ def test_chain_lines_refuses_bad_input() -> None:
         speedups.chain_lines([], 0, "abc", "ts")
     with pytest.raises(TypeError):
         speedups.chain_lines([("statement",)], 0, "0" * 64, "ts")
+
+
+def test_pure_python_is_asked_for_by_environment() -> None:
+    import subprocess
+    import sys
+
+    probe = "from runner.speedups import native; print(native is None)"
+    for value, pure in (("1", "True"), ("0", "False"), ("", "False")):
+        out = subprocess.run(
+            [sys.executable, "-c", probe],
+            env={"SIGNOFF_PURE_PYTHON": value, "PATH": ""},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert out.stdout.strip() == pure, value

@@ -16,11 +16,6 @@ from typing import Any
 from urllib.parse import quote
 
 from sqlglot.errors import TokenError
-
-try:
-    from runner import _speedups
-except ImportError:  # not built on this machine: the pure-Python twins run
-    _speedups = None  # type: ignore[assignment]
 from sqlglot.tokenizer_core import Token
 
 from runner.errors import DatabaseError
@@ -47,6 +42,7 @@ from runner.gateway.oidc import OidcValidator, TokenRejected, claims_match
 from runner.gateway.policy import SessionAnalysis, decide_statement, split
 from runner.plan.model import canonical_json, sha256_hex
 from runner.plan.statements import literal_shape, tokenize
+from runner.speedups import native as _native
 
 _ALLOWED = AuditDecision.ALLOWED
 _json_text: Callable[[str], str] = json.encoder.encode_basestring
@@ -286,8 +282,8 @@ class GatewayService:
             text: str | None = None
             native = False
             tokens: list[Token] | None = None
-            if _speedups is not None:
-                plain = _speedups.literal_shape(sql)
+            if _native is not None:
+                plain = _native.literal_shape(sql)
                 if plain is not None:
                     mask, text, native = plain[0], sql[plain[1] : plain[2]], True
             if mask is None:

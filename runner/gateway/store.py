@@ -48,11 +48,6 @@ from typing import Any
 import psycopg
 from psycopg import errors as pg_errors
 
-try:
-    from runner import _speedups
-except ImportError:  # not built on this machine: the pure-Python twins run
-    _speedups = None  # type: ignore[assignment]
-
 from runner.gateway.model import (
     GENESIS_HASH,
     AuditEntry,
@@ -67,6 +62,7 @@ from runner.gateway.model import (
 )
 from runner.pg import describe_server
 from runner.plan.model import sha256_hex
+from runner.speedups import native as _native
 
 # Each backend's own schema history (``_SQLITE_MIGRATIONS`` / ``_POSTGRES_MIGRATIONS``).
 SQLITE_SCHEMA_VERSION = 2
@@ -669,7 +665,7 @@ class _Journal:
                 start = self._end
                 first_seq = self._last_seq + 1
                 written: list[tuple[Any, ...]] | range
-                if rows or _speedups is None:
+                if rows or _native is None:
                     lines: list[str] = []
                     written = _chain_rows(
                         prepared, self._last_seq, self._last_hash, _now_rfc3339(), lines
@@ -677,7 +673,7 @@ class _Journal:
                     data = "".join(lines).encode()
                     last_hash = written[-1][7]
                 else:  # the same lines, made in C (tests/test_speedups.py compares them)
-                    data, last_hash = _speedups.chain_lines(
+                    data, last_hash = _native.chain_lines(
                         list(prepared), self._last_seq, self._last_hash, _now_rfc3339()
                     )
                     written = range(first_seq, first_seq + len(prepared))
