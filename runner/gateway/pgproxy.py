@@ -541,7 +541,7 @@ class _ClientConnection:
         self.relaying = False
         # The client message waiting for its statement entries to be durable
         # (bytes, start, end), and client bytes that arrived meanwhile.
-        self.hold: tuple[bytes, int, int] | None = None
+        self.hold: tuple[bytes, int, int, int] | None = None
         self.hold_done: asyncio.Future[None] | None = None
         self.chunks: list[bytes] = []
         self.backlog = 0
@@ -973,6 +973,7 @@ class _ClientConnection:
     def _hold_for_record(
         self,
         data: bytes,
+        start: int,
         pos: int,
         end: int,
         decisions: Sequence[StatementDecision],
@@ -980,9 +981,12 @@ class _ClientConnection:
     ) -> None:
         """Hold the message data[pos:end] and what follows it until the statement
         entries of ``decisions`` are durable; then ``then(seqs)`` (None: the audit log
-        failed) gives what goes upstream in its place (None: the message itself)."""
+        failed) gives what goes upstream in its place (None: the message itself).
+        The messages before it not yet forwarded (data[start:pos]: a Parse, Bind and
+        Describe before an Execute) go with it, in one write: the server is woken
+        once per round trip, not twice."""
         assert self.session is not None
-        self.hold = (data, pos, end)
+        self.hold = (data, start, pos, end)
         self.hold_done = None
         self.backend.submit_statements(
             self.session, decisions, lambda seqs: self._recorded(seqs, then)
@@ -1003,10 +1007,15 @@ class _ClientConnection:
             if seqs:
                 self._submit_outcomes([(seq, Outcome(status="not-run")) for seq in seqs])
             return
-        data, pos, end = hold
+        data, start, pos, end = hold
         try:
             replacement = then(seqs)
-            self.ut.write(data[pos:end] if replacement is None else replacement)
+            if replacement is None:
+                self.ut.write(data[start:end])
+            elif start < pos:
+                self.ut.write(data[start:pos] + replacement)
+            else:
+                self.ut.write(replacement)
         except (ConnectionError, OSError):
             self._end("upstream-lost")
             return
@@ -1072,10 +1081,13 @@ class _ClientConnection:
                 entry.results = []
                 entry.decisions = decisions
                 if decisions:
-                    if start < pos:
-                        up.write(data[start:pos])
                     self._hold_for_record(
-                        data, pos, end, decisions, functools.partial(self._query_recorded, entry)
+                        data,
+                        start,
+                        pos,
+                        end,
+                        decisions,
+                        functools.partial(self._query_recorded, entry),
                     )
                     return None
                 entry.t0 = time.perf_counter()  # an empty query: nothing to record
@@ -1085,18 +1097,14 @@ class _ClientConnection:
             elif kind == wire.PARSE:
                 recording = self._on_parse(data[pos + 5 : end])
                 if recording is not None:
-                    if start < pos:
-                        up.write(data[start:pos])
-                    self._hold_for_record(data, pos, end, *recording)
+                    self._hold_for_record(data, start, pos, end, *recording)
                     return None
             elif kind == wire.BIND:
                 self._on_bind(data[pos + 5 : end])
             elif kind == wire.EXECUTE:
                 recording = self._on_execute(data[pos + 5 : end])
                 if recording is not None:
-                    if start < pos:
-                        up.write(data[start:pos])
-                    self._hold_for_record(data, pos, end, *recording)
+                    self._hold_for_record(data, start, pos, end, *recording)
                     return None
             elif kind == wire.SYNC:
                 entry = _Pending(K_SYNC)
