@@ -576,6 +576,26 @@ def test_psycopg_simple_and_extended(proxy: PgProxy, backend: AuditBackend, dbna
     assert [backend.wait_outcome(r["seq"]).tag for r in inserts] == ["INSERT 0 1", "INSERT 0 1"]
 
 
+def test_nothing_is_decided_once_the_server_reads_backslashes_differently(
+    proxy: PgProxy, backend: AuditBackend, dbname: str
+) -> None:
+    """standard_conforming_strings off (here by a SET this test backend lets through;
+    the gateway's policy refuses it, see test_gateway_policy): the server reports it,
+    and from then on the proxy refuses every statement on that connection."""
+    session, secret = backend.new_session(dbname)
+    with connect(proxy, session, secret, autocommit=True) as conn:
+        assert conn.execute("SELECT 'a\\b'").fetchone() == ("a\\b",)
+        conn.execute("SET standard_conforming_strings = off")
+        with pytest.raises(errors.InsufficientPrivilege, match="standard_conforming_strings"):
+            conn.execute("SELECT 1")
+        with pytest.raises(errors.InsufficientPrivilege, match="reconnect"):
+            conn.execute("RESET standard_conforming_strings")
+    with connect(proxy, session, secret, autocommit=True) as conn:  # a new connection
+        assert conn.execute("SELECT 2").fetchone() == (2,)
+    refused = backend.statements(session.id, "SELECT 1")
+    assert [r["decision"] for r in refused] == ["blocked"]
+
+
 def test_multi_statement_error_marks_the_rest_not_run(
     proxy: PgProxy, backend: AuditBackend, dbname: str
 ) -> None:

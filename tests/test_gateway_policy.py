@@ -17,6 +17,8 @@ from runner.gateway.model import (
     Verdict,
 )
 from runner.gateway.policy import SessionAnalysis, decide_statement, plain_read
+from runner.gateway.service import GatewayService
+from runner.gateway.store import SqliteStore
 from runner.plan.model import Category
 from runner.plan.statements import split_statements
 
@@ -119,22 +121,10 @@ def test_read_cache_gives_what_a_full_analysis_gives() -> None:
     assert len(cached.read_cache) == 2  # the two SELECT shapes, nothing else
 
 
-@pytest.mark.parametrize("native", [True, False], ids=["speedups", "pure-python"])
-def test_service_caches_only_allowed_plain_reads(
-    tmp_path: Path, native: bool, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A cached ALLOW on a plain read gives exactly the uncached decision; a
-    statement that needs approval is decided (and its grant looked up) every time.
-    The same with the literal masks made in C (runner._speedups) and without."""
-    from runner.gateway import service as service_module
+def _service(tmp_path: Path) -> tuple[GatewayService, SqliteStore, Session]:
+    """A GatewayService on a SQLite store (no catalog read), and a session on it."""
     from runner.gateway.config import parse_gateway_config
-    from runner.gateway.service import GatewayService, ServerFacts
-    from runner.gateway.store import SqliteStore
-
-    if native and service_module._native is None:
-        pytest.skip("runner._speedups is not built here")
-    if not native:
-        monkeypatch.setattr(service_module, "_native", None)
+    from runner.gateway.service import ServerFacts
 
     config = parse_gateway_config(
         {
@@ -151,6 +141,25 @@ def test_service_caches_only_allowed_plain_reads(
     store = SqliteStore(str(tmp_path / "state.db"))
     service = GatewayService(config, store)
     service._facts["ehr"] = ServerFacts(150000, {})  # no catalog read in a unit test
+    verifier = ScramVerifier.create("s")
+    session = Session("so_1", verifier, Principal(iss="i", sub="s"), "ehr", "deployer", NOW, NOW)
+    return service, store, session
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["speedups", "pure-python"])
+def test_service_caches_only_allowed_plain_reads(
+    tmp_path: Path, native: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cached ALLOW on a plain read gives exactly the uncached decision; a
+    statement that needs approval is decided (and its grant looked up) every time.
+    The same with the literal masks made in C (runner._speedups) and without."""
+    from runner.gateway import service as service_module
+
+    if native and service_module._native is None:
+        pytest.skip("runner._speedups is not built here")
+    if not native:
+        monkeypatch.setattr(service_module, "_native", None)
+    service, store, session = _service(tmp_path)
     lookups: list[str] = []
     real_consume = store.consume_grant
 
@@ -159,8 +168,6 @@ def test_service_caches_only_allowed_plain_reads(
         return real_consume(database, fingerprint, session_id, at)
 
     store.consume_grant = consume  # type: ignore[method-assign]
-    verifier = ScramVerifier.create("s")
-    session = Session("so_1", verifier, Principal(iss="i", sub="s"), "ehr", "deployer", NOW, NOW)
     try:
         reads = [
             "SELECT abalance FROM pgbench_accounts WHERE aid = 1",
@@ -209,6 +216,58 @@ def test_service_caches_only_allowed_plain_reads(
             assert drop.decision is AuditDecision.BLOCKED
         assert len(lookups) == 2  # looked up each time: never cached
         assert len(analysis.allowed_reads) == 3  # + the shape of "SELECT n FROM t"
+    finally:
+        service.close()
+        store.close()
+
+
+REFUSED_SCS = [
+    "SET standard_conforming_strings = off",
+    "set STANDARD_CONFORMING_STRINGS to 'off'",
+    'SET SESSION "standard_conforming_strings" = false',
+    'SET U&"\\0073tandard_conforming_strings" = off',
+    "ALTER ROLE app SET standard_conforming_strings = off",
+    "SELECT set_config('standard_conforming_strings', 'off', false)",
+    "SELECT set_config('standard_' || 'conforming_strings', 'off', false)",
+    "SELECT set_config(E'\\x73tandard_conforming_strings', 'off', false)",
+    "SELECT set_config((SELECT name FROM pg_settings LIMIT 1), 'off', false)",
+    "SELECT 1; SET standard_conforming_strings = off; SELECT 'a\\''; DROP TABLE t; --'",
+]
+
+
+@pytest.mark.parametrize("sql", REFUSED_SCS, ids=range(len(REFUSED_SCS)))
+def test_nothing_that_could_turn_standard_conforming_strings_off_is_allowed(
+    tmp_path: Path, sql: str
+) -> None:
+    service, store, session = _service(tmp_path)
+    try:
+        # An allowed call of the same shape first: its cached verdict must not apply.
+        (ok,) = service.decide(
+            session, "SELECT set_config('application_name', 'x', false)", in_transaction=False
+        )
+        assert ok.decision is AuditDecision.ALLOWED
+        decisions = service.decide(session, sql, in_transaction=False)
+        refused = [
+            d for d in decisions if d.decision is AuditDecision.BLOCKED and "conforming" in d.reason
+        ]
+        assert refused, [(d.text, d.decision, d.reason) for d in decisions]
+    finally:
+        service.close()
+        store.close()
+
+
+def test_reading_standard_conforming_strings_and_other_settings_is_allowed(
+    tmp_path: Path,
+) -> None:
+    service, store, session = _service(tmp_path)
+    try:
+        for sql in (
+            "SHOW standard_conforming_strings",
+            "SELECT set_config('application_name', 'x', false)",
+            "SET application_name = 'u&x'",
+        ):
+            (decision,) = service.decide(session, sql, in_transaction=False)
+            assert decision.decision is AuditDecision.ALLOWED, (sql, decision.reason)
     finally:
         service.close()
         store.close()

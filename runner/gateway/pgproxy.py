@@ -531,6 +531,11 @@ class _ClientConnection:
         self.portals: dict[bytes, _Prepared] = {}
         self.copy_ends = 0
         self.codec = "utf-8"
+        # The analysis reads '...' as PostgreSQL does with standard_conforming_strings
+        # on (a backslash is an ordinary character). The server reports the setting
+        # whenever it changes, however it was changed (SET, set_config, a function,
+        # a role default): once it is off, nothing more is decided on this connection.
+        self.literals_as_server = True
         self.batch: list[tuple[int, Outcome]] = []  # outcomes waiting for ReadyForQuery
         # transports and buffers once relaying
         self.ct: asyncio.Transport = writer.transport  # type: ignore[assignment]
@@ -717,6 +722,9 @@ class _ClientConnection:
         self.txn = up.transaction_status[0]
         codec = wire.python_codec(up.parameters.get("client_encoding", "UTF8"))
         self.codec = "utf-8" if codec in (None, "ascii") else codec
+        self.literals_as_server = (
+            up.parameters.get("standard_conforming_strings", "on") == "on"
+        )
         if server_final:
             out.append(wire.authentication_sasl_final(server_final))
         out.append(wire.authentication_ok())
@@ -1144,6 +1152,15 @@ class _ClientConnection:
                     "the statement text is not valid in the client encoding; refused",
                 )
             ]
+        if not self.literals_as_server:
+            return [
+                _refusal(
+                    text,
+                    "standard_conforming_strings is off on this connection, so the server "
+                    "reads backslashes in string literals differently from the gateway's "
+                    "analysis; refused: reconnect (it is on by default)",
+                )
+            ]
         try:
             decisions = self.backend.decide(self.session, text, in_transaction=self.txn != _IDLE)
             return decisions if type(decisions) is list else list(decisions)
@@ -1362,7 +1379,9 @@ class _ClientConnection:
 
     def _on_parameter_status(self, body: bytes) -> None:
         name, value = wire.parse_parameter_status(body)
-        if name == "client_encoding":
+        if name == "standard_conforming_strings":
+            self.literals_as_server = value == "on"
+        elif name == "client_encoding":
             codec = wire.python_codec(value)
             self.codec = "utf-8" if codec in (None, "ascii") else codec
 

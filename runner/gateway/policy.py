@@ -71,6 +71,58 @@ def plain_read(raw: RawStatement) -> bool:
 
 GrantLookup = Callable[[str, str, str, datetime], Grant | None]
 
+# The splitter and the analysis read '...' as PostgreSQL does with
+# standard_conforming_strings on (a backslash is an ordinary character). With it
+# off, "SELECT 'a\\''; DROP TABLE t; --'" is one harmless string to the gateway
+# and a DROP to the server. So nothing that could turn it off is forwarded (and the
+# proxy refuses everything once the server reports it off, however that happened).
+_SCS = "standard_conforming_strings"
+SCS_REFUSAL = (
+    "changing standard_conforming_strings is refused: with it off the server reads "
+    "backslashes in string literals differently from the gateway's analysis"
+)
+
+
+def needs_literal_guard(sql: str) -> bool:
+    """Whether ``sql`` might touch standard_conforming_strings: then it is decided
+    statement by statement, never from a cache (literal values matter here)."""
+    lowered = sql.lower()
+    return "conforming" in lowered or "set_config" in lowered or "u&" in lowered
+
+
+def literal_reading_refusal(raw: RawStatement) -> str | None:
+    """Why ``raw`` is refused for what it could do to standard_conforming_strings;
+    None when it cannot change it (SHOW may read it)."""
+    tokens = raw.tokens
+    if not tokens:
+        return None  # unanalysable: refused (needs approval) by the analysis anyway
+    first = tokens[0].text.upper()
+    if first == "SHOW":
+        return None
+    source = raw.source_text
+    if first in ("SET", "RESET", "ALTER") and any(
+        source[t.start : t.start + 2].lower() == "u&" for t in tokens
+    ):
+        return SCS_REFUSAL + " (a setting spelt with Unicode escapes is refused)"
+    for index, token in enumerate(tokens):
+        text = token.text.lower()
+        if _SCS in text:
+            return SCS_REFUSAL
+        if text == "set_config" and index + 1 < len(tokens):
+            # Its setting name must be a plain '...' literal (not computed, not
+            # escaped), so the check above has read it.
+            following = tokens[index + 1 : index + 4]
+            plain_name = (
+                len(following) == 3
+                and following[0].token_type is TokenType.L_PAREN
+                and following[1].token_type is TokenType.STRING
+                and source[following[1].start : following[1].start + 1] == "'"
+                and following[2].token_type is TokenType.COMMA
+            )
+            if not plain_name:
+                return SCS_REFUSAL + " (set_config with a setting name that is not a plain literal)"
+    return None
+
 
 @dataclass
 class SessionAnalysis:

@@ -20,7 +20,7 @@ from sqlglot.tokenizer_core import Token
 
 from runner.errors import DatabaseError
 from runner.gateway.auditlog import AuditWriter
-from runner.gateway.config import AccessRule, GatewayConfig
+from runner.gateway.config import AccessRule, GatewayConfig, RoleConfig
 from runner.gateway.model import (
     AuditDecision,
     CanonicalJson,
@@ -39,7 +39,13 @@ from runner.gateway.model import (
     utcnow,
 )
 from runner.gateway.oidc import OidcValidator, TokenRejected, claims_match
-from runner.gateway.policy import SessionAnalysis, decide_statement, split
+from runner.gateway.policy import (
+    SessionAnalysis,
+    decide_statement,
+    literal_reading_refusal,
+    needs_literal_guard,
+    split,
+)
 from runner.plan.model import canonical_json, sha256_hex
 from runner.plan.statements import literal_shape, tokenize
 from runner.speedups import native as _native
@@ -276,6 +282,10 @@ class GatewayService:
             known = analysis.allowed_text(sql, in_transaction=in_transaction)
             if known is not None:
                 return [known]
+            if needs_literal_guard(sql):
+                return self._decide_guarded(
+                    session, analysis, role, sql, in_transaction=in_transaction
+                )
             # The literal mask: from C when it can read the text plainly (its masks
             # are a keyspace of their own), else from sqlglot's tokens.
             mask: str | None = None
@@ -333,6 +343,48 @@ class GatewayService:
                     if single:
                         self._remember(analysis, sql, mask, native, decision, in_transaction)
                 decisions.append(decision)
+        return decisions
+
+    def _decide_guarded(
+        self,
+        session: Session,
+        analysis: SessionAnalysis,
+        role: RoleConfig,
+        sql: str,
+        *,
+        in_transaction: bool,
+    ) -> list[StatementDecision]:
+        """Text that might touch standard_conforming_strings: every statement analysed
+        (no cache: its literal values matter) and refused if it could turn it off.
+        The caller holds the lock."""
+        now = utcnow()
+        decisions = []
+        for raw in split(sql):
+            _, findings = analysis.findings(raw, in_transaction=in_transaction)
+            refusal = literal_reading_refusal(raw)
+            if refusal is not None:
+                decisions.append(
+                    StatementDecision(
+                        raw.text,
+                        raw.sha256,
+                        raw.fingerprint,
+                        tuple(f.to_json() for f in findings),
+                        AuditDecision.BLOCKED,
+                        reason=refusal,
+                    )
+                )
+                continue
+            decisions.append(
+                decide_statement(
+                    raw,
+                    findings,
+                    role=role,
+                    database=session.database,
+                    session_id=session.id,
+                    now=now,
+                    consume_grant=self.store.consume_grant,
+                )
+            )
         return decisions
 
     @staticmethod
