@@ -76,6 +76,7 @@ OUTCOMES = [
 def test_outcome_data_text_is_canonical_json_of_the_dict(outcome: Outcome) -> None:
     text = outcome_data_json(outcome)
     assert text == canonical_json(outcome_data(outcome))
+    assert outcome_data_json(outcome) == text  # again, from the cached tail
     decoded = json.loads(text)
     assert decoded["outcome"] == (outcome.sqlstate or outcome.tag)
     assert decoded["rows"] == outcome.rows

@@ -190,6 +190,14 @@ def test_sha256_agrees_with_hashlib_across_block_boundaries() -> None:
         assert last == rows[-1][7], size
 
 
+@pytest.mark.parametrize("portable", [False, True], ids=["libcrypto", "portable"])
+def test_both_sha256_implementations_agree_with_hashlib(portable: bool) -> None:
+    rng = random.Random(7)
+    for size in [*range(0, 200), 1000, 4096, 65537]:
+        data = rng.randbytes(size)
+        assert speedups.sha256_hex(data, portable) == hashlib.sha256(data).hexdigest(), size
+
+
 def test_chain_lines_refuses_bad_input() -> None:
     with pytest.raises(ValueError, match="64 hex digits"):
         speedups.chain_lines([], 0, "abc", "ts")

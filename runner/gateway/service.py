@@ -109,17 +109,30 @@ def _json_opt(value: str | None) -> str:
 
 
 def outcome_data_json(outcome: Outcome) -> CanonicalJson:
-    """``canonical_json(outcome_data(outcome))``, assembled directly."""
-    tag = outcome.tag
-    sqlstate = outcome.sqlstate
-    rows = outcome.rows
-    tag_text = _json_opt(tag)
+    """``canonical_json(outcome_data(outcome))``, assembled directly: everything after
+    the duration is the same for every run of a statement, so it is made once."""
+    tail = _outcome_tails.get((outcome.tag, outcome.rows, outcome.sqlstate, outcome.status))
+    if tail is None:
+        tail = _outcome_tail(outcome)
     return CanonicalJson(
-        f'{{"duration_ms":{float(round(outcome.duration_ms, 3))!r},'
+        f'{{"duration_ms":{float(round(outcome.duration_ms, 3))!r},{tail}'
+    )
+
+
+_outcome_tails: dict[tuple[str | None, int | None, str | None, str], str] = {}
+
+
+def _outcome_tail(outcome: Outcome) -> str:
+    tag, sqlstate, rows = outcome.tag, outcome.sqlstate, outcome.rows
+    tag_text = _json_opt(tag)
+    tail = (
         f'"outcome":{tag_text if sqlstate is None else _json_text(sqlstate)},'
         f'"rows":{"null" if rows is None else int(rows)},"sqlstate":{_json_opt(sqlstate)},'
         f'"status":{_json_text(outcome.status)},"tag":{tag_text}}}'
     )
+    if len(_outcome_tails) < 4096:  # tags repeat ("SELECT 1"); row counts may not
+        _outcome_tails[(tag, rows, sqlstate, outcome.status)] = tail
+    return tail
 
 
 class ExchangeRefused(Exception):

@@ -368,6 +368,20 @@ _ROW_COMMANDS = frozenset(
 
 def rows_from_tag(tag: str) -> int | None:
     """Rows a CommandComplete tag reports ("INSERT 0 3" -> 3), None when it reports none."""
+    known = _TAG_ROWS.get(tag, _UNKNOWN_TAG)
+    if known is not _UNKNOWN_TAG:
+        return known  # type: ignore[return-value]
+    rows = _rows_from_tag(tag)
+    if len(_TAG_ROWS) < 4096:  # "SELECT 1" again and again
+        _TAG_ROWS[tag] = rows
+    return rows
+
+
+_TAG_ROWS: dict[str, int | None] = {}
+_UNKNOWN_TAG = object()
+
+
+def _rows_from_tag(tag: str) -> int | None:
     last = tag.rfind(" ")
     if last > 0 and tag[: tag.find(" ")] in _ROW_COMMANDS:
         count = tag[last + 1 :]
