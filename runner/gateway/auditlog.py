@@ -11,8 +11,9 @@
   commit and each caller still gets its own entries, in its own order.
 * ``merge_records`` is the DESIGN.md audit-record view (one record per
   statement, its outcome merged in, plus session events).
-* ``statement_entry`` / ``outcome_entry`` / ``event_entry`` build the entries
-  in the shape ``merge_records`` reads.
+* ``outcome_entry`` / ``event_entry`` build entries in the shape
+  ``merge_records`` reads (the proxy's statement and outcome data are made in
+  ``service``, as canonical JSON text).
 """
 
 from __future__ import annotations
@@ -34,8 +35,6 @@ from runner.gateway.model import (
     EntryKind,
     NewEntry,
     Outcome,
-    Session,
-    StatementDecision,
     StateStore,
     entry_hash,
 )
@@ -141,29 +140,6 @@ def _outcome_links(
 
 
 # -- building entries --------------------------------------------------------------------
-
-
-def statement_entry(session: Session, decision: StatementDecision) -> NewEntry:
-    """The entry written before a statement is forwarded (or refused)."""
-    grant = decision.grant
-    return NewEntry(
-        kind=EntryKind.STATEMENT,
-        session_id=session.id,
-        data={
-            "principal": session.principal.to_json(),
-            "database": session.database,
-            "role": session.role,
-            "text": decision.text,
-            "sha256": decision.sha256,
-            "fingerprint": decision.fingerprint,
-            "findings": [dict(f) for f in decision.findings],
-            "decision": decision.decision.value,
-            "reason": decision.reason,
-            "grant": None
-            if grant is None
-            else {"id": grant.id, "approver": grant.approver, "evidence_url": grant.evidence_url},
-        },
-    )
 
 
 def outcome_entry(

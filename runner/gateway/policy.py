@@ -169,11 +169,8 @@ class SessionAnalysis:
         """The cached ALLOW decision on ``sql`` (one plain read), keeping the session in step;
         None: split and decide it."""
         decision = self.allowed_texts.get((sql, in_transaction))
-        if decision is None:
+        if decision is None or not self._cached_reads_hold(in_transaction):
             return None
-        self._sync_transaction(in_transaction)
-        if self.analysis.context.enum_labels_added:
-            return None  # plain reads are analysed again from here on (read_key)
         return decision
 
     def remember_allowed_text(
@@ -195,12 +192,15 @@ class SessionAnalysis:
         literal mask (``native``: made by runner._speedups, whose masks are kept apart
         from sqlglot-token masks), keeping the session in step; None: split and decide it."""
         known = self.allowed_shapes.get((mask, native, in_transaction))
-        if known is None:
+        if known is None or not self._cached_reads_hold(in_transaction):
             return None
-        self._sync_transaction(in_transaction)
-        if self.analysis.context.enum_labels_added:
-            return None  # plain reads are analysed again from here on (read_key)
         return known
+
+    def _cached_reads_hold(self, in_transaction: bool) -> bool:
+        """Keep the session in step; whether a cached verdict on a plain read still
+        holds (not once an enum got a label: reads are analysed again, see read_key)."""
+        self._sync_transaction(in_transaction)
+        return not self.analysis.context.enum_labels_added
 
     def remember_allowed_shape(
         self, mask: str, decision: StatementDecision, *, native: bool, in_transaction: bool

@@ -46,8 +46,8 @@ from runner.gateway.policy import (
     needs_literal_guard,
     split,
 )
-from runner.plan.model import canonical_json, sha256_hex
-from runner.plan.statements import literal_shape, tokenize
+from runner.plan.model import Finding, canonical_json, sha256_hex
+from runner.plan.statements import RawStatement, literal_shape, tokenize
 from runner.speedups import native as _native
 
 _ALLOWED = AuditDecision.ALLOWED
@@ -342,15 +342,7 @@ class GatewayService:
                 _, findings = analysis.findings(raw, in_transaction=in_transaction)
                 if now is None:
                     now = utcnow()
-                decision = decide_statement(
-                    raw,
-                    findings,
-                    role=role,
-                    database=session.database,
-                    session_id=session.id,
-                    now=now,
-                    consume_grant=self.store.consume_grant,
-                )
+                decision = self._decide_one(session, role, raw, findings, now)
                 if key is not None and decision.decision is _ALLOWED and decision.grant is None:
                     analysis.remember_allowed(key, decision.findings)
                     if single:
@@ -387,18 +379,26 @@ class GatewayService:
                     )
                 )
                 continue
-            decisions.append(
-                decide_statement(
-                    raw,
-                    findings,
-                    role=role,
-                    database=session.database,
-                    session_id=session.id,
-                    now=now,
-                    consume_grant=self.store.consume_grant,
-                )
-            )
+            decisions.append(self._decide_one(session, role, raw, findings, now))
         return decisions
+
+    def _decide_one(
+        self,
+        session: Session,
+        role: RoleConfig,
+        raw: RawStatement,
+        findings: tuple[Finding, ...],
+        now: datetime,
+    ) -> StatementDecision:
+        return decide_statement(
+            raw,
+            findings,
+            role=role,
+            database=session.database,
+            session_id=session.id,
+            now=now,
+            consume_grant=self.store.consume_grant,
+        )
 
     @staticmethod
     def _remember(
