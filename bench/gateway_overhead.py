@@ -4,6 +4,8 @@ One command, one scratch database, every target in the same run::
 
     python bench/gateway_overhead.py [--duration 10] [--clients 8] [--scale 10]
                                      [--jobs 2] [--rounds 1] [--profile]
+                                     [--workload S|N] [--protocol simple|extended]
+                                     [--rate TPS]
 
 1. creates ``signoff_bench_<hex>`` on 127.0.0.1:5432 (user postgres, trust) and
    ``pgbench -i -s SCALE`` it; the database is dropped at the end, always;
@@ -25,7 +27,8 @@ One command, one scratch database, every target in the same run::
    the CPU each proxy process used during its runs (% of one core, microseconds
    per transaction) and how busy the whole machine was;
 5. stops the gateway, runs ``signoff gateway audit verify`` on its state and
-   prints the number of audit entries;
+   prints the number of audit entries, and the gateway's own totals (entries per
+   durable write of the journal);
 6. with ``--profile``, two extra ``-S -M simple`` gateway runs under
    ``py-spy record --format raw --nonblocking``, one sampling every thread and one
    with ``--gil`` (only the thread holding the GIL), each summarised by component
