@@ -298,11 +298,17 @@ def test_two_gateway_processes_share_sessions_grants_and_one_chain(
             _grant(configs[0], "DROP TABLE visits_old", "dave")
             with psycopg.connect(port=ports[0][1], **conninfo) as conn:  # type: ignore[arg-type]
                 conn.execute("DROP TABLE visits_old")
+            # Still connected when the gateway is stopped (SIGTERM): a clean shutdown.
+            left_open = psycopg.connect(port=ports[1][1], **conninfo)  # type: ignore[arg-type]
+            left_open.execute("SELECT 1")
         finally:
             for process in processes:
                 process.terminate()
-            for process in processes:
-                process.wait(30)
+            codes = [process.wait(30) for process in processes]
+        assert codes == [0, 0]
+        with pytest.raises(psycopg.OperationalError):
+            left_open.execute("SELECT 2")  # 57P01 from the gateway, then closed
+        left_open.close()
     store = open_store(state)
     try:
         entries = store.entries()
@@ -310,6 +316,11 @@ def test_two_gateway_processes_share_sessions_grants_and_one_chain(
         store.close()
     report = verify_chain(entries)
     assert report.ok, report.problem
+    # The connection open at SIGTERM has its end recorded, and each gateway logged
+    # its totals on the way out.
+    ends = [e.data.get("reason") for e in entries if e.data.get("event") == "closed"]
+    assert "gateway-shutdown" in ends, ends
+    assert all("audit log:" in log.read_text() for log in logs)
     texts = [e.data.get("text") for e in entries if e.data.get("text")]
     assert texts.count("DROP TABLE visits_old") == 2
     for log in logs:
