@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import json
 import logging
 import threading
 from collections import deque
@@ -35,12 +36,15 @@ from runner.gateway.model import (
     EntryKind,
     NewEntry,
     Outcome,
+    StatementDecision,
     StateStore,
     entry_hash,
 )
 from runner.gateway.store import canonical_data
+from runner.plan.model import canonical_json
 
 _log = logging.getLogger("signoff.gateway.audit")
+_json_text: Callable[[str], str] = json.encoder.encode_basestring
 
 # -- verification -----------------------------------------------------------------------
 
@@ -142,28 +146,90 @@ def _outcome_links(
 # -- building entries --------------------------------------------------------------------
 
 
-def outcome_entry(
-    session_id: str | None,
-    statement_seq: int,
-    outcome: Outcome,
-    *,
-    masked_columns: Sequence[str] = (),
-) -> NewEntry:
-    """The entry that completes statement entry ``statement_seq``."""
-    return NewEntry(
-        kind=EntryKind.OUTCOME,
-        session_id=session_id,
-        ref=statement_seq,
-        data={
-            "outcome": outcome.tag if outcome.tag is not None else outcome.sqlstate,
-            "tag": outcome.tag,
-            "sqlstate": outcome.sqlstate,
-            "rows": outcome.rows,
-            "duration_ms": round(outcome.duration_ms, 3),
-            "status": outcome.status,
-            "masked_columns": list(masked_columns),
-        },
+# -- entry data -----------------------------------------------------------------
+# The proxy records two entries per statement, each before or right after it runs:
+# their data is written straight as canonical JSON text (what canonical_json of the
+# dict below gives, byte for byte; tests/test_gateway_entry_data.py checks both) rather
+# than as a dict the store would encode again.
+
+
+def statement_data(database: str, decision: StatementDecision) -> dict[str, Any]:
+    """A statement entry's data. The principal is recorded once, in the chained
+    session-created entry of the session; merge_records joins it into each record."""
+    grant = decision.grant
+    return {
+        "database": database,
+        "text": decision.text,
+        "sha256": decision.sha256,
+        "fingerprint": decision.fingerprint,
+        "findings": [dict(f) for f in decision.findings],
+        "decision": decision.decision.value,
+        "reason": decision.reason,
+        "grant": None
+        if grant is None
+        else {"id": grant.id, "approver": grant.approver, "evidence_url": grant.evidence_url},
+        "masked_columns": [],
+    }
+
+
+def statement_data_json(database: str, decision: StatementDecision) -> CanonicalJson:
+    """``canonical_json(statement_data(database, decision))``, assembled directly."""
+    if decision.findings or decision.grant is not None:  # rarer: the general encoder
+        return CanonicalJson(canonical_json(statement_data(database, decision)))
+    reason = decision.reason
+    return CanonicalJson(
+        f'{{"database":{_json_text(database)},"decision":"{decision.decision.value}",'
+        f'"findings":[],"fingerprint":"{decision.fingerprint}","grant":null,'
+        f'"masked_columns":[],"reason":{"null" if reason is None else _json_text(reason)},'
+        f'"sha256":"{decision.sha256}","text":{_json_text(decision.text)}}}'
     )
+
+
+def outcome_data(outcome: Outcome) -> dict[str, Any]:
+    return {
+        "outcome": outcome.tag if outcome.sqlstate is None else outcome.sqlstate,
+        "tag": outcome.tag,
+        "sqlstate": outcome.sqlstate,
+        "rows": outcome.rows,
+        "duration_ms": round(float(outcome.duration_ms), 3),
+        "status": outcome.status,
+    }
+
+
+def _json_opt(value: str | None) -> str:
+    return "null" if value is None else _json_text(value)
+
+
+def outcome_data_json(outcome: Outcome) -> CanonicalJson:
+    """``canonical_json(outcome_data(outcome))``, assembled directly: everything after
+    the duration is the same for every run of a statement, so it is made once."""
+    tail = _outcome_tails.get((outcome.tag, outcome.rows, outcome.sqlstate, outcome.status))
+    if tail is None:
+        tail = _outcome_tail(outcome)
+    return CanonicalJson(
+        f'{{"duration_ms":{float(round(outcome.duration_ms, 3))!r},{tail}'
+    )
+
+
+_outcome_tails: dict[tuple[str | None, int | None, str | None, str], str] = {}
+
+
+def _outcome_tail(outcome: Outcome) -> str:
+    tag, sqlstate, rows = outcome.tag, outcome.sqlstate, outcome.rows
+    tag_text = _json_opt(tag)
+    tail = (
+        f'"outcome":{tag_text if sqlstate is None else _json_text(sqlstate)},'
+        f'"rows":{"null" if rows is None else int(rows)},"sqlstate":{_json_opt(sqlstate)},'
+        f'"status":{_json_text(outcome.status)},"tag":{tag_text}}}'
+    )
+    if len(_outcome_tails) < 4096:  # tags repeat ("SELECT 1"); row counts may not
+        _outcome_tails[(tag, rows, sqlstate, outcome.status)] = tail
+    return tail
+
+
+def outcome_entry(session_id: str | None, statement_seq: int, outcome: Outcome) -> NewEntry:
+    """The entry that completes statement entry ``statement_seq``."""
+    return NewEntry(EntryKind.OUTCOME, session_id, outcome_data_json(outcome), ref=statement_seq)
 
 
 def event_entry(session_id: str | None, event: str, **data: Any) -> NewEntry:

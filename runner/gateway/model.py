@@ -230,7 +230,7 @@ class CanonicalJson(str):
     """Entry data already encoded as a canonical JSON object (``canonical_json`` of a
     dict: sorted keys, no spaces, UTF-8 text). The proxy's hot path builds its
     statement and outcome data this way from templates, so the store neither
-    encodes nor checks it again; ``tests/test_gateway_service.py`` checks the
+    encodes nor checks it again; ``tests/test_gateway_entry_data.py`` checks the
     templates equal ``canonical_json`` of the same dict."""
 
     __slots__ = ()

@@ -6,7 +6,6 @@ PostgreSQL proxy (``pgproxy``) both call into one ``GatewayService``.
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -19,11 +18,10 @@ from sqlglot.errors import TokenError
 from sqlglot.tokenizer_core import Token
 
 from runner.errors import DatabaseError
-from runner.gateway.auditlog import AuditWriter
+from runner.gateway.auditlog import AuditWriter, outcome_data_json, statement_data_json
 from runner.gateway.config import AccessRule, GatewayConfig, RoleConfig
 from runner.gateway.model import (
     AuditDecision,
-    CanonicalJson,
     EntryKind,
     Grant,
     NewEntry,
@@ -46,93 +44,11 @@ from runner.gateway.policy import (
     needs_literal_guard,
     split,
 )
-from runner.plan.model import Finding, canonical_json, sha256_hex
+from runner.plan.model import Finding, sha256_hex
 from runner.plan.statements import RawStatement, literal_shape, tokenize
 from runner.speedups import native as _native
 
 _ALLOWED = AuditDecision.ALLOWED
-_json_text: Callable[[str], str] = json.encoder.encode_basestring
-
-
-# -- audit entry data -----------------------------------------------------------------
-# The proxy records two entries per statement, each before or right after it runs:
-# their data is written straight as canonical JSON text (what canonical_json of the
-# dict below gives, byte for byte; tests/test_gateway_service.py checks both) rather
-# than as a dict the store would encode again.
-
-
-def statement_data(database: str, decision: StatementDecision) -> dict[str, Any]:
-    """A statement entry's data. The principal is recorded once, in the chained
-    session-created entry of the session; merge_records joins it into each record."""
-    grant = decision.grant
-    return {
-        "database": database,
-        "text": decision.text,
-        "sha256": decision.sha256,
-        "fingerprint": decision.fingerprint,
-        "findings": [dict(f) for f in decision.findings],
-        "decision": decision.decision.value,
-        "reason": decision.reason,
-        "grant": None
-        if grant is None
-        else {"id": grant.id, "approver": grant.approver, "evidence_url": grant.evidence_url},
-        "masked_columns": [],
-    }
-
-
-def statement_data_json(database: str, decision: StatementDecision) -> CanonicalJson:
-    """``canonical_json(statement_data(database, decision))``, assembled directly."""
-    if decision.findings or decision.grant is not None:  # rarer: the general encoder
-        return CanonicalJson(canonical_json(statement_data(database, decision)))
-    reason = decision.reason
-    return CanonicalJson(
-        f'{{"database":{_json_text(database)},"decision":"{decision.decision.value}",'
-        f'"findings":[],"fingerprint":"{decision.fingerprint}","grant":null,'
-        f'"masked_columns":[],"reason":{"null" if reason is None else _json_text(reason)},'
-        f'"sha256":"{decision.sha256}","text":{_json_text(decision.text)}}}'
-    )
-
-
-def outcome_data(outcome: Outcome) -> dict[str, Any]:
-    return {
-        "outcome": outcome.tag if outcome.sqlstate is None else outcome.sqlstate,
-        "tag": outcome.tag,
-        "sqlstate": outcome.sqlstate,
-        "rows": outcome.rows,
-        "duration_ms": round(float(outcome.duration_ms), 3),
-        "status": outcome.status,
-    }
-
-
-def _json_opt(value: str | None) -> str:
-    return "null" if value is None else _json_text(value)
-
-
-def outcome_data_json(outcome: Outcome) -> CanonicalJson:
-    """``canonical_json(outcome_data(outcome))``, assembled directly: everything after
-    the duration is the same for every run of a statement, so it is made once."""
-    tail = _outcome_tails.get((outcome.tag, outcome.rows, outcome.sqlstate, outcome.status))
-    if tail is None:
-        tail = _outcome_tail(outcome)
-    return CanonicalJson(
-        f'{{"duration_ms":{float(round(outcome.duration_ms, 3))!r},{tail}'
-    )
-
-
-_outcome_tails: dict[tuple[str | None, int | None, str | None, str], str] = {}
-
-
-def _outcome_tail(outcome: Outcome) -> str:
-    tag, sqlstate, rows = outcome.tag, outcome.sqlstate, outcome.rows
-    tag_text = _json_opt(tag)
-    tail = (
-        f'"outcome":{tag_text if sqlstate is None else _json_text(sqlstate)},'
-        f'"rows":{"null" if rows is None else int(rows)},"sqlstate":{_json_opt(sqlstate)},'
-        f'"status":{_json_text(outcome.status)},"tag":{tag_text}}}'
-    )
-    if len(_outcome_tails) < 4096:  # tags repeat ("SELECT 1"); row counts may not
-        _outcome_tails[(tag, rows, sqlstate, outcome.status)] = tail
-    return tail
 
 
 class ExchangeRefused(Exception):

@@ -9,13 +9,13 @@ from datetime import UTC, datetime
 
 import pytest
 
-from runner.gateway.model import AuditDecision, Grant, Outcome, StatementDecision
-from runner.gateway.service import (
+from runner.gateway.auditlog import (
     outcome_data,
     outcome_data_json,
     statement_data,
     statement_data_json,
 )
+from runner.gateway.model import AuditDecision, Grant, Outcome, StatementDecision
 from runner.plan.model import canonical_json
 
 FP = "f" * 64
