@@ -81,6 +81,7 @@ class AuditBackend:
         self.fail_recording = False
         self.explode_on: str | None = None
         self.before_record: Callable[[Sequence[StatementDecision]], None] | None = None
+        self.record_delay = 0.0  # seconds before the entries count as durable
         self._lock = threading.Lock()
 
     # test helpers
@@ -206,7 +207,7 @@ class AuditBackend:
                     }
                 )
                 seqs.append(len(self.records))
-        loop.call_soon(done, seqs)
+        loop.call_later(self.record_delay, done, seqs)
 
     def submit_outcomes(self, session: Session, outcomes: Sequence[tuple[int, Outcome]]) -> None:
         with self._lock:
@@ -1220,6 +1221,30 @@ def test_client_drop_mid_query_ends_the_upstream_query(
     record = backend.statements(session.id, marker)[0]
     assert backend.wait_outcome(record["seq"]).status == "connection-lost"
     assert wait_for(lambda: "closed" in backend.events(session.id), 5, "closed event")
+
+
+def test_client_gone_before_its_statement_is_recorded(
+    proxy: PgProxy, backend: AuditBackend, dbname: str
+) -> None:
+    """The client leaves while its statement's entry is being written: the statement
+    is never forwarded, and its outcome (not-run) is recorded before the close."""
+    session, secret = backend.new_session(dbname)
+    marker = "gone_probe_" + secrets.token_hex(4)
+    client = RawClient(proxy.port)
+    backend.record_delay = 0.5
+    try:
+        client.startup(session.id, dbname, secret)
+        client.send(wire.query(f"SELECT '{marker}'"))
+        wait_for(lambda: backend.statements(session.id, marker), 5, "the statement entry")
+        client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()  # RST, before the entry is durable
+        wait_for(lambda: "closed" in backend.events(session.id), 5, "closed event")
+    finally:
+        backend.record_delay = 0.0
+    (record,) = backend.statements(session.id, marker)
+    assert backend.wait_outcome(record["seq"]).status == "not-run"
+    kinds = [r["kind"] for r in backend.records if r["session"] == session.id]
+    assert kinds.index("outcome") < len(kinds) - 1 - kinds[::-1].index("event")
 
 
 def test_upstream_killed_mid_query_is_an_error_not_a_hang(

@@ -348,6 +348,15 @@ class _Pending:
         self.kind = kind
 
 
+def _end_reason(error: Exception) -> str:
+    """Why a connection ends when handling its bytes raised ``error``."""
+    if isinstance(error, wire.ProtocolError):
+        return f"client-protocol: {error}"
+    if isinstance(error, ConnectionError | OSError):
+        return "upstream-lost"  # a write to a socket that just went away
+    return f"error: {type(error).__name__}"  # a bug: end this connection, not the listener
+
+
 def _ms(since: float, now: float) -> float:
     return round((now - since) * 1000.0, 3)
 
@@ -545,7 +554,9 @@ class _ClientConnection:
         self.upstream_closed: asyncio.Future[None] = loop.create_future()
         self.relaying = False
         # The client message waiting for its statement entries to be durable
-        # (bytes, start, end), and client bytes that arrived meanwhile.
+        # (bytes, start of what is not yet forwarded, message start, message end),
+        # client bytes that arrived meanwhile, and what the close waits on if the
+        # connection ends before the entries are written.
         self.hold: tuple[bytes, int, int, int] | None = None
         self.hold_done: asyncio.Future[None] | None = None
         self.chunks: list[bytes] = []
@@ -917,7 +928,9 @@ class _ClientConnection:
         session = self.session
         if session is None:
             return
-        if self.hold_done is not None:  # a statement still waiting for its record
+        if self.hold is not None:  # a statement still waiting for its record: its
+            # entries are written whatever happens, and get their outcome (not-run)
+            self.hold_done = asyncio.get_running_loop().create_future()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(self.hold_done), STARTUP_TIMEOUT_S)
         if self.background:
@@ -969,12 +982,8 @@ class _ClientConnection:
         """Handle a run of client bytes (in a callback): any error ends the connection."""
         try:
             ended = self._client_data(data)
-        except wire.ProtocolError as exc:
-            ended = f"client-protocol: {exc}"
-        except (ConnectionError, OSError):
-            ended = "upstream-lost"  # a write to a socket that just went away
-        except Exception as exc:  # a bug: end this connection, not the listener
-            ended = f"error: {type(exc).__name__}"
+        except Exception as exc:
+            ended = _end_reason(exc)
         if ended is not None:
             self._end(ended)
 
@@ -995,7 +1004,6 @@ class _ClientConnection:
         once per round trip, not twice."""
         assert self.session is not None
         self.hold = (data, start, pos, end)
-        self.hold_done = None
         self.backend.submit_statements(
             self.session, decisions, lambda seqs: self._recorded(seqs, then)
         )
@@ -1006,29 +1014,23 @@ class _ClientConnection:
         """The held statement's entries are durable (or failed): forward, go on."""
         hold = self.hold
         self.hold = None
-        if self.hold_done is not None and not self.hold_done.done():
-            self.hold_done.set_result(None)
-        self.hold_done = None
         if hold is None:
             return
         if self.end_reason is not None:  # the connection ended meanwhile: not run
             if seqs:
                 self._submit_outcomes([(seq, Outcome(status="not-run")) for seq in seqs])
+            if self.hold_done is not None and not self.hold_done.done():
+                self.hold_done.set_result(None)  # _finish may go on
             return
         data, start, pos, end = hold
         try:
             replacement = then(seqs)
             if replacement is None:
                 self.ut.write(data[start:end])
-            elif start < pos:
-                self.ut.write(data[start:pos] + replacement)
             else:
-                self.ut.write(replacement)
-        except (ConnectionError, OSError):
-            self._end("upstream-lost")
-            return
+                self.ut.write(data[start:pos] + replacement)
         except Exception as exc:
-            self._end(f"error: {type(exc).__name__}")
+            self._end(_end_reason(exc))
             return
         rest = data[end:]
         chunks = self.chunks
