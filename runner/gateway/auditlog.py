@@ -11,9 +11,9 @@
   commit and each caller still gets its own entries, in its own order.
 * ``merge_records`` is the DESIGN.md audit-record view (one record per
   statement, its outcome merged in, plus session events).
-* ``outcome_entry`` / ``event_entry`` build entries in the shape
-  ``merge_records`` reads (the proxy's statement and outcome data are made in
-  ``service``, as canonical JSON text).
+* ``statement_entry`` / ``outcome_entry`` / ``event_entry`` build entries in
+  the shape ``merge_records`` reads (statement and outcome data as canonical
+  JSON text: the proxy makes two per statement).
 """
 
 from __future__ import annotations
@@ -225,6 +225,11 @@ def _outcome_tail(outcome: Outcome) -> str:
     if len(_outcome_tails) < 4096:  # tags repeat ("SELECT 1"); row counts may not
         _outcome_tails[(tag, rows, sqlstate, outcome.status)] = tail
     return tail
+
+
+def statement_entry(session_id: str, database: str, decision: StatementDecision) -> NewEntry:
+    """The entry written before a statement is forwarded (or refused)."""
+    return NewEntry(EntryKind.STATEMENT, session_id, statement_data_json(database, decision))
 
 
 def outcome_entry(session_id: str | None, statement_seq: int, outcome: Outcome) -> NewEntry:

@@ -18,7 +18,7 @@ from sqlglot.errors import TokenError
 from sqlglot.tokenizer_core import Token
 
 from runner.errors import DatabaseError
-from runner.gateway.auditlog import AuditWriter, outcome_data_json, statement_data_json
+from runner.gateway.auditlog import AuditWriter, outcome_entry, statement_entry
 from runner.gateway.config import AccessRule, GatewayConfig, RoleConfig
 from runner.gateway.model import (
     AuditDecision,
@@ -338,21 +338,12 @@ class GatewayService:
         decisions: Sequence[StatementDecision],
         done: Callable[[list[int] | None], None],
     ) -> None:
-        database = session.database
-        entries = [
-            NewEntry(EntryKind.STATEMENT, session.id, statement_data_json(database, d))
-            for d in decisions
-        ]
-        self.writer.submit_seqs(entries, done)
+        session_id, database = session.id, session.database
+        self.writer.submit_seqs([statement_entry(session_id, database, d) for d in decisions], done)
 
     def submit_outcomes(self, session: Session, outcomes: Sequence[tuple[int, Outcome]]) -> None:
         session_id = session.id
-        self.writer.submit_seqs(
-            [
-                NewEntry(EntryKind.OUTCOME, session_id, outcome_data_json(outcome), ref=seq)
-                for seq, outcome in outcomes
-            ]
-        )
+        self.writer.submit_seqs([outcome_entry(session_id, seq, o) for seq, o in outcomes])
 
     async def record_event(self, session: Session | None, event: str, **data: Any) -> None:
         await self.writer.append([self._event_entry(session, event, data)])

@@ -649,12 +649,37 @@ class _Journal:
         self._last_seq = 0
         self._last_hash = GENESIS_HASH
 
-    def append(
-        self, prepared: Sequence[_Prepared], *, rows: bool = True
-    ) -> list[tuple[Any, ...]] | range:
-        """Chain ``prepared`` after the file's last entry and write it: the caller holds
-        the store's lock (threads); the flock orders processes. Returns the rows, or
-        with ``rows=False`` only the seqs (the lines may then be made in C)."""
+    def append(self, prepared: Sequence[_Prepared]) -> list[tuple[Any, ...]]:
+        """Chain ``prepared`` after the file's last entry and write it; its rows."""
+        rows: list[tuple[Any, ...]] = []
+
+        def lines(last_seq: int, last_hash: str, ts: str) -> tuple[bytes, str]:
+            text: list[str] = []
+            rows.extend(_chain_rows(prepared, last_seq, last_hash, ts, text))
+            return "".join(text).encode(), rows[-1][7]
+
+        self._write_chained(len(prepared), lines)
+        return rows
+
+    def append_seqs(self, prepared: Sequence[_Prepared]) -> list[int]:
+        """``append`` when only the seqs are wanted: the same lines, made in C when it
+        is built (tests/test_speedups.py checks they are the same bytes)."""
+        if _native is None:
+            return [row[0] for row in self.append(prepared)]
+        items = list(prepared)
+        first = self._write_chained(
+            len(items),
+            lambda last_seq, last_hash, ts: _native.chain_lines(items, last_seq, last_hash, ts),
+        )
+        return list(range(first, first + len(items)))
+
+    def _write_chained(
+        self, count: int, lines: Callable[[int, str, str], tuple[bytes, str]]
+    ) -> int:
+        """Under the flock: learn the file's last entry, then write ``lines(last seq,
+        last hash, timestamp)`` (``count`` chained lines and the new last hash); the
+        first new seq. The caller holds the store's lock (threads); the flock orders
+        processes."""
         fd = self.fd
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -662,21 +687,8 @@ class _Journal:
                 size = os.fstat(fd).st_size
                 if size != self._end:
                     self._catch_up(size)  # another process appended, or first use
-                start = self._end
-                first_seq = self._last_seq + 1
-                written: list[tuple[Any, ...]] | range
-                if rows or _native is None:
-                    lines: list[str] = []
-                    written = _chain_rows(
-                        prepared, self._last_seq, self._last_hash, _now_rfc3339(), lines
-                    )
-                    data = "".join(lines).encode()
-                    last_hash = written[-1][7]
-                else:  # the same lines, made in C (tests/test_speedups.py compares them)
-                    data, last_hash = _native.chain_lines(
-                        list(prepared), self._last_seq, self._last_hash, _now_rfc3339()
-                    )
-                    written = range(first_seq, first_seq + len(prepared))
+                start, first_seq = self._end, self._last_seq + 1
+                data, last_hash = lines(self._last_seq, self._last_hash, _now_rfc3339())
                 # Unknown until the write is complete: after a failure, whatever
                 # reached the file is re-read (a torn tail cut) by the next append.
                 self._end = -1
@@ -684,7 +696,7 @@ class _Journal:
                 if self._sync:
                     _datasync(fd)
                 self._end = start + len(data)
-                self._last_seq, self._last_hash = first_seq + len(prepared) - 1, last_hash
+                self._last_seq, self._last_hash = first_seq + count - 1, last_hash
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         except OSError as exc:
@@ -692,7 +704,7 @@ class _Journal:
             raise StoreError(
                 f"cannot append to the audit journal {self.name}: {exc.strerror or exc}"
             ) from exc
-        return written
+        return first_seq
 
     def _catch_up(self, size: int) -> None:
         """Under the flock: cut a torn tail, then learn the last entry from the file."""
@@ -1023,39 +1035,34 @@ class SqliteStore:
         if not entries:
             return []
         prepared = _prepare(entries)
-        rows = self._append_prepared(prepared, rows=True)
-        assert not isinstance(rows, range)
-        return _entries(prepared, rows)
+        with self._lock:  # threads; the journal's flock orders processes
+            return _entries(prepared, self._open_journal().append(prepared))
 
     def append_seqs(self, entries: Sequence[NewEntry]) -> list[int]:
         """``append`` for a caller that needs only the seqs: the same rows and chain,
         no entry objects built (the audit writer's hot path)."""
         if not entries:
             return []
-        written = self._append_prepared(_prepare(entries, decode=False), rows=False)
-        return list(written) if isinstance(written, range) else [row[0] for row in written]
-
-    def _append_prepared(
-        self, prepared: Sequence[_Prepared], *, rows: bool
-    ) -> list[tuple[Any, ...]] | range:
-        with self._lock:  # threads; the journal's flock orders processes
-            journal = self._journal
-            if journal is None:
-                raise StoreError("the state store is closed")
-            return journal.append(prepared, rows=rows)
+        prepared = _prepare(entries, decode=False)
+        with self._lock:
+            return self._open_journal().append_seqs(prepared)
 
     def entries(self, *, session_id: str | None = None, after_seq: int = 0) -> list[AuditEntry]:
         """The journal's entries in seq order. Read from a duplicate descriptor without
         the store's lock, so a long read never holds up the appenders."""
         with self._lock:
-            journal = self._journal
-            if journal is None:
-                raise StoreError("the state store is closed")
+            journal = self._open_journal()
             fd = os.dup(journal.fd)
         try:
             return journal.read(fd, session_id, after_seq)
         finally:
             os.close(fd)
+
+    def _open_journal(self) -> _Journal:
+        journal = self._journal
+        if journal is None:
+            raise StoreError("the state store is closed")
+        return journal
 
     def close(self) -> None:
         with self._lock:
