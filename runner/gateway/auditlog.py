@@ -449,19 +449,16 @@ class AuditWriter:
                 loop.call_soon(loop.call_soon, self._flush_inline)
             return
 
-        def settle(result: list[Any] | None, error: BaseException | None) -> None:
-            if error is not None:
-                _log.warning("audit write failed: %s: %s", type(error).__name__, error)
-            if done is not None:
-                done(None if error is not None else (result or []))
-
+        # The writer thread hands the result to the loop, which delivers it as the
+        # inline writer would.
         loop = asyncio.get_running_loop()
+        on_loop = _Request(list(entries), None, True, done)
 
         def deliver(result: list[Any] | None, error: BaseException | None) -> None:
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits
-                loop.call_soon_threadsafe(settle, result, error)
+                loop.call_soon_threadsafe(_safe_deliver, on_loop, result, error)
 
-        self._submit(_Request(list(entries), deliver, True))
+        self._submit(_Request(on_loop.entries, deliver, True))
 
     def append_now(self, entries: Sequence[NewEntry]) -> list[AuditEntry]:
         """The same, blocking (CLI, tests, non-async code)."""

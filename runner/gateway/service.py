@@ -51,6 +51,23 @@ from runner.speedups import native as _native
 _ALLOWED = AuditDecision.ALLOWED
 
 
+def _literal_shape(sql: str) -> tuple[str | None, str | None, bool, list[Token] | None]:
+    """(literal mask, single-statement text, made in C?, sqlglot tokens if read) of
+    ``sql``: from C when it can read the text plainly (its masks are a keyspace of
+    their own), else from sqlglot's tokens; no mask when those fail too (split then
+    makes it an unanalysable statement)."""
+    if _native is not None:
+        plain = _native.literal_shape(sql)
+        if plain is not None:
+            return plain[0], sql[plain[1] : plain[2]], True, None
+    try:
+        tokens = tokenize(sql)
+    except TokenError:
+        return None, None, False, None
+    mask, text = literal_shape(sql, tokens)
+    return mask, text, False, tokens
+
+
 class ExchangeRefused(Exception):
     """A token exchange the gateway refuses; ``status`` is the HTTP status to answer."""
 
@@ -215,23 +232,7 @@ class GatewayService:
                 return self._decide_guarded(
                     session, analysis, role, sql, in_transaction=in_transaction
                 )
-            # The literal mask: from C when it can read the text plainly (its masks
-            # are a keyspace of their own), else from sqlglot's tokens.
-            mask: str | None = None
-            text: str | None = None
-            native = False
-            tokens: list[Token] | None = None
-            if _native is not None:
-                plain = _native.literal_shape(sql)
-                if plain is not None:
-                    mask, text, native = plain[0], sql[plain[1] : plain[2]], True
-            if mask is None:
-                try:
-                    tokens = tokenize(sql)
-                except TokenError:
-                    tokens = None  # split turns it into an unanalysable statement
-                else:
-                    mask, text = literal_shape(sql, tokens)
+            mask, text, native, tokens = _literal_shape(sql)
             if mask is not None:
                 shape = analysis.allowed_shape(mask, native=native, in_transaction=in_transaction)
                 if shape is not None and text is not None:
