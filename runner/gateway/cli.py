@@ -12,10 +12,15 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
 from runner.errors import ConfigError, SignoffError
+
+if TYPE_CHECKING:  # imported lazily at run time: `signoff gateway --help` stays quick
+    from runner.gateway.config import GatewayConfig
+    from runner.gateway.model import StateStore
 
 
 def _config_option(func: click.decorators.FC) -> click.decorators.FC:
@@ -30,13 +35,27 @@ def _config_option(func: click.decorators.FC) -> click.decorators.FC:
     )(func)
 
 
-def _load(config_path: Path):  # type: ignore[no-untyped-def]  # GatewayConfig, lazily imported
+def _load(config_path: Path) -> GatewayConfig:
+    """The configuration, or exit 2 with its one-line error."""
     from runner.gateway.config import load_gateway_config
 
-    return load_gateway_config(config_path)
+    try:
+        return load_gateway_config(config_path)
+    except SignoffError as error:
+        _fail(str(error))
 
 
-def _fail(message: str, status: int = 2) -> None:
+def _open_store(config: GatewayConfig) -> StateStore:
+    """The configured state store, or exit 2 with its one-line error."""
+    from runner.gateway.store import StoreError, open_store
+
+    try:
+        return open_store(config.state_url)
+    except StoreError as error:
+        _fail(str(error))
+
+
+def _fail(message: str, status: int = 2) -> NoReturn:
     click.echo(f"signoff: error: {message}", err=True)
     sys.exit(status)
 
@@ -50,8 +69,8 @@ def gateway() -> None:
 @_config_option
 def serve(config_path: Path) -> None:
     """Serve the HTTP API and the PostgreSQL listener until interrupted."""
+    config = _load(config_path)
     try:
-        config = _load(config_path)
         for database in config.databases.values():
             database.password()  # fail at start, not at the first connection
     except SignoffError as error:
@@ -76,10 +95,7 @@ def serve(config_path: Path) -> None:
 @_config_option
 def check_config(config_path: Path) -> None:
     """Validate the configuration and print what the gateway will enforce."""
-    try:
-        config = _load(config_path)
-    except SignoffError as error:
-        _fail(str(error))
+    config = _load(config_path)
     problems = []
     for database in config.databases.values():
         try:
@@ -182,14 +198,11 @@ def grant(
 ) -> None:
     """Allow statements that need approval to run, each once (admin)."""
     from runner.gateway.service import GatewayService
-    from runner.gateway.store import StoreError, open_store
+    from runner.gateway.store import StoreError
     from runner.plan.model import Plan
     from runner.plan.statements import split_statements
 
-    try:
-        config = _load(config_path)
-    except SignoffError as error:
-        _fail(str(error))
+    config = _load(config_path)
     if database not in config.databases:
         _fail(
             f"no database {database!r} in {config_path}; use one of {', '.join(config.databases)}"
@@ -205,10 +218,7 @@ def grant(
         wanted += [(s.fingerprint, plan.hash) for s in plan.statements if s.needs_approval]
     if not wanted:
         _fail("nothing to grant; pass --fingerprint, --sql or --plan")
-    try:
-        store = open_store(config.state_url)
-    except StoreError as error:
-        _fail(str(error))
+    store = _open_store(config)
     service = GatewayService(config, store)
     try:
         for fingerprint, plan_hash in wanted:
@@ -238,16 +248,10 @@ def audit() -> None:
 def verify(config_path: Path) -> None:
     """Check the whole chain: every hash, every link, no gaps."""
     from runner.gateway.auditlog import verify_chain
-    from runner.gateway.store import StoreError, open_store
+    from runner.gateway.store import StoreError
 
-    try:
-        config = _load(config_path)
-    except SignoffError as error:
-        _fail(str(error))
-    try:
-        store = open_store(config.state_url)
-    except StoreError as error:
-        _fail(str(error))
+    config = _load(config_path)
+    store = _open_store(config)
     try:
         report = verify_chain(store.entries())
     except StoreError as error:
@@ -272,16 +276,10 @@ def verify(config_path: Path) -> None:
 def show(config_path: Path, session_id: str | None) -> None:
     """Print the audit records (statements merged with their outcomes) as JSON lines."""
     from runner.gateway.auditlog import merge_records
-    from runner.gateway.store import StoreError, open_store
+    from runner.gateway.store import StoreError
 
-    try:
-        config = _load(config_path)
-    except SignoffError as error:
-        _fail(str(error))
-    try:
-        store = open_store(config.state_url)
-    except StoreError as error:
-        _fail(str(error))
+    config = _load(config_path)
+    store = _open_store(config)
     try:
         for record in merge_records(store.entries(session_id=session_id)):
             click.echo(json.dumps(record, sort_keys=True))
