@@ -59,8 +59,7 @@ def to_psycopg_conninfo(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     if not sep:
         raise DatabaseError(
-            f"database URL {redact(url)!r} is not a URL; use "
-            "postgresql://user@host:5432/dbname"
+            f"database URL {redact(url)!r} is not a URL; use postgresql://user@host:5432/dbname"
         )
     libpq_scheme = _SCHEMES.get(scheme.lower())
     if libpq_scheme is None:

@@ -19,6 +19,12 @@ class Native(Protocol):
         self, prepared: list[tuple[Any, ...]], last_seq: int, last_hash: str, ts: str, /
     ) -> tuple[bytes, str]: ...
 
+    # runner/_lane.c: the proxy's fast lane
+    Lane: Any
+    AuditQueue: Any
+
+    def outcome_data(self, tag: str, duration_us: int, /) -> str: ...
+
 
 def _load() -> Native | None:
     if os.environ.get("SIGNOFF_PURE_PYTHON", "") not in ("", "0"):

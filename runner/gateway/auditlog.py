@@ -42,6 +42,7 @@ from runner.gateway.model import (
 )
 from runner.gateway.store import canonical_data
 from runner.plan.model import canonical_json
+from runner.speedups import native as _native
 
 _log = logging.getLogger("signoff.gateway.audit")
 _json_text: Callable[[str], str] = json.encoder.encode_basestring
@@ -206,9 +207,7 @@ def outcome_data_json(outcome: Outcome) -> CanonicalJson:
     tail = _outcome_tails.get((outcome.tag, outcome.rows, outcome.sqlstate, outcome.status))
     if tail is None:
         tail = _outcome_tail(outcome)
-    return CanonicalJson(
-        f'{{"duration_ms":{float(round(outcome.duration_ms, 3))!r},{tail}'
-    )
+    return CanonicalJson(f'{{"duration_ms":{float(round(outcome.duration_ms, 3))!r},{tail}')
 
 
 _outcome_tails: dict[tuple[str | None, int | None, str | None, str], str] = {}
@@ -225,6 +224,19 @@ def _outcome_tail(outcome: Outcome) -> str:
     if len(_outcome_tails) < 4096:  # tags repeat ("SELECT 1"); row counts may not
         _outcome_tails[(tag, rows, sqlstate, outcome.status)] = tail
     return tail
+
+
+_PREFIX_END = '","text":""}'
+
+
+def statement_data_prefix(database: str, decision: StatementDecision) -> str:
+    """``statement_data_json`` of ``decision`` up to the value of its sha256: the C lane
+    (runner/_lane.c) completes it with the sha256 and the text of each statement
+    with the same literal mask (the keys are sorted: "sha256" and "text" come last)."""
+    empty = statement_data_json(database, decision._replace(text="", sha256=""))
+    if not empty.endswith(_PREFIX_END):
+        raise ValueError("statement data does not end with its sha256 and text")
+    return empty[: -len(_PREFIX_END)]
 
 
 def statement_entry(session_id: str, database: str, decision: StatementDecision) -> NewEntry:
@@ -377,6 +389,14 @@ class AuditWriter:
         self._append_seqs: Callable[[list[NewEntry]], list[int]] | None = getattr(
             store, "append_seqs", None
         )
+        # The proxy's fast lanes (runner/_lane.c) queue their entries here, in C; the
+        # inline flush writes them first, in one append of their own.
+        self._append_prepared: Callable[[list[Any]], int] | None = getattr(
+            store, "append_prepared_seqs", None
+        )
+        self.lane_queue: Any = None
+        if inline and _native is not None and self._append_prepared is not None:
+            self.lane_queue = _native.AuditQueue(self._wake)
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
         if not inline:
             self._thread.start()
@@ -486,15 +506,43 @@ class AuditWriter:
             self._cond.notify_all()
         if self._inline:
             self._flush_inline()
+            if self.lane_queue is not None:
+                self.lane_queue.close()
             return
         if self._thread is not threading.current_thread():
             self._thread.join()
 
+    def _wake(self) -> None:
+        """A lane queued the first entry of a batch: flush with the others."""
+        if not self._inline_scheduled:
+            self._inline_scheduled = True
+            loop = asyncio.get_running_loop()
+            loop.call_soon(loop.call_soon, self._flush_inline)
+
     def _flush_inline(self) -> None:
         self._inline_scheduled = False
+        if self.lane_queue is not None and len(self.lane_queue):
+            self._flush_lanes()
         batch, self._inline_pending = self._inline_pending, []
         for start in range(0, len(batch), self._max_batch):
             self._write(batch[start : start + self._max_batch])
+
+    def _flush_lanes(self) -> None:
+        """The lanes' entries, first: a session's closing event (queued by Python)
+        then follows the outcomes its lane queued in the same iteration."""
+        queue = self.lane_queue
+        items = queue.take()
+        assert self._append_prepared is not None
+        self.stats.requests += len(items)
+        try:
+            first: int | None = self._append_prepared(items)
+        except Exception as exc:
+            _log.warning("audit write failed: %s: %s", type(exc).__name__, exc)
+            first = None
+        else:
+            self.stats.batches += 1
+            self.stats.entries += len(items)
+        queue.deliver(items, first)
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.close)

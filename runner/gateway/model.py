@@ -356,3 +356,8 @@ class ProxyBackend(Protocol):
     async def record_event(self, session: Session | None, event: str, **data: Any) -> None:
         """A session event (authenticated, auth failed, closed, cancel...)."""
         ...
+
+    def fast_lane(self, session: Session) -> tuple[Any, dict[str, str]] | None:
+        """For the proxy's C fast lane (runner/_lane.c): the audit writer's lane queue
+        and the session's lane cache; None when this backend has none."""
+        ...

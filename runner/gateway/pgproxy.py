@@ -70,6 +70,7 @@ from runner.gateway.model import (
     utcnow,
 )
 from runner.plan.model import sha256_hex
+from runner.speedups import native as _native
 
 READ_SIZE = 1 << 18
 STARTUP_TIMEOUT_S = 60.0  # PostgreSQL's authentication_timeout default
@@ -458,22 +459,17 @@ def _blocked_error(decisions: Sequence[StatementDecision]) -> bytes:
 
 
 class _ClientSide(asyncio.Protocol):
-    """The client socket during the relay: bytes are handled in this callback, or
-    queued while a statement of this connection waits for its audit record."""
+    """The client socket during the relay: bytes are handled in this callback (by
+    the connection's C lane first, when it has one)."""
 
-    def __init__(self, conn: _ClientConnection) -> None:
+    def __init__(self, conn: _ClientConnection, lane: Any) -> None:
         self.conn = conn
+        self.data_received = (  # type: ignore[method-assign]
+            conn._client_bytes if lane is None else lane.client_data
+        )
 
-    def data_received(self, data: bytes) -> None:
-        conn = self.conn
-        if conn.hold is None:
-            if conn.end_reason is None:
-                conn._feed(data)
-            return
-        conn.chunks.append(data)
-        conn.backlog += len(data)
-        if conn.backlog > CLIENT_BACKLOG_MAX:
-            conn._block_client(_BACKLOG)
+    def data_received(self, data: bytes) -> None:  # replaced per instance
+        self.conn._client_bytes(data)
 
     def eof_received(self) -> bool:
         return False  # close the transport: a client that stops sending is gone
@@ -496,9 +492,11 @@ class _ClientSide(asyncio.Protocol):
 class _UpstreamSide(asyncio.Protocol):
     """The upstream socket during the relay: bytes are relayed in this callback."""
 
-    def __init__(self, conn: _ClientConnection) -> None:
+    def __init__(self, conn: _ClientConnection, lane: Any) -> None:
         self.conn = conn
-        self.data_received = conn._upstream_data  # type: ignore[method-assign]
+        self.data_received = (  # type: ignore[method-assign]
+            conn._upstream_data if lane is None else lane.upstream_data
+        )
 
     def data_received(self, data: bytes) -> None:  # replaced per instance
         self.conn._upstream_data(data)
@@ -571,6 +569,9 @@ class _ClientConnection:
         self.up_passthrough = 0
         self.up_leftover = b""
         self.detached = False  # the client is gone: upstream bytes are no longer relayed
+        # The C fast lane (runner/_lane.c) for the steady state, when the backend offers
+        # one: it takes a message only when _quiet() says this relay has nothing going on.
+        self.lane: Any = None
 
     def shutdown(self) -> None:
         self.stopping = True
@@ -594,6 +595,8 @@ class _ClientConnection:
                 await self._relay()
         except asyncio.CancelledError:
             if self.stopping:
+                if self.lane is not None:
+                    self.lane.end()
                 self._send_fatal("57P01", "terminating connection due to gateway shutdown")
                 if self.up is not None and self.pending:
                     await self.up.cancel(timeout=1.0)
@@ -733,9 +736,7 @@ class _ClientConnection:
         self.txn = up.transaction_status[0]
         codec = wire.python_codec(up.parameters.get("client_encoding", "UTF8"))
         self.codec = "utf-8" if codec in (None, "ascii") else codec
-        self.literals_as_server = (
-            up.parameters.get("standard_conforming_strings", "on") == "on"
-        )
+        self.literals_as_server = up.parameters.get("standard_conforming_strings", "on") == "on"
         if server_final:
             out.append(wire.authentication_sasl_final(server_final))
         out.append(wire.authentication_ok())
@@ -849,8 +850,9 @@ class _ClientConnection:
         upstream_early = bytes(getattr(self.up.reader, "_buffer", b""))
         self.ct = self.writer.transport  # type: ignore[assignment]
         self.ut = self.up.writer.transport  # type: ignore[assignment]
-        self.ct.set_protocol(_ClientSide(self))
-        self.ut.set_protocol(_UpstreamSide(self))
+        lane = self._new_lane()
+        self.ct.set_protocol(_ClientSide(self, lane))
+        self.ut.set_protocol(_UpstreamSide(self, lane))
         for transport in (self.ct, self.ut):
             with contextlib.suppress(Exception):
                 transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
@@ -858,6 +860,9 @@ class _ClientConnection:
             self._upstream_data(upstream_early)
         if client_early:
             self._feed(client_early)
+        self.lane = lane
+        if lane is not None:
+            lane.quiet = self._quiet()
         # A side that closed before the switch told its old protocol, not the new one.
         if self.up.reader.at_eof() or self.up.writer.transport.is_closing():
             self._upstream_lost()
@@ -903,6 +908,8 @@ class _ClientConnection:
     def _end(self, reason: str) -> None:
         if self.end_reason is None:
             self.end_reason = reason
+        if self.lane is not None:
+            self.lane.end()  # what it has in flight is this relay's from now on
         if not self.ended.done():
             self.ended.set_result(None)
 
@@ -928,7 +935,10 @@ class _ClientConnection:
         session = self.session
         if session is None:
             return
-        if self.hold is not None:  # a statement still waiting for its record: its
+        if self.lane is not None:
+            self.lane.end()
+        if self.hold is not None or (self.lane is not None and self.lane.holding):
+            # a statement still waiting for its record: its
             # entries are written whatever happens, and get their outcome (not-run)
             self.hold_done = asyncio.get_running_loop().create_future()
             with contextlib.suppress(Exception):
@@ -976,7 +986,106 @@ class _ClientConnection:
         blocked = index < len(decisions) and decisions[index].blocked
         return Outcome(sqlstate=SQLSTATE_BLOCKED if blocked else None, status="not-run")
 
+    # the C fast lane ---------------------------------------------------------------------------
+
+    def _new_lane(self) -> Any:
+        session = self.session
+        if session is None or _native is None:
+            return None
+        support = self.backend.fast_lane(session)
+        if support is None:
+            return None
+        queue, shapes = support
+        return _native.Lane(
+            self, self.ct.write, self.ut.write, queue, session.id, shapes, CLIENT_BACKLOG_MAX
+        )
+
+    def _quiet(self) -> bool:
+        """Nothing is going on in this relay: the lane may take the next message."""
+        return (
+            not self.pending
+            and self.hold is None
+            and not self.chunks
+            and not self.batch
+            and self.txn == _IDLE
+            and not self.discarding
+            and self.literals_as_server
+            and self.codec == "utf-8"
+            and not self.client_leftover
+            and not self.client_passthrough
+            and not self.up_leftover
+            and not self.up_passthrough
+            and self.end_reason is None
+            and not self.fatal_seen
+            and not self.detached
+        )
+
+    def _slow_client(self, data: bytes) -> bool:
+        """Client bytes the lane leaves to this relay; then whether it is quiet."""
+        self._client_bytes(data)
+        return self._quiet()
+
+    def _slow_upstream(self, data: bytes) -> bool:
+        """Upstream bytes the lane leaves to this relay; then whether it is quiet."""
+        self._upstream_data(data)
+        return self._quiet()
+
+    def _lane_adopt(self, seq: int, t0: float, tag: str | None, at: float) -> None:
+        """The lane's statement in flight (recorded as ``seq``, forwarded at ``t0``,
+        its CommandComplete ``tag`` read at ``at``) is this relay's from here on."""
+        entry = _Pending(K_QUERY)
+        entry.seqs = [seq]
+        entry.results = []
+        entry.t0 = t0
+        if tag is not None:
+            entry.results.append(
+                Outcome(
+                    tag=tag,
+                    rows=wire.rows_from_tag(tag),
+                    duration_ms=_ms(t0, at),
+                    status="completed",
+                )
+            )
+            entry.t0 = at
+        self.pending.appendleft(entry)  # sent before anything this relay has pending
+
+    def _lane_unhold(self, seq: int | None, message: bytes, rest: list[bytes]) -> None:
+        """The lane's held Query when its entry could not be written (``seq`` None) or
+        the connection ended meanwhile: what this relay does with a held statement."""
+        entry = _Pending(K_QUERY)
+        entry.results = []
+        self.hold = (message, 0, 0, len(message))
+        self.chunks[:0] = rest
+        self.backlog += sum(len(chunk) for chunk in rest)
+        self._recorded(
+            None if seq is None else [seq], functools.partial(self._query_recorded, entry)
+        )
+
+    def _lane_resume(self, rest: list[bytes]) -> None:
+        """Client bytes that came while the lane held a statement, now forwarded and
+        handed over: this relay goes on with them."""
+        if self.read_blocks & _BACKLOG:
+            self._unblock_client(_BACKLOG)
+        self._feed(b"".join(rest))
+
+    def _lane_backlog(self) -> None:
+        self._block_client(_BACKLOG)
+
+    def _lane_failed(self, error: BaseException) -> None:
+        self._end(_end_reason(error) if isinstance(error, Exception) else "error: lane")
+
     # client -> upstream ---------------------------------------------------------------------
+
+    def _client_bytes(self, data: bytes) -> None:
+        """Client bytes, or queued while a statement waits for its audit record."""
+        if self.hold is None:
+            if self.end_reason is None:
+                self._feed(data)
+            return
+        self.chunks.append(data)
+        self.backlog += len(data)
+        if self.backlog > CLIENT_BACKLOG_MAX:
+            self._block_client(_BACKLOG)
 
     def _feed(self, data: bytes) -> None:
         """Handle a run of client bytes (in a callback): any error ends the connection."""

@@ -142,9 +142,14 @@ class SessionAnalysis:
     # (literal mask of the text, made in C?, in_transaction) -> (fingerprint, findings JSON) of
     # one plain read the role allowed: the same query with other literal values
     # (a client that inlines them) is only tokenized, not split and fingerprinted.
-    allowed_shapes: dict[tuple[str, bool, bool], tuple[str, tuple[Mapping[str, Any], ...]]] = (
-        field(default_factory=dict)
+    allowed_shapes: dict[tuple[str, bool, bool], tuple[str, tuple[Mapping[str, Any], ...]]] = field(
+        default_factory=dict
     )
+    # The proxy's C fast lane reads this one (runner/_lane.c): literal mask (made in C,
+    # outside a transaction) -> the statement entry's data up to its sha256, for the
+    # same ALLOW decisions as allowed_shapes. Shared by the session's connections;
+    # emptied for good once cached verdicts on reads stop holding (_cached_reads_hold).
+    lane_shapes: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def start(
@@ -214,6 +219,16 @@ class SessionAnalysis:
         if len(shapes) > _TEXT_CACHE_SIZE:
             del shapes[next(iter(shapes))]
 
+    def remember_lane_shape(self, mask: str, prefix: str) -> None:
+        """What the C lane needs to serve an allowed plain read by its literal mask (the
+        caller checked it as for remember_allowed_shape, outside a transaction)."""
+        if len(mask) > _TEXT_CACHE_MAX_CHARS or self.analysis.context.enum_labels_added:
+            return
+        shapes = self.lane_shapes
+        shapes[mask] = prefix
+        if len(shapes) > _TEXT_CACHE_SIZE:
+            del shapes[next(iter(shapes))]
+
     def allowed_read(self, key: tuple[str, bool]) -> tuple[Mapping[str, Any], ...] | None:
         """The findings (as JSON) of a plain read this session's role allowed."""
         return self.allowed_reads.get(key)
@@ -246,6 +261,8 @@ class SessionAnalysis:
                 self.read_cache.popitem(last=False)
             return read.kind, read.findings
         result: AnalysedStatement = self.analysis.analyse_one(raw)
+        if context.enum_labels_added and self.lane_shapes:
+            self.lane_shapes.clear()  # see _cached_reads_hold: the lane must not serve them
         return result.kind, result.findings
 
     def _sync_transaction(self, in_transaction: bool) -> None:

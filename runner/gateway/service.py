@@ -6,6 +6,7 @@ PostgreSQL proxy (``pgproxy``) both call into one ``GatewayService``.
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -18,7 +19,12 @@ from sqlglot.errors import TokenError
 from sqlglot.tokenizer_core import Token
 
 from runner.errors import DatabaseError
-from runner.gateway.auditlog import AuditWriter, outcome_entry, statement_entry
+from runner.gateway.auditlog import (
+    AuditWriter,
+    outcome_entry,
+    statement_data_prefix,
+    statement_entry,
+)
 from runner.gateway.config import AccessRule, GatewayConfig, RoleConfig
 from runner.gateway.model import (
     AuditDecision,
@@ -108,6 +114,12 @@ class GatewayService:
         from runner.gateway.store import SqliteStore
 
         self.writer = AuditWriter(store, inline=isinstance(store, SqliteStore))
+        # The proxy's C fast lane (runner/_lane.c), where the writer can take its
+        # entries; SIGNOFF_FAST_LANE=0 leaves every statement to the Python relay
+        # (the tests compare both).
+        self.fast_lanes = self.writer.lane_queue is not None and os.environ.get(
+            "SIGNOFF_FAST_LANE", "1"
+        ) not in ("", "0")
         self._analyses: dict[str, SessionAnalysis] = {}
         self._facts: dict[str, ServerFacts] = {}
         self._upstreams: dict[str, Upstream] = {}
@@ -253,7 +265,9 @@ class GatewayService:
                             raw.text, raw.sha256, raw.fingerprint, allowed, _ALLOWED
                         )
                         if single:
-                            self._remember(analysis, sql, mask, native, decision, in_transaction)
+                            self._remember(
+                                session, analysis, sql, mask, native, decision, in_transaction
+                            )
                         decisions.append(decision)
                         continue
                 _, findings = analysis.findings(raw, in_transaction=in_transaction)
@@ -263,7 +277,9 @@ class GatewayService:
                 if key is not None and decision.decision is _ALLOWED and decision.grant is None:
                     analysis.remember_allowed(key, decision.findings)
                     if single:
-                        self._remember(analysis, sql, mask, native, decision, in_transaction)
+                        self._remember(
+                            session, analysis, sql, mask, native, decision, in_transaction
+                        )
                 decisions.append(decision)
         return decisions
 
@@ -317,8 +333,9 @@ class GatewayService:
             consume_grant=self.store.consume_grant,
         )
 
-    @staticmethod
     def _remember(
+        self,
+        session: Session,
         analysis: SessionAnalysis,
         sql: str,
         mask: str | None,
@@ -326,12 +343,24 @@ class GatewayService:
         decision: StatementDecision,
         in_transaction: bool,
     ) -> None:
-        """An ALLOW on ``sql``, one plain read: by its exact text and its literal mask."""
+        """An ALLOW on ``sql``, one plain read: by its exact text and its literal mask
+        (and for the C lane, which serves only masks made in C, outside transactions)."""
         analysis.remember_allowed_text(sql, decision, in_transaction=in_transaction)
         if mask is not None:
             analysis.remember_allowed_shape(
                 mask, decision, native=native, in_transaction=in_transaction
             )
+            if native and not in_transaction and self.fast_lanes:
+                analysis.remember_lane_shape(
+                    mask, statement_data_prefix(session.database, decision)
+                )
+
+    def fast_lane(self, session: Session) -> tuple[Any, dict[str, str]] | None:
+        """What a connection's C lane needs (the writer's queue, the session's lane
+        cache), or None: every statement goes through the Python relay."""
+        if not self.fast_lanes:
+            return None
+        return self.writer.lane_queue, self._analysis(session).lane_shapes
 
     def submit_statements(
         self,

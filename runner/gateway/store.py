@@ -667,11 +667,18 @@ class _Journal:
         if _native is None:
             return [row[0] for row in self.append(prepared)]
         items = list(prepared)
-        first = self._write_chained(
-            len(items),
-            lambda last_seq, last_hash, ts: _native.chain_lines(items, last_seq, last_hash, ts),
-        )
+        first = self.append_native(items)
         return list(range(first, first + len(items)))
+
+    def append_native(self, items: list[Any]) -> int:
+        """Lines made in C from tuples as chain_lines reads them (kind, session_id,
+        ref, canonical data text, ...); the first new seq."""
+        native = _native
+        assert native is not None
+        return self._write_chained(
+            len(items),
+            lambda last_seq, last_hash, ts: native.chain_lines(items, last_seq, last_hash, ts),
+        )
 
     def _write_chained(
         self, count: int, lines: Callable[[int, str, str], tuple[bytes, str]]
@@ -1046,6 +1053,12 @@ class SqliteStore:
         prepared = _prepare(entries, decode=False)
         with self._lock:
             return self._open_journal().append_seqs(prepared)
+
+    def append_prepared_seqs(self, items: list[Any]) -> int:
+        """Append entries the C lanes built (runner/_lane.c: (kind, session_id, ref,
+        canonical data text, ...) tuples, as chain_lines reads them); the first seq."""
+        with self._lock:
+            return self._open_journal().append_native(items)
 
     def entries(self, *, session_id: str | None = None, after_seq: int = 0) -> list[AuditEntry]:
         """The journal's entries in seq order. Read from a duplicate descriptor without

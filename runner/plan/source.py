@@ -112,8 +112,7 @@ def alembic_config(alembic_ini: Path, url: str | None) -> Config:
     if not alembic_ini.is_file():
         what = "is a directory" if alembic_ini.is_dir() else "does not exist"
         raise SourceError(
-            f"{alembic_ini} {what}: pass --alembic-ini with the path of your "
-            "project's alembic.ini"
+            f"{alembic_ini} {what}: pass --alembic-ini with the path of your project's alembic.ini"
         )
     cmd_opts = argparse.Namespace(x=[f"url={url}"]) if url is not None else None
     config = Config(str(alembic_ini), cmd_opts=cmd_opts)
@@ -169,9 +168,7 @@ def _load(config: Config, alembic_ini: Path) -> ScriptDirectory:
                 "revision file (or restore the missing revision)"
             )
     for warning in caught:  # anything else alembic warned about stays visible
-        warnings.warn_explicit(
-            warning.message, warning.category, warning.filename, warning.lineno
-        )
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     if failure is not None:
         _raise_load_error(script, failure)
     return script
@@ -189,8 +186,7 @@ def _raise_load_error(script: ScriptDirectory, exc: Exception) -> NoReturn:
         raise SourceError(f"{script.dir}: {_one_line(exc)}; fix the revision file")
     where = _failing_file(script, exc) or f"a revision file in {script.dir}"
     raise SourceError(
-        f"{where}: cannot import it ({type(exc).__name__}: {_one_line(exc)}); fix "
-        "the revision file"
+        f"{where}: cannot import it ({type(exc).__name__}: {_one_line(exc)}); fix the revision file"
     )
 
 
@@ -267,8 +263,7 @@ def _resolve_current(script: ScriptDirectory, current: Sequence[str]) -> tuple[s
             script,
             rev_id,
             "from the database's alembic_version / --from",
-            "check out the branch that has it, or pass --from with a revision in "
-            "`alembic history`",
+            "check out the branch that has it, or pass --from with a revision in `alembic history`",
         )
         resolved.append(rev.revision)
     return tuple(resolved)
@@ -304,8 +299,7 @@ def _get_revision(script: ScriptDirectory, rev_id: str, origin: str, fix: str) -
         ) from None
     except (ResolutionError, CommandError, RevisionError) as exc:
         raise SourceError(
-            f"unknown revision '{rev_id}' ({origin}): {_one_line(exc)} in "
-            f"{script.dir}; {fix}"
+            f"unknown revision '{rev_id}' ({origin}): {_one_line(exc)} in {script.dir}; {fix}"
         ) from None
     if rev is None:
         raise SourceError(f"unknown revision '{rev_id}' ({origin}) in {script.dir}; {fix}")
@@ -319,9 +313,7 @@ def _is_revision_id(script: ScriptDirectory, rev_id: str) -> bool:
         return False
 
 
-def _pending_scripts(
-    script: ScriptDirectory, current: Sequence[str], target: str
-) -> list[Script]:
+def _pending_scripts(script: ScriptDirectory, current: Sequence[str], target: str) -> list[Script]:
     heads = _resolve_current(script, current)
     destination = _resolve_target(script, target)
     start = " ".join(heads) or "base"

@@ -1,0 +1,837 @@
+/* The proxy's fast lane: the steady state of a connection, in C.
+ *
+ * Most of a busy gateway's traffic is one shape: a client sends one simple Query
+ * whose literal mask the session already allowed as a plain read, the server
+ * answers with rows, a CommandComplete and ReadyForQuery. For that shape the
+ * Python relay (pgproxy._ClientConnection) costs more than the database does.
+ * A Lane does exactly what the Python relay would for it, with no Python frame
+ * in between:
+ *
+ *   client Query  -> decide from the session's lane cache (mask -> the statement
+ *                    entry's data up to its sha256), queue the statement entry
+ *                    on the AuditQueue and hold the message        (HOLD)
+ *   entry durable -> forward the held message upstream          (FLIGHT)
+ *   server answer -> relay T/D/C, and at ReadyForQuery queue the outcome entry
+ *                    and relay the answer                        (IDLE)
+ *
+ * Anything else goes to the Python relay, which stays the reference: the lane
+ * takes a message only when Python says its own relay state is quiescent
+ * (``quiet``: nothing pending, no transaction, nothing half-read), and it hands
+ * an unfinished statement over (``adopt``) before Python sees any byte that
+ * follows it. The lane never decides anything Python did not decide first: its
+ * cache holds only what service.GatewayService put there, the same ALLOW
+ * decisions Python's own shape cache serves. tests/test_gateway_lane.py runs the
+ * same client sessions with the lane and without it and requires the same bytes
+ * to the client and the same audit records.
+ *
+ * AuditQueue: the entries the lanes append during one loop iteration; the
+ * audit writer's inline flush writes them in one journal append (chain_lines
+ * takes the items as they are) and ``deliver`` tells each held statement its seq.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+
+#include "_speedups_core.h"
+
+enum { LANE_IDLE = 0, LANE_HOLD = 1, LANE_FLIGHT = 2 };
+
+static PyObject *KIND_STATEMENT = NULL; /* "statement" */
+static PyObject *KIND_OUTCOME = NULL;   /* "outcome" */
+
+static int64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts); /* time.perf_counter()'s clock on Linux */
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static uint32_t be32(const unsigned char *p) {
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+
+/* ------------------------------------------------------------- AuditQueue */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *items; /* list of (kind, session_id, ref, data, waiter) */
+    PyObject *wake;  /* called once when the first item of a batch arrives */
+    int woken;
+    int closed;
+} AuditQueue;
+
+static PyTypeObject AuditQueueType;
+
+static int queue_init(AuditQueue *self, PyObject *args, PyObject *kwargs) {
+    static char *keywords[] = {"wake", NULL};
+    PyObject *wake;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O:AuditQueue", keywords, &wake)) return -1;
+    if (!PyCallable_Check(wake)) {
+        PyErr_SetString(PyExc_TypeError, "wake must be callable");
+        return -1;
+    }
+    Py_XSETREF(self->items, PyList_New(0));
+    if (self->items == NULL) return -1;
+    Py_INCREF(wake);
+    Py_XSETREF(self->wake, wake);
+    self->woken = 0;
+    self->closed = 0;
+    return 0;
+}
+
+static int queue_traverse(AuditQueue *self, visitproc visit, void *arg) {
+    Py_VISIT(self->items);
+    Py_VISIT(self->wake);
+    return 0;
+}
+
+static int queue_clear(AuditQueue *self) {
+    Py_CLEAR(self->items);
+    Py_CLEAR(self->wake);
+    return 0;
+}
+
+static void queue_dealloc(AuditQueue *self) {
+    PyObject_GC_UnTrack(self);
+    queue_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* Append ``item`` (a new reference, always consumed): 0, or -1 with an exception. */
+static int queue_push(AuditQueue *q, PyObject *item) {
+    if (q->items == NULL) {
+        Py_DECREF(item);
+        PyErr_SetString(PyExc_RuntimeError, "the audit queue is not initialised");
+        return -1;
+    }
+    int failed = PyList_Append(q->items, item);
+    Py_DECREF(item);
+    if (failed) return -1;
+    if (!q->woken) {
+        q->woken = 1;
+        PyObject *result = PyObject_CallNoArgs(q->wake);
+        if (result == NULL) return -1;
+        Py_DECREF(result);
+    }
+    return 0;
+}
+
+static PyObject *queue_take(AuditQueue *self, PyObject *unused) {
+    (void)unused;
+    PyObject *fresh = PyList_New(0);
+    if (fresh == NULL) return NULL;
+    PyObject *taken = self->items;
+    self->items = fresh;
+    self->woken = 0;
+    return taken;
+}
+
+static PyObject *queue_close(AuditQueue *self, PyObject *unused) {
+    (void)unused;
+    self->closed = 1;
+    Py_RETURN_NONE;
+}
+
+static Py_ssize_t queue_len(AuditQueue *self) {
+    return self->items == NULL ? 0 : PyList_GET_SIZE(self->items);
+}
+
+static PyObject *queue_get_closed(AuditQueue *self, void *closure) {
+    (void)closure;
+    return PyBool_FromLong(self->closed);
+}
+
+/* ------------------------------------------------------------------- Lane */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *conn;
+    PyObject *client_write;   /* the client transport's write */
+    PyObject *upstream_write; /* the upstream transport's write */
+    AuditQueue *queue;
+    PyObject *session_id;     /* str */
+    PyObject *shapes;         /* dict: literal mask -> statement data up to its sha256 */
+    /* the Python relay (bound methods of conn) */
+    PyObject *slow_client;    /* (data) -> quiet: bool */
+    PyObject *slow_upstream;  /* (data) -> quiet: bool */
+    PyObject *adopt;          /* (seq, t0, tag | None, tag_at) */
+    PyObject *unhold;         /* (seq | None, message, rest: list[bytes]) */
+    PyObject *resume;         /* (rest: list[bytes]) */
+    PyObject *backlog;        /* () */
+    PyObject *failed;         /* (exception) */
+    Py_ssize_t backlog_max;
+    int enabled;
+    int quiet;
+    int ended;
+    int state;
+    /* HOLD */
+    PyObject *held;           /* the Query message (bytes) */
+    PyObject *rest;           /* list of client chunks that arrived after it, or NULL */
+    Py_ssize_t rest_size;
+    int backlog_blocked;
+    /* FLIGHT */
+    long long seq;
+    int64_t t0;
+    PyObject *tag;            /* the CommandComplete tag (str), or NULL */
+    int64_t tag_at;
+    /* counters, for the tests and the stats */
+    long long fast;           /* statements the lane carried from Query to ReadyForQuery */
+    long long handed;         /* statements it handed to the Python relay mid-way */
+} Lane;
+
+static PyTypeObject LaneType;
+
+static PyObject *method_of(PyObject *conn, const char *name) {
+    PyObject *method = PyObject_GetAttrString(conn, name);
+    if (method != NULL && !PyCallable_Check(method)) {
+        PyErr_Format(PyExc_TypeError, "conn.%s is not callable", name);
+        Py_CLEAR(method);
+    }
+    return method;
+}
+
+static int lane_init(Lane *self, PyObject *args, PyObject *kwargs) {
+    static char *keywords[] = {"conn",       "client_write", "upstream_write", "queue",
+                               "session_id", "shapes",       "backlog_max",    NULL};
+    PyObject *conn, *client_write, *upstream_write, *queue, *session_id, *shapes;
+    Py_ssize_t backlog_max;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOO!UO!n:Lane", keywords, &conn,
+                                     &client_write, &upstream_write, &AuditQueueType, &queue,
+                                     &session_id, &PyDict_Type, &shapes, &backlog_max)) {
+        return -1;
+    }
+    if (self->conn != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "a Lane is initialised once");
+        return -1;
+    }
+#define TAKE(field, value) \
+    do {                   \
+        Py_INCREF(value);  \
+        self->field = (value); \
+    } while (0)
+    TAKE(conn, conn);
+    TAKE(client_write, client_write);
+    TAKE(upstream_write, upstream_write);
+    TAKE(session_id, session_id);
+    TAKE(shapes, shapes);
+    Py_INCREF(queue);
+    self->queue = (AuditQueue *)queue;
+#undef TAKE
+    if ((self->slow_client = method_of(conn, "_slow_client")) == NULL ||
+        (self->slow_upstream = method_of(conn, "_slow_upstream")) == NULL ||
+        (self->adopt = method_of(conn, "_lane_adopt")) == NULL ||
+        (self->unhold = method_of(conn, "_lane_unhold")) == NULL ||
+        (self->resume = method_of(conn, "_lane_resume")) == NULL ||
+        (self->backlog = method_of(conn, "_lane_backlog")) == NULL ||
+        (self->failed = method_of(conn, "_lane_failed")) == NULL) {
+        return -1;
+    }
+    self->backlog_max = backlog_max;
+    self->enabled = 1;
+    self->quiet = 0;
+    self->state = LANE_IDLE;
+    return 0;
+}
+
+static int lane_traverse(Lane *self, visitproc visit, void *arg) {
+    Py_VISIT(self->conn);
+    Py_VISIT(self->client_write);
+    Py_VISIT(self->upstream_write);
+    Py_VISIT(self->queue);
+    Py_VISIT(self->shapes);
+    Py_VISIT(self->slow_client);
+    Py_VISIT(self->slow_upstream);
+    Py_VISIT(self->adopt);
+    Py_VISIT(self->unhold);
+    Py_VISIT(self->resume);
+    Py_VISIT(self->backlog);
+    Py_VISIT(self->failed);
+    Py_VISIT(self->held);
+    Py_VISIT(self->rest);
+    return 0;
+}
+
+static int lane_clear(Lane *self) {
+    Py_CLEAR(self->conn);
+    Py_CLEAR(self->client_write);
+    Py_CLEAR(self->upstream_write);
+    Py_CLEAR(self->queue);
+    Py_CLEAR(self->session_id);
+    Py_CLEAR(self->shapes);
+    Py_CLEAR(self->slow_client);
+    Py_CLEAR(self->slow_upstream);
+    Py_CLEAR(self->adopt);
+    Py_CLEAR(self->unhold);
+    Py_CLEAR(self->resume);
+    Py_CLEAR(self->backlog);
+    Py_CLEAR(self->failed);
+    Py_CLEAR(self->held);
+    Py_CLEAR(self->rest);
+    Py_CLEAR(self->tag);
+    return 0;
+}
+
+static void lane_dealloc(Lane *self) {
+    PyObject_GC_UnTrack(self);
+    lane_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* An exception raised in the lane's own work ends the connection, as one raised in
+ * the Python relay's does (conn._lane_failed maps it to the end reason). */
+static void lane_fail(Lane *self) {
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    PyErr_NormalizeException(&type, &value, &traceback);
+    if (value == NULL) {
+        Py_XDECREF(type);
+        Py_XDECREF(traceback);
+        return;
+    }
+    if (traceback != NULL) PyException_SetTraceback(value, traceback);
+    PyObject *result = self->failed ? PyObject_CallOneArg(self->failed, value) : NULL;
+    if (result == NULL) PyErr_WriteUnraisable((PyObject *)self);
+    Py_XDECREF(result);
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(traceback);
+}
+
+/* Call a slow path that answers whether Python's relay is quiescent afterwards. */
+static int lane_slow(Lane *self, PyObject *slow, PyObject *data) {
+    self->quiet = 0;
+    PyObject *quiet = PyObject_CallOneArg(slow, data);
+    if (quiet == NULL) return -1;
+    self->quiet = PyObject_IsTrue(quiet) == 1;
+    Py_DECREF(quiet);
+    return 0;
+}
+
+/* FLIGHT -> IDLE: the statement in flight becomes an entry of Python's relay. */
+static int lane_hand_over(Lane *self) {
+    if (self->state != LANE_FLIGHT) return 0;
+    self->state = LANE_IDLE;
+    self->quiet = 0;
+    self->handed++;
+    PyObject *tag = self->tag ? self->tag : Py_None;
+    PyObject *result = PyObject_CallFunction(self->adopt, "LdOd", self->seq, (double)self->t0 / 1e9,
+                                             tag, (double)self->tag_at / 1e9);
+    Py_CLEAR(self->tag);
+    if (result == NULL) return -1;
+    Py_DECREF(result);
+    return 0;
+}
+
+static int contains_folded(const unsigned char *s, Py_ssize_t n, const char *word) {
+    size_t size = strlen(word);
+    for (Py_ssize_t i = 0; i + (Py_ssize_t)size <= n; i++) {
+        size_t k = 0;
+        while (k < size) {
+            unsigned char c = s[i + k];
+            if (c >= 'A' && c <= 'Z') c = (unsigned char)(c + 32);
+            if (c != (unsigned char)word[k]) break;
+            k++;
+        }
+        if (k == size) return 1;
+    }
+    return 0;
+}
+
+/* The statement entry's data of an allowed text: the cached prefix (every key up
+ * to "sha256"), then the text's own sha256 and the text. */
+static PyObject *statement_data(PyObject *prefix, const unsigned char *text, Py_ssize_t size) {
+    Py_ssize_t prefix_size;
+    const char *head = PyUnicode_AsUTF8AndSize(prefix, &prefix_size);
+    if (head == NULL) return NULL;
+    char digest[64];
+    digest_hex(text, (size_t)size, 0, digest);
+    Buffer b = {NULL, 0, 0};
+    PyObject *data = NULL;
+    if (buffer_reserve(&b, (size_t)(prefix_size + size) + 96) < 0 ||
+        buffer_add(&b, head, (size_t)prefix_size) < 0 || buffer_add(&b, digest, 64) < 0 ||
+        ADD_LITERAL(&b, "\",\"text\":") < 0 ||
+        buffer_add_json_string(&b, (const char *)text, size) < 0 || ADD_LITERAL(&b, "}") < 0) {
+        goto done;
+    }
+    data = PyUnicode_DecodeUTF8(b.data, (Py_ssize_t)b.size, NULL);
+done:
+    PyMem_Free(b.data);
+    return data;
+}
+
+/* rows_from_tag: "SELECT 5" -> 5, "INSERT 0 3" -> 3; -1 when the tag reports none
+ * (wire.rows_from_tag's None), -2 when the count is too long to read here. */
+static long long tag_rows(const char *tag, Py_ssize_t n) {
+    static const char *counted[] = {"SELECT", "INSERT", "UPDATE", "DELETE", "MERGE",
+                                    "COPY",   "FETCH",  "MOVE",   NULL};
+    Py_ssize_t first = -1, last = -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (tag[i] == ' ') {
+            if (first < 0) first = i;
+            last = i;
+        }
+    }
+    if (last <= 0) return -1;
+    int known = 0;
+    for (int i = 0; counted[i] != NULL; i++) {
+        if ((Py_ssize_t)strlen(counted[i]) == first && memcmp(tag, counted[i], (size_t)first) == 0) {
+            known = 1;
+            break;
+        }
+    }
+    if (!known || last + 1 >= n) return -1;
+    if (n - last - 1 > 18) return -2;
+    long long rows = 0;
+    for (Py_ssize_t i = last + 1; i < n; i++) {
+        if (tag[i] < '0' || tag[i] > '9') return -1;
+        rows = rows * 10 + (tag[i] - '0');
+    }
+    return rows;
+}
+
+/* A duration in whole microseconds as canonical_json writes round(ms, 3): the
+ * shortest repr of the double nearest us/1000, which is that decimal with its
+ * trailing zeros dropped ("12.34", "0.001", "3.0"). */
+static int add_duration(Buffer *b, long long us) {
+    char number[48];
+    long long whole = us / 1000, frac = us % 1000;
+    int n;
+    if (frac == 0) {
+        n = snprintf(number, sizeof number, "%lld.0", whole);
+    } else {
+        n = snprintf(number, sizeof number, "%lld.%03lld", whole, frac);
+        while (number[n - 1] == '0') n--;
+    }
+    return buffer_add(b, number, (size_t)n);
+}
+
+/* outcome_data_json of a completed statement with this tag and duration. */
+static PyObject *outcome_data(const char *tag, Py_ssize_t size, long long us) {
+    Buffer b = {NULL, 0, 0};
+    PyObject *data = NULL;
+    long long rows = tag_rows(tag, size);
+    char number[32];
+    if (rows == -2) {
+        PyErr_SetString(PyExc_OverflowError, "row count too long");
+        return NULL;
+    }
+    if (ADD_LITERAL(&b, "{\"duration_ms\":") < 0 || add_duration(&b, us) < 0 ||
+        ADD_LITERAL(&b, ",\"outcome\":") < 0 || buffer_add_json_string(&b, tag, size) < 0 ||
+        ADD_LITERAL(&b, ",\"rows\":") < 0) {
+        goto done;
+    }
+    if (rows < 0) {
+        if (ADD_LITERAL(&b, "null") < 0) goto done;
+    } else {
+        int n = snprintf(number, sizeof number, "%lld", rows);
+        if (buffer_add(&b, number, (size_t)n) < 0) goto done;
+    }
+    if (ADD_LITERAL(&b, ",\"sqlstate\":null,\"status\":\"completed\",\"tag\":") < 0 ||
+        buffer_add_json_string(&b, tag, size) < 0 || ADD_LITERAL(&b, "}") < 0) {
+        goto done;
+    }
+    data = PyUnicode_DecodeUTF8(b.data, (Py_ssize_t)b.size, NULL);
+done:
+    PyMem_Free(b.data);
+    return data;
+}
+
+/* One simple Query that the session's cache allows, in ``data`` exactly: queue its
+ * statement entry and hold it (1); 0: not the lane's (Python decides it). */
+static int lane_try_query(Lane *self, PyObject *data) {
+    const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(data);
+    Py_ssize_t n = PyBytes_GET_SIZE(data);
+    if (n < 6 || d[0] != 'Q' || (Py_ssize_t)be32(d + 1) + 1 != n || d[n - 1] != 0) return 0;
+    if (self->queue->closed) return 0; /* the Python path reports it */
+    const unsigned char *body = d + 5;
+    Py_ssize_t size = n - 6;
+    for (Py_ssize_t i = 0; i < size; i++) {
+        if (body[i] >= 0x80) return 0; /* decoded by the client encoding: Python's */
+    }
+    /* policy.needs_literal_guard: decided statement by statement, never cached */
+    if (contains_folded(body, size, "conforming") || contains_folded(body, size, "set_config") ||
+        contains_folded(body, size, "u&")) {
+        return 0;
+    }
+    Buffer mask = {NULL, 0, 0};
+    Py_ssize_t start, end;
+    int plain = shape_scan(body, size, &mask, &start, &end);
+    if (plain <= 0) {
+        PyMem_Free(mask.data);
+        return plain;
+    }
+    PyObject *key = PyUnicode_DecodeASCII(mask.data, (Py_ssize_t)mask.size, NULL);
+    PyMem_Free(mask.data);
+    if (key == NULL) return -1;
+    PyObject *prefix = PyDict_GetItemWithError(self->shapes, key); /* borrowed */
+    Py_DECREF(key);
+    if (prefix == NULL) return PyErr_Occurred() ? -1 : 0;
+    Py_INCREF(prefix); /* the dict may change under a callback */
+    PyObject *entry_data = statement_data(prefix, body + start, end - start);
+    Py_DECREF(prefix);
+    if (entry_data == NULL) return -1;
+    PyObject *item = PyTuple_Pack(5, KIND_STATEMENT, self->session_id, Py_None, entry_data,
+                                  (PyObject *)self);
+    Py_DECREF(entry_data);
+    if (item == NULL) return -1;
+    if (queue_push(self->queue, item) < 0) return -1;
+    Py_INCREF(data);
+    Py_XSETREF(self->held, data);
+    self->rest_size = 0;
+    self->backlog_blocked = 0;
+    self->state = LANE_HOLD;
+    return 1;
+}
+
+static PyObject *lane_client_data(Lane *self, PyObject *data) {
+    if (!PyBytes_Check(data)) {
+        PyErr_SetString(PyExc_TypeError, "client data must be bytes");
+        return NULL;
+    }
+    if (self->ended) Py_RETURN_NONE; /* as the Python relay: nothing more is read */
+    if (self->state == LANE_HOLD) {
+        /* the Python relay's backlog: kept until the held message is forwarded */
+        if (self->rest == NULL && (self->rest = PyList_New(0)) == NULL) goto fail;
+        if (PyList_Append(self->rest, data) < 0) goto fail;
+        self->rest_size += PyBytes_GET_SIZE(data);
+        if (self->rest_size > self->backlog_max && !self->backlog_blocked) {
+            self->backlog_blocked = 1;
+            PyObject *result = PyObject_CallNoArgs(self->backlog);
+            if (result == NULL) goto fail;
+            Py_DECREF(result);
+        }
+        Py_RETURN_NONE;
+    }
+    if (self->state == LANE_FLIGHT) {
+        if (lane_hand_over(self) < 0) goto fail;
+    } else if (self->quiet && self->enabled) {
+        int taken = lane_try_query(self, data);
+        if (taken < 0) goto fail;
+        if (taken) Py_RETURN_NONE;
+    }
+    if (lane_slow(self, self->slow_client, data) < 0) goto fail;
+    Py_RETURN_NONE;
+fail:
+    lane_fail(self);
+    Py_RETURN_NONE;
+}
+
+/* The held statement's entry is durable (seq >= 0) or its write failed (-1). */
+static void lane_recorded(Lane *self, long long seq) {
+    if (self->state != LANE_HOLD) return;
+    PyObject *held = self->held, *rest = self->rest;
+    self->held = self->rest = NULL;
+    self->state = LANE_IDLE;
+    if (seq < 0 || self->ended) { /* Python's relay records what becomes of it */
+        self->quiet = 0;
+        if (rest == NULL) rest = PyList_New(0);
+        PyObject *result =
+            rest == NULL ? NULL
+            : seq < 0    ? PyObject_CallFunction(self->unhold, "OOO", Py_None, held, rest)
+                         : PyObject_CallFunction(self->unhold, "LOO", seq, held, rest);
+        Py_XDECREF(result);
+        Py_XDECREF(held);
+        Py_XDECREF(rest);
+        if (result == NULL) lane_fail(self);
+        return;
+    }
+    self->seq = seq;
+    self->t0 = now_ns();
+    self->state = LANE_FLIGHT;
+    PyObject *result = PyObject_CallOneArg(self->upstream_write, held);
+    Py_DECREF(held);
+    if (result == NULL) {
+        self->state = LANE_IDLE; /* never forwarded: its outcome is the Python relay's */
+        Py_XDECREF(rest);
+        lane_fail(self);
+        return;
+    }
+    Py_DECREF(result);
+    if (rest != NULL) { /* the client pipelined: the rest is Python's, after this one */
+        if (lane_hand_over(self) < 0) {
+            Py_DECREF(rest);
+            lane_fail(self);
+            return;
+        }
+        result = PyObject_CallOneArg(self->resume, rest);
+        Py_DECREF(rest);
+        if (result == NULL) {
+            lane_fail(self);
+            return;
+        }
+        Py_DECREF(result);
+    }
+}
+
+/* Relay data[0:upto] to the client: the bytes object itself when it is all of it. */
+static int relay(Lane *self, PyObject *data, Py_ssize_t upto) {
+    if (upto <= 0) return 0;
+    PyObject *chunk;
+    if (upto == PyBytes_GET_SIZE(data)) {
+        chunk = data;
+        Py_INCREF(chunk);
+    } else {
+        chunk = PyBytes_FromStringAndSize(PyBytes_AS_STRING(data), upto);
+        if (chunk == NULL) return -1;
+    }
+    PyObject *result = PyObject_CallOneArg(self->client_write, chunk);
+    Py_DECREF(chunk);
+    if (result == NULL) return -1;
+    Py_DECREF(result);
+    return 0;
+}
+
+static PyObject *tail(PyObject *data, Py_ssize_t from) {
+    return PyBytes_FromStringAndSize(PyBytes_AS_STRING(data) + from,
+                                     PyBytes_GET_SIZE(data) - from);
+}
+
+static PyObject *lane_upstream_data(Lane *self, PyObject *data) {
+    if (!PyBytes_Check(data)) {
+        PyErr_SetString(PyExc_TypeError, "upstream data must be bytes");
+        return NULL;
+    }
+    if (self->state != LANE_FLIGHT) {
+        if (lane_slow(self, self->slow_upstream, data) < 0) return NULL;
+        Py_RETURN_NONE;
+    }
+    const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(data);
+    Py_ssize_t n = PyBytes_GET_SIZE(data), pos = 0;
+    while (n - pos >= 5) {
+        unsigned char kind = d[pos];
+        uint32_t length = be32(d + pos + 1);
+        if (length < 4 || (Py_ssize_t)length > n - pos - 1) break; /* Python reads the rest */
+        Py_ssize_t end = pos + 1 + (Py_ssize_t)length;
+        if (kind == 'T' || kind == 'D') {
+            pos = end;
+            continue;
+        }
+        if (kind == 'C') {
+            if (self->tag != NULL || d[end - 1] != 0) break;
+            Py_ssize_t size = end - 1 - (pos + 5);
+            const unsigned char *text = d + pos + 5;
+            int plain = 1;
+            for (Py_ssize_t i = 0; i < size; i++) {
+                if (text[i] < 0x20 || text[i] >= 0x7f) plain = 0;
+            }
+            if (!plain) break;
+            self->tag = PyUnicode_DecodeASCII((const char *)text, size, NULL);
+            if (self->tag == NULL) return NULL;
+            self->tag_at = now_ns();
+            pos = end;
+            continue;
+        }
+        if (kind == 'Z' && length == 5 && self->tag != NULL) {
+            Py_ssize_t tag_size;
+            const char *tag = PyUnicode_AsUTF8AndSize(self->tag, &tag_size);
+            if (tag == NULL) return NULL;
+            long long us = (self->tag_at - self->t0 + 500) / 1000;
+            PyObject *entry_data = outcome_data(tag, tag_size, us < 0 ? 0 : us);
+            if (entry_data == NULL) return NULL;
+            PyObject *ref = PyLong_FromLongLong(self->seq);
+            PyObject *item = ref == NULL ? NULL
+                                         : PyTuple_Pack(5, KIND_OUTCOME, self->session_id, ref,
+                                                        entry_data, Py_None);
+            Py_XDECREF(ref);
+            Py_DECREF(entry_data);
+            if (item == NULL || queue_push(self->queue, item) < 0) return NULL;
+            Py_CLEAR(self->tag);
+            self->state = LANE_IDLE;
+            self->fast++;
+            unsigned char status = d[pos + 5];
+            if (status != 'I') { /* not from one plain read, but the server is the truth */
+                self->quiet = 0;
+                PyObject *value = PyLong_FromLong(status);
+                if (value == NULL || PyObject_SetAttrString(self->conn, "txn", value) < 0) {
+                    Py_XDECREF(value);
+                    return NULL;
+                }
+                Py_DECREF(value);
+            }
+            if (relay(self, data, end) < 0) return NULL;
+            if (end < n) {
+                PyObject *rest = tail(data, end);
+                if (rest == NULL) return NULL;
+                int failed = lane_slow(self, self->slow_upstream, rest);
+                Py_DECREF(rest);
+                if (failed) return NULL;
+            }
+            Py_RETURN_NONE;
+        }
+        break; /* an error, a notice, a parameter status, ...: Python's */
+    }
+    /* What was read is relayed as is; Python takes the statement and the rest. */
+    if (relay(self, data, pos) < 0) return NULL;
+    if (lane_hand_over(self) < 0) return NULL;
+    if (pos < n) {
+        PyObject *rest = pos ? tail(data, pos) : (Py_INCREF(data), data);
+        if (rest == NULL) return NULL;
+        int failed = lane_slow(self, self->slow_upstream, rest);
+        Py_DECREF(rest);
+        if (failed) return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *lane_hand_over_py(Lane *self, PyObject *unused) {
+    (void)unused;
+    if (lane_hand_over(self) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *lane_end(Lane *self, PyObject *unused) {
+    (void)unused;
+    self->ended = 1;
+    self->enabled = 0;
+    if (lane_hand_over(self) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *lane_get_holding(Lane *self, void *closure) {
+    (void)closure;
+    return PyBool_FromLong(self->state == LANE_HOLD);
+}
+
+static PyObject *lane_get_in_flight(Lane *self, void *closure) {
+    (void)closure;
+    return PyBool_FromLong(self->state == LANE_FLIGHT);
+}
+
+/* queue.deliver(items, first_seq | None): tell each held statement among ``items``
+ * (a batch from take(), written from first_seq on) its seq, or that it failed. */
+static PyObject *queue_deliver(AuditQueue *self, PyObject *args) {
+    (void)self;
+    PyObject *items, *first;
+    if (!PyArg_ParseTuple(args, "O!O", &PyList_Type, &items, &first)) return NULL;
+    long long seq = -1;
+    if (first != Py_None) {
+        seq = PyLong_AsLongLong(first);
+        if (seq == -1 && PyErr_Occurred()) return NULL;
+    }
+    Py_INCREF(items);
+    Py_ssize_t count = PyList_GET_SIZE(items);
+    for (Py_ssize_t i = 0; i < count && i < PyList_GET_SIZE(items); i++) {
+        PyObject *item = PyList_GET_ITEM(items, i);
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) < 5) continue;
+        PyObject *waiter = PyTuple_GET_ITEM(item, 4);
+        if (Py_TYPE(waiter) != &LaneType) continue;
+        Py_INCREF(waiter);
+        lane_recorded((Lane *)waiter, first == Py_None ? -1 : seq + i);
+        Py_DECREF(waiter);
+    }
+    Py_DECREF(items);
+    Py_RETURN_NONE;
+}
+
+/* _speedups.outcome_data(tag, duration_us): for the tests (same text as
+ * auditlog.outcome_data_json). */
+static PyObject *outcome_data_py(PyObject *module, PyObject *args) {
+    (void)module;
+    const char *tag;
+    Py_ssize_t size;
+    long long us;
+    if (!PyArg_ParseTuple(args, "s#L", &tag, &size, &us)) return NULL;
+    return outcome_data(tag, size, us);
+}
+
+static PyMethodDef queue_methods[] = {
+    {"take", (PyCFunction)queue_take, METH_NOARGS,
+     "take() -> the queued items (kind, session_id, ref, data, waiter), emptying the queue"},
+    {"deliver", (PyCFunction)queue_deliver, METH_VARARGS,
+     "deliver(items, first_seq | None): the held statements among items learn their seqs"},
+    {"close", (PyCFunction)queue_close, METH_NOARGS,
+     "close(): lanes stop queueing (the Python path reports the closed writer)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef queue_getset[] = {
+    {"closed", (getter)queue_get_closed, NULL, "whether close() was called", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PySequenceMethods queue_as_sequence = {.sq_length = (lenfunc)queue_len};
+
+static PyTypeObject AuditQueueType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "runner._speedups.AuditQueue",
+    .tp_basicsize = sizeof(AuditQueue),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The lanes' audit entries of one loop iteration, for the writer's flush.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)queue_init,
+    .tp_dealloc = (destructor)queue_dealloc,
+    .tp_traverse = (traverseproc)queue_traverse,
+    .tp_clear = (inquiry)queue_clear,
+    .tp_methods = queue_methods,
+    .tp_getset = queue_getset,
+    .tp_as_sequence = &queue_as_sequence,
+};
+
+static PyMethodDef lane_methods[] = {
+    {"client_data", (PyCFunction)lane_client_data, METH_O, "the client transport's data_received"},
+    {"upstream_data", (PyCFunction)lane_upstream_data, METH_O,
+     "the upstream transport's data_received"},
+    {"hand_over", (PyCFunction)lane_hand_over_py, METH_NOARGS,
+     "give a statement in flight to the Python relay (conn._lane_adopt)"},
+    {"end", (PyCFunction)lane_end, METH_NOARGS,
+     "the connection is ending: hand over what is in flight, take nothing more"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef lane_members[] = {
+    {"enabled", T_INT, offsetof(Lane, enabled), 0, "whether the lane may take statements"},
+    {"quiet", T_INT, offsetof(Lane, quiet), 0, "whether the Python relay is quiescent"},
+    {"fast", T_LONGLONG, offsetof(Lane, fast), READONLY, "statements the lane carried"},
+    {"handed", T_LONGLONG, offsetof(Lane, handed), READONLY,
+     "statements handed to the Python relay mid-way"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyGetSetDef lane_getset[] = {
+    {"holding", (getter)lane_get_holding, NULL, "a statement waits for its entry", NULL},
+    {"in_flight", (getter)lane_get_in_flight, NULL, "a statement runs on the server", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject LaneType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "runner._speedups.Lane",
+    .tp_basicsize = sizeof(Lane),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "One proxy connection's fast lane (see runner/_lane.c).",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)lane_init,
+    .tp_dealloc = (destructor)lane_dealloc,
+    .tp_traverse = (traverseproc)lane_traverse,
+    .tp_clear = (inquiry)lane_clear,
+    .tp_methods = lane_methods,
+    .tp_members = lane_members,
+    .tp_getset = lane_getset,
+};
+
+static PyMethodDef lane_module_methods[] = {
+    {"outcome_data", outcome_data_py, METH_VARARGS,
+     "outcome_data(tag, duration_us) -> a completed statement's outcome data, as the lane "
+     "writes it"},
+    {NULL, NULL, 0, NULL},
+};
+
+int lane_add_to_module(PyObject *module) {
+    if (KIND_STATEMENT == NULL) {
+        KIND_STATEMENT = PyUnicode_InternFromString("statement");
+        KIND_OUTCOME = PyUnicode_InternFromString("outcome");
+        if (KIND_STATEMENT == NULL || KIND_OUTCOME == NULL) return -1;
+    }
+    if (PyType_Ready(&AuditQueueType) < 0 || PyType_Ready(&LaneType) < 0) return -1;
+    Py_INCREF(&AuditQueueType);
+    if (PyModule_AddObject(module, "AuditQueue", (PyObject *)&AuditQueueType) < 0) {
+        Py_DECREF(&AuditQueueType);
+        return -1;
+    }
+    Py_INCREF(&LaneType);
+    if (PyModule_AddObject(module, "Lane", (PyObject *)&LaneType) < 0) {
+        Py_DECREF(&LaneType);
+        return -1;
+    }
+    return PyModule_AddFunctions(module, lane_module_methods);
+}
