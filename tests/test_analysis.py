@@ -113,9 +113,7 @@ def test_a_rule_that_fails_on_a_statement_fails_closed() -> None:
     def broken(view: object, context: object) -> list[str]:
         raise AttributeError("boom")
 
-    rule = Rule(
-        "SO999", "broken", Category.HYGIENE, Severity.INFO, "s", "r", "x", broken, (), ()
-    )
+    rule = Rule("SO999", "broken", Category.HYGIENE, Severity.INFO, "s", "r", "x", broken, (), ())
     analysis = Analysis(PG15, server_version=150000, rules=[rule])
     (result,) = analysis.analyse(split_statements("SELECT 1"))
     (finding,) = result.findings

@@ -370,10 +370,7 @@ class _PasswordRejectingServer:
             return
         (length,) = struct.unpack("!i", _recv(conn, 4))
         self.passwords.append(_recv(conn, length - 4).rstrip(b"\0").decode())
-        fields = (
-            b"SFATAL\0VFATAL\0C28P01\0"
-            b'Mpassword authentication failed for user "ehr"\0\0'
-        )
+        fields = b'SFATAL\0VFATAL\0C28P01\0Mpassword authentication failed for user "ehr"\0\0'
         conn.sendall(b"E" + struct.pack("!i", len(fields) + 4) + fields)
 
 
@@ -394,9 +391,7 @@ def test_wrong_password_hides_the_password() -> None:
         with pytest.raises(DatabaseError) as excinfo:
             read_facts(url)
         with pytest.raises(DatabaseError) as excinfo_query:
-            read_facts(
-                f"postgresql://ehr@127.0.0.1:{server.port}/ehr?password={PASSWORD}"
-            )
+            read_facts(f"postgresql://ehr@127.0.0.1:{server.port}/ehr?password={PASSWORD}")
     finally:
         server.close()
 

@@ -359,6 +359,7 @@ class WriterStats:
     requests: int = 0  # append requests written (or failed)
     entries: int = 0
     batches: int = 0  # store.append calls
+    lane_entries: int = 0  # of the entries, those the proxy's C lanes queued
 
 
 class AuditWriter:
@@ -542,6 +543,7 @@ class AuditWriter:
         else:
             self.stats.batches += 1
             self.stats.entries += len(items)
+            self.stats.lane_entries += len(items)
         queue.deliver(items, first)
 
     async def aclose(self) -> None:

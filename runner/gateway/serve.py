@@ -37,6 +37,7 @@ class RunningGateway:
     http_port: int = 0
     pg_port: int = 0
     started: threading.Event = field(default_factory=threading.Event)
+    service: GatewayService | None = None  # for the tests' look at its counters
 
 
 async def serve(
@@ -86,6 +87,7 @@ async def serve(
             await asyncio.sleep(0.01)
         if running is not None:
             running.pg_port = proxy.port
+            running.service = service
             running.http_port = http.servers[0].sockets[0].getsockname()[1]
             running.started.set()
         if stop is not None:
@@ -100,10 +102,11 @@ async def serve(
         store.close()
         stats = service.writer.stats
         _log.info(
-            "audit log: %d entries in %d commits (%d appends)",
+            "audit log: %d entries in %d commits (%d appends; %d entries from the fast lane)",
             stats.entries,
             stats.batches,
             stats.requests,
+            stats.lane_entries,
         )
 
 

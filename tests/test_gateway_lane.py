@@ -1,0 +1,343 @@
+"""The proxy's C fast lane (runner/_lane.c) changes nothing a client or an auditor sees.
+
+Each test runs the same client session twice through one in-process gateway:
+once with the lane (``service.fast_lanes``, the default) and once with every
+statement left to the Python relay, the reference. Both runs must give the
+client the same messages, byte for byte, and the audit journal the same
+records (the same statement entries; the same outcomes but for their
+durations). Each also checks that the lane did carry statements, so the
+comparison is not between two runs of the Python relay.
+
+The sessions are built to walk the lane through its hand-overs: a server error,
+a notice, a result larger than one read, a transaction, pipelined queries (in
+one write and in two), a client that disconnects while its statement runs, and
+a journal that cannot be written.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from audit_journal import journal_path, read_entries
+from gateway_harness import Gateway, running_gateway
+from pgclient import RawClient, bind, describe_portal, error_of, execute
+
+from runner.gateway import wire
+from runner.gateway.auditlog import outcome_data_json
+from runner.gateway.model import Outcome
+from runner.gateway.service import GatewayService
+from runner.speedups import native
+
+pytestmark = pytest.mark.skipif(native is None, reason="the C extension is not built")
+
+Messages = list[tuple[str, bytes]]
+Script = Callable[[RawClient], list[Messages]]
+
+
+@pytest.fixture
+def gateway(
+    scratch_db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Gateway]:
+    with running_gateway(scratch_db_url, tmp_path, monkeypatch) as running:
+        with psycopg.connect(scratch_db_url, autocommit=True) as conn:
+            conn.execute(
+                "CREATE FUNCTION noisy(i int) RETURNS int LANGUAGE plpgsql AS "
+                "$$BEGIN RAISE NOTICE 'noisy %', i; RETURN i; END$$"
+            )
+            conn.execute("CREATE TYPE mood AS ENUM ('calm', 'busy')")
+        yield running
+
+
+def service_of(gateway: Gateway) -> GatewayService:
+    service = gateway.running.running.service
+    assert service is not None
+    return service
+
+
+def session_entries(gateway: Gateway, session_id: str) -> list[dict[str, Any]]:
+    return [
+        entry
+        for entry in read_entries(journal_path(gateway.state_path))
+        if entry["session_id"] == session_id
+    ]
+
+
+def records(gateway: Gateway, session_id: str) -> list[Any]:
+    """The session's audit trail without what differs between two runs of the same
+    statements (seqs, times, the session id): statement entries whole, each with its
+    outcome (duration dropped), and session events by name and reason."""
+    entries = session_entries(gateway, session_id)
+    outcomes = {e["ref"]: e["data"] for e in entries if e["kind"] == "outcome"}
+    trail: list[Any] = []
+    for entry in entries:
+        if entry["kind"] == "statement":
+            outcome = dict(outcomes.get(entry["seq"], {"missing": True}))
+            outcome.pop("duration_ms", None)
+            trail.append(("statement", entry["data"], outcome))
+        elif entry["kind"] == "session":
+            data = entry["data"]
+            if data["event"] not in ("session-created", "authenticated"):
+                trail.append(("event", data["event"], data.get("reason")))
+    return trail
+
+
+def run_twice(gateway: Gateway, script: Script) -> tuple[list[Messages], list[Any], int]:
+    """(what the client received, the audit trail, entries the lane queued) of the
+    script with the lane; asserts the run without it gave the same."""
+    service = service_of(gateway)
+    results = []
+    for lanes in (True, False):
+        service.fast_lanes = lanes
+        before = service.writer.stats.lane_entries
+        session = gateway.session()
+        client = RawClient(gateway.pg_port)
+        try:
+            started = client.startup(session["session_id"], "ehr", session["secret"])
+            assert started[-1][0] == "Z", started
+            received = script(client)
+        finally:
+            client.close()
+        wait_closed(gateway, session["session_id"])
+        results.append(
+            (
+                received,
+                records(gateway, session["session_id"]),
+                service.writer.stats.lane_entries - before,
+            )
+        )
+    (with_lane, trail, carried), (without, reference, none) = results
+    assert none == 0
+    assert with_lane == without
+    assert trail == reference
+    return with_lane, trail, carried
+
+
+def wait_closed(gateway: Gateway, session_id: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(
+            e["kind"] == "session" and e["data"]["event"] == "closed"
+            for e in session_entries(gateway, session_id)
+        ):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"session {session_id} was not closed in the journal")
+
+
+def queries(client: RawClient, texts: Sequence[str]) -> list[Messages]:
+    return [client.query(text) for text in texts]
+
+
+def kinds(messages: Messages) -> str:
+    return "".join(kind for kind, _ in messages)
+
+
+# -- the steady state ---------------------------------------------------------------------
+
+
+def test_repeated_reads_are_carried_by_the_lane_and_recorded_alike(gateway: Gateway) -> None:
+    texts = [f"SELECT mrn FROM patients WHERE id = {i}" for i in range(1, 21)]
+    received, trail, carried = run_twice(gateway, lambda c: queries(c, texts))
+    # The first text is decided (and its mask cached) by Python; the lane carries the
+    # other 19: a statement entry and an outcome entry each.
+    assert carried == 2 * 19
+    assert [kinds(m) for m in received] == ["TDCZ"] * 20
+    statements = [data for kind, data, _ in trail if kind == "statement"]
+    assert [s["text"] for s in statements] == texts
+    assert {s["decision"] for s in statements} == {"allowed"}
+    assert len({s["fingerprint"] for s in statements}) == 1
+    assert len({s["sha256"] for s in statements}) == 20
+    outcomes = [outcome for kind, _, outcome in trail if kind == "statement"]
+    assert all(o["tag"] == "SELECT 1" and o["rows"] == 1 for o in outcomes)
+    assert trail[-1] == ("event", "closed", "client terminated") or trail[-1][1] == "closed"
+
+
+def test_lane_entries_verify_in_the_chain(gateway: Gateway) -> None:
+    texts = [f"SELECT id FROM patients WHERE mrn = 'M{i}'" for i in range(1, 6)]
+    _, _, carried = run_twice(gateway, lambda c: queries(c, texts))
+    assert carried == 2 * 4
+    verified = gateway.cli("audit", "verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+# -- hand-overs to the Python relay ----------------------------------------------------------
+
+
+def test_a_server_error_mid_lane_is_recorded_as_python_records_it(gateway: Gateway) -> None:
+    texts = [
+        "SELECT 10 / (id - 3) FROM patients WHERE id = 4",
+        "SELECT 10 / (id - 3) FROM patients WHERE id = 5",
+        "SELECT 10 / (id - 3) FROM patients WHERE id = 3",  # division by zero
+        "SELECT 10 / (id - 3) FROM patients WHERE id = 6",
+    ]
+    received, trail, carried = run_twice(gateway, lambda c: queries(c, texts))
+    assert error_of(received[2])["C"] == "22012"
+    outcomes = [outcome for kind, _, outcome in trail if kind == "statement"]
+    assert outcomes[2]["status"] == "failed" and outcomes[2]["sqlstate"] == "22012"
+    assert outcomes[3]["status"] == "completed"
+    assert carried >= 2 * 2 + 1  # 2 whole, and the failed one's statement entry
+
+
+def test_notices_and_large_results_are_handed_over(gateway: Gateway) -> None:
+    texts = [
+        "SELECT noisy(1)",
+        "SELECT noisy(2)",  # a NoticeResponse before the rows
+        "SELECT repeat('x', 10) FROM patients WHERE id = 1",
+        "SELECT repeat('y', 300000) FROM patients WHERE id = 2",  # more than one read
+        "SELECT repeat('z', 20) FROM patients WHERE id = 3",
+    ]
+    received, trail, carried = run_twice(gateway, lambda c: queries(c, texts))
+    assert kinds(received[1]).startswith("TN") or "N" in kinds(received[1])
+    assert len(received[3][1][1]) > 300000
+    outcomes = [outcome for kind, _, outcome in trail if kind == "statement"]
+    assert [o["tag"] for o in outcomes] == ["SELECT 1"] * 5
+    assert carried >= 2 * 2  # noisy(2) and the large read were handed over; the last ran whole
+
+
+def test_transactions_and_what_the_lane_does_not_take(gateway: Gateway) -> None:
+    texts = [
+        "SELECT mrn FROM patients WHERE id = 1",
+        "BEGIN",
+        "SELECT mrn FROM patients WHERE id = 2",  # in a transaction: Python's
+        "COMMIT",
+        "SELECT mrn FROM patients WHERE id = 3",  # the lane again
+        "SELECT mrn FROM patients WHERE id = 4; SELECT 1",  # two statements
+        "SELECT mrn FROM patients WHERE mrn = 'é'",  # not ASCII
+        "SELECT 'standard_conforming_strings'",  # the literal guard
+        "DROP TABLE visits_old",  # refused
+        "SELECT mrn FROM patients WHERE id = 5",
+        "",  # an empty query
+    ]
+    received, _trail, carried = run_twice(gateway, lambda c: queries(c, texts))
+    assert error_of(received[8])["C"] == "42501"
+    assert kinds(received[10]) == "IZ"
+    assert carried == 2 * 2  # ids 3 and 5
+
+
+def test_enum_labels_added_stop_the_lane(gateway: Gateway) -> None:
+    def script(client: RawClient) -> list[Messages]:
+        got = queries(
+            client,
+            [
+                "SELECT mrn FROM patients WHERE id = 1",
+                "SELECT mrn FROM patients WHERE id = 2",
+                "BEGIN",
+                "ALTER TYPE mood ADD VALUE 'tired'",
+                "ROLLBACK",
+            ],
+        )
+        # From here cached verdicts on reads no longer hold (policy._cached_reads_hold).
+        service = service_of(gateway)
+        before = service.writer.stats.lane_entries
+        got += queries(client, ["SELECT mrn FROM patients WHERE id = 3"])
+        assert service.writer.stats.lane_entries == before
+        return got
+
+    _, _, carried = run_twice(gateway, script)
+    assert carried == 2
+
+
+def test_pipelined_queries_in_one_write_and_in_two(gateway: Gateway) -> None:
+    def script(client: RawClient) -> list[Messages]:
+        got = queries(client, ["SELECT mrn FROM patients WHERE id = 1"])
+        client.send(wire.query("SELECT mrn FROM patients WHERE id = 2"))
+        client.send(wire.query("SELECT mrn FROM patients WHERE id = 3"))
+        got += [client.until("Z"), client.until("Z")]
+        client.send(
+            wire.query("SELECT mrn FROM patients WHERE id = 4")
+            + wire.query("SELECT mrn FROM patients WHERE id = 5")
+        )
+        got += [client.until("Z"), client.until("Z")]
+        return got
+
+    received, trail, _ = run_twice(gateway, script)
+    assert [kinds(m) for m in received] == ["TDCZ"] * 5
+    texts = [data["text"] for kind, data, _ in trail if kind == "statement"]
+    assert texts == [f"SELECT mrn FROM patients WHERE id = {i}" for i in range(1, 6)]
+
+
+def test_extended_protocol_beside_the_lane(gateway: Gateway) -> None:
+    def script(client: RawClient) -> list[Messages]:
+        got = queries(client, ["SELECT mrn FROM patients WHERE id = 1"])
+        client.send(
+            wire.parse(b"", "SELECT mrn FROM patients WHERE id = $1"),
+            bind(b"", b"", [b"7"]),
+            describe_portal(),
+            execute(),
+            wire.sync(),
+        )
+        got.append(client.until("Z"))
+        got += queries(client, ["SELECT mrn FROM patients WHERE id = 2"])
+        return got
+
+    received, _, carried = run_twice(gateway, script)
+    assert kinds(received[1]) == "12TDCZ"
+    assert carried == 2
+
+
+def test_client_gone_while_the_lane_has_its_statement_in_flight(gateway: Gateway) -> None:
+    def script(client: RawClient) -> list[Messages]:
+        got = queries(client, ["SELECT pg_sleep(0.01)"])
+        client.send(wire.query("SELECT pg_sleep(2)"))
+        time.sleep(0.5)  # forwarded and running
+        client.sock.shutdown(socket.SHUT_RDWR)
+        client.close()
+        return got
+
+    _, trail, carried = run_twice(gateway, script)
+    statements = [(data["text"], outcome) for kind, data, outcome in trail if kind == "statement"]
+    assert statements[1][0] == "SELECT pg_sleep(2)"
+    assert statements[1][1]["status"] == "connection-lost"
+    assert carried == 1  # the statement entry; its outcome is the Python relay's
+
+
+def test_a_journal_that_cannot_be_written_refuses_the_lanes_statement(
+    gateway: Gateway,
+) -> None:
+    def outcomes() -> int:
+        entries = read_entries(journal_path(gateway.state_path))
+        return sum(entry["kind"] == "outcome" for entry in entries)
+
+    def script(client: RawClient) -> list[Messages]:
+        written = outcomes()
+        got = queries(client, ["SELECT mrn FROM patients WHERE id = 1"])
+        deadline = time.monotonic() + 10  # its outcome is written after the answer
+        while outcomes() == written and time.monotonic() < deadline:
+            time.sleep(0.01)
+        journal = service_of(gateway).store._journal  # type: ignore[attr-defined]
+        real = journal.fd
+        broken = os.open(os.devnull, os.O_RDONLY)  # appends fail: EBADF
+        journal.fd = broken
+        try:
+            got += queries(client, ["SELECT mrn FROM patients WHERE id = 2"])
+        finally:
+            journal.fd = real
+            os.close(broken)
+        got += queries(client, ["SELECT mrn FROM patients WHERE id = 3"])
+        return got
+
+    received, trail, _ = run_twice(gateway, script)
+    assert error_of(received[1])["C"] == "58000"
+    assert kinds(received[2]) == "TDCZ"
+    texts = [data["text"] for kind, data, _ in trail if kind == "statement"]
+    assert "SELECT mrn FROM patients WHERE id = 2" not in texts
+
+
+# -- the lane's outcome data ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tag", ["SELECT 1", "SELECT 0", "SELECT 123456789", "SHOW", "INSERT 0 3"])
+@pytest.mark.parametrize("us", [0, 1, 10, 999, 1000, 1001, 12340, 1234567, 86_400_000_000])
+def test_outcome_data_is_what_python_writes(tag: str, us: int) -> None:
+    assert native is not None
+    expected = outcome_data_json(
+        Outcome(tag=tag, rows=wire.rows_from_tag(tag), duration_ms=us / 1000, status="completed")
+    )
+    assert native.outcome_data(tag, us) == expected
