@@ -111,10 +111,17 @@ static inline void sha256_final(Sha256 *s, uint8_t digest[32]) {
 
 /* The same digest from the process's libcrypto when it has one (CPython's hashlib
  * loads it): its assembly uses the CPU's SHA extensions, several times faster
- * than the portable code above, which is the fallback. */
-typedef unsigned char *(*OneShotSha256)(const unsigned char *, size_t, unsigned char *);
-static OneShotSha256 libcrypto_sha256 = NULL;
-static inline int libcrypto_looked_up = 0;
+ * than the portable code above, which is the fallback. Through SHA256_Init/
+ * Update/Final, not the one-shot SHA256(): in OpenSSL 3 that one looks the
+ * algorithm up in the provider on every call, which costs more than hashing a
+ * statement. The context lives on the stack (SHA256_CTX is 112 bytes). */
+typedef int (*Sha256Init)(void *);
+typedef int (*Sha256Update)(void *, const void *, size_t);
+typedef int (*Sha256Final)(unsigned char *, void *);
+static Sha256Init libcrypto_init = NULL;
+static Sha256Update libcrypto_update = NULL;
+static Sha256Final libcrypto_final = NULL;
+static int libcrypto_looked_up = 0;
 
 static inline void find_libcrypto(void) {
     static const char *names[] = {"libcrypto.so.3", "libcrypto.so.1.1", "libcrypto.so", NULL};
@@ -122,8 +129,11 @@ static inline void find_libcrypto(void) {
     for (int i = 0; names[i] != NULL; i++) {
         void *handle = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
         if (handle == NULL) continue;
-        libcrypto_sha256 = (OneShotSha256)dlsym(handle, "SHA256");
-        if (libcrypto_sha256 != NULL) return;
+        libcrypto_init = (Sha256Init)dlsym(handle, "SHA256_Init");
+        libcrypto_update = (Sha256Update)dlsym(handle, "SHA256_Update");
+        libcrypto_final = (Sha256Final)dlsym(handle, "SHA256_Final");
+        if (libcrypto_init != NULL && libcrypto_update != NULL && libcrypto_final != NULL) return;
+        libcrypto_init = NULL;
         dlclose(handle);
     }
 }
@@ -132,8 +142,10 @@ static inline void digest_hex(const uint8_t *data, size_t size, int portable, ch
     static const char hex[] = "0123456789abcdef";
     uint8_t digest[32];
     if (!libcrypto_looked_up) find_libcrypto();
-    if (libcrypto_sha256 != NULL && !portable) {
-        libcrypto_sha256(data, size, digest);
+    _Alignas(16) unsigned char context[256];
+    if (libcrypto_init != NULL && !portable && libcrypto_init(context) == 1 &&
+        libcrypto_update(context, data, size) == 1 && libcrypto_final(digest, context) == 1) {
+        /* done */
     } else {
         Sha256 sha;
         sha256_init(&sha);
