@@ -22,25 +22,18 @@
  */
 #include "_speedups_core.h"
 
+#include <errno.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
 /* ------------------------------------------------------------ chain_lines */
 
-static PyObject *chain_lines(PyObject *module, PyObject *args) {
-    (void)module;
-    PyObject *prepared;
-    long long seq;
-    const char *prev_in, *ts;
-    Py_ssize_t prev_size, ts_size;
-    if (!PyArg_ParseTuple(args, "O!Ls#s#", &PyList_Type, &prepared, &seq, &prev_in, &prev_size,
-                          &ts, &ts_size)) {
-        return NULL;
-    }
-    if (prev_size != 64) {
-        PyErr_SetString(PyExc_ValueError, "last_hash must be 64 hex digits");
-        return NULL;
-    }
-    char prev[64];
-    memcpy(prev, prev_in, 64);
-    Buffer out = {NULL, 0, 0};
+/* Append the chained journal lines of ``prepared`` after (seq, prev) to ``out``;
+ * ``prev`` becomes the last entry's hash. 0, or -1 with an exception set. */
+static int chain_into(Buffer *out, PyObject *prepared, long long seq, char prev[64],
+                      const char *ts, Py_ssize_t ts_size) {
     Buffer body = {NULL, 0, 0};
     Py_ssize_t count = PyList_GET_SIZE(prepared);
     for (Py_ssize_t i = 0; i < count; i++) {
@@ -101,15 +94,42 @@ static PyObject *chain_lines(PyObject *module, PyObject *args) {
         }
         digest_hex((const uint8_t *)body.data, body.size, 0, prev);
         /* the line: the body with "hash" added last */
-        if (buffer_add(&out, body.data + 64, body.size - 65) < 0 ||
-            ADD_LITERAL(&out, ",\"hash\":\"") < 0 || buffer_add(&out, prev, 64) < 0 ||
-            ADD_LITERAL(&out, "\"}\n") < 0) {
+        if (buffer_add(out, body.data + 64, body.size - 65) < 0 ||
+            ADD_LITERAL(out, ",\"hash\":\"") < 0 || buffer_add(out, prev, 64) < 0 ||
+            ADD_LITERAL(out, "\"}\n") < 0) {
             goto fail;
         }
     }
+    PyMem_Free(body.data);
+    return 0;
+fail:
+    PyMem_Free(body.data);
+    return -1;
+}
+
+static PyObject *chain_lines(PyObject *module, PyObject *args) {
+    (void)module;
+    PyObject *prepared;
+    long long seq;
+    const char *prev_in, *ts;
+    Py_ssize_t prev_size, ts_size;
+    if (!PyArg_ParseTuple(args, "O!Ls#s#", &PyList_Type, &prepared, &seq, &prev_in, &prev_size,
+                          &ts, &ts_size)) {
+        return NULL;
+    }
+    if (prev_size != 64) {
+        PyErr_SetString(PyExc_ValueError, "last_hash must be 64 hex digits");
+        return NULL;
+    }
+    char prev[64];
+    memcpy(prev, prev_in, 64);
+    Buffer out = {NULL, 0, 0};
+    if (chain_into(&out, prepared, seq, prev, ts, ts_size) < 0) {
+        PyMem_Free(out.data);
+        return NULL;
+    }
     PyObject *lines = PyBytes_FromStringAndSize(out.data ? out.data : "", (Py_ssize_t)out.size);
     PyMem_Free(out.data);
-    PyMem_Free(body.data);
     if (lines == NULL) return NULL;
     PyObject *last = PyUnicode_FromStringAndSize(prev, 64);
     if (last == NULL) {
@@ -117,10 +137,91 @@ static PyObject *chain_lines(PyObject *module, PyObject *args) {
         return NULL;
     }
     return Py_BuildValue("(NN)", lines, last);
-fail:
+}
+
+/* ---------------------------------------------------------- journal_append */
+
+/* store._now_rfc3339(): "YYYY-MM-DDTHH:MM:SS.ffffffZ" (UTC). */
+static int utc_now(char out[28]) {
+    struct timespec now;
+    struct tm tm;
+    if (clock_gettime(CLOCK_REALTIME, &now) != 0 || gmtime_r(&now.tv_sec, &tm) == NULL) return -1;
+    int n = snprintf(out, 28, "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ", tm.tm_year + 1900,
+                     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                     (long)(now.tv_nsec / 1000));
+    return n == 27 ? 0 : -1;
+}
+
+static int lock_file(int fd, int operation) {
+    int failed;
+    Py_BEGIN_ALLOW_THREADS /* another process may hold it */
+    do {
+        failed = flock(fd, operation);
+    } while (failed != 0 && errno == EINTR);
+    Py_END_ALLOW_THREADS
+    return failed;
+}
+
+/* journal_append(fd, prepared, last_seq, last_hash, known_end, sync)
+ *     -> (new_end, last_hash) | None
+ * store._Journal's append in one call, for when this process knows where the file
+ * ends: under the flock, if the file is still ``known_end`` bytes long, write the
+ * chained lines of ``prepared`` (stamped now) and fdatasync them when ``sync``.
+ * None when the file's size differs (another process appended, or a torn tail):
+ * the caller learns the file again under the lock. OSError when a call fails
+ * (whatever reached the file is re-read by the next append, as in Python). */
+static PyObject *journal_append(PyObject *module, PyObject *args) {
+    (void)module;
+    int fd, sync;
+    PyObject *prepared;
+    long long seq, known_end;
+    const char *prev_in;
+    Py_ssize_t prev_size;
+    if (!PyArg_ParseTuple(args, "iO!Ls#Lp", &fd, &PyList_Type, &prepared, &seq, &prev_in,
+                          &prev_size, &known_end, &sync)) {
+        return NULL;
+    }
+    if (prev_size != 64) {
+        PyErr_SetString(PyExc_ValueError, "last_hash must be 64 hex digits");
+        return NULL;
+    }
+    char prev[64], ts[28];
+    memcpy(prev, prev_in, 64);
+    Buffer out = {NULL, 0, 0};
+    if (lock_file(fd, LOCK_EX) != 0) return PyErr_SetFromErrno(PyExc_OSError);
+    struct stat st;
+    if (fstat(fd, &st) != 0) goto os_error;
+    if ((long long)st.st_size != known_end) {
+        lock_file(fd, LOCK_UN);
+        Py_RETURN_NONE;
+    }
+    if (utc_now(ts) < 0) goto os_error;
+    if (chain_into(&out, prepared, seq, prev, ts, 27) < 0) {
+        lock_file(fd, LOCK_UN);
+        PyMem_Free(out.data);
+        return NULL;
+    }
+    size_t done = 0;
+    while (done < out.size) {
+        ssize_t written = write(fd, out.data + done, out.size - done);
+        if (written < 0) {
+            if (errno == EINTR) continue;
+            goto os_error;
+        }
+        done += (size_t)written;
+    }
+    if (sync && fdatasync(fd) != 0) goto os_error;
+    if (lock_file(fd, LOCK_UN) != 0) goto os_error_unlocked;
     PyMem_Free(out.data);
-    PyMem_Free(body.data);
-    return NULL;
+    return Py_BuildValue("(Ls#)", known_end + (long long)out.size, prev, (Py_ssize_t)64);
+os_error: {
+    int saved = errno;
+    lock_file(fd, LOCK_UN);
+    errno = saved;
+}
+os_error_unlocked:
+    PyMem_Free(out.data);
+    return PyErr_SetFromErrno(PyExc_OSError);
 }
 
 /* ---------------------------------------------------------- literal_shape */
@@ -163,6 +264,9 @@ static PyObject *sha256_hex_py(PyObject *module, PyObject *args) {
 /* ----------------------------------------------------------------- module */
 
 static PyMethodDef methods[] = {
+    {"journal_append", journal_append, METH_VARARGS,
+     "journal_append(fd, prepared, last_seq, last_hash, known_end, sync) -> (new end, last "
+     "hash) | None"},
     {"chain_lines", chain_lines, METH_VARARGS,
      "chain_lines(prepared, last_seq, last_hash, ts) -> (journal lines, last hash)"},
     {"sha256_hex", sha256_hex_py, METH_VARARGS,

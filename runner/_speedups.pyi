@@ -7,6 +7,15 @@ def literal_shape(sql: str, /) -> tuple[str, int, int] | None: ...
 def chain_lines(
     prepared: list[tuple[Any, ...]], last_seq: int, last_hash: str, ts: str, /
 ) -> tuple[bytes, str]: ...
+def journal_append(
+    fd: int,
+    prepared: list[tuple[Any, ...]],
+    last_seq: int,
+    last_hash: str,
+    known_end: int,
+    sync: bool,
+    /,
+) -> tuple[int, str] | None: ...
 def sha256_hex(data: bytes, portable: bool = False, /) -> str: ...
 
 # runner/_lane.c

@@ -19,6 +19,17 @@ class Native(Protocol):
         self, prepared: list[tuple[Any, ...]], last_seq: int, last_hash: str, ts: str, /
     ) -> tuple[bytes, str]: ...
 
+    def journal_append(
+        self,
+        fd: int,
+        prepared: list[tuple[Any, ...]],
+        last_seq: int,
+        last_hash: str,
+        known_end: int,
+        sync: bool,
+        /,
+    ) -> tuple[int, str] | None: ...
+
     # runner/_lane.c: the proxy's fast lane
     Lane: Any
     AuditQueue: Any

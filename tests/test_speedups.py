@@ -5,14 +5,22 @@
   the mask a sound cache key). Texts C cannot read plainly get None.
 * ``chain_lines``: the journal lines and the last hash are byte for byte what
   ``store._chain_rows`` makes, and hashlib agrees with its SHA-256.
+* ``journal_append``: those lines, stamped now, written under the flock only
+  while the file ends where the caller believes it does.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
+import os
 import random
+import re
 from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -176,6 +184,45 @@ def test_chain_lines_are_what_the_python_chain_writes(count: int) -> None:
     data, last = speedups.chain_lines(prepared, last_seq, last_hash, ts)
     assert data == "".join(lines).encode()
     assert last == rows[-1][7]
+
+
+def test_journal_append_writes_those_lines_stamped_now(tmp_path: Path) -> None:
+    prepared = _prepared(random.Random(3), 5)
+    last_hash = hashlib.sha256(b"y").hexdigest()
+    path = tmp_path / "j.audit.jsonl"
+    path.write_bytes(b"0123456789")  # where this process believes the file ends
+    fd = os.open(path, os.O_RDWR | os.O_APPEND)
+    try:
+        before = datetime.now(UTC)
+        end, last = speedups.journal_append(fd, prepared, 41, last_hash, 10, True)
+        after = datetime.now(UTC)
+        # Another process appended meanwhile: nothing is written, the caller re-reads.
+        assert speedups.journal_append(fd, prepared, 46, last, 10, False) is None
+    finally:
+        os.close(fd)
+    written = path.read_bytes()
+    assert end == len(written)
+    ts = json.loads(written[10:].splitlines()[0])["ts"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", ts)
+    stamped = datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    assert before - timedelta(seconds=1) <= stamped <= after + timedelta(seconds=1)
+    lines: list[str] = []
+    rows = _chain_rows(prepared, 41, last_hash, ts, lines)
+    assert written[10:] == "".join(lines).encode()
+    assert last == rows[-1][7]
+
+
+def test_journal_append_reports_the_failed_call(tmp_path: Path) -> None:
+    path = tmp_path / "j.audit.jsonl"
+    path.write_bytes(b"")
+    fd = os.open(path, os.O_RDONLY)  # write() fails: EBADF
+    try:
+        with pytest.raises(OSError) as failed:
+            speedups.journal_append(fd, _prepared(random.Random(4), 2), 0, "0" * 64, 0, False)
+        assert failed.value.errno == errno.EBADF
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # and the lock was let go
+    finally:
+        os.close(fd)
 
 
 def test_sha256_agrees_with_hashlib_across_block_boundaries() -> None:
