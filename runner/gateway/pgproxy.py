@@ -36,6 +36,13 @@ Also:
 * A client that disconnects mid-statement gets its upstream statement cancelled
   (a busy backend would not notice the closed socket) and the outcome
   ``connection-lost``.
+* The steady state (a simple Query whose literal mask the session already
+  allowed as a plain read, answered by rows, CommandComplete and ReadyForQuery)
+  runs in C, in the connection's fast lane (runner/_lane.c), when the backend
+  offers one: the same entries, written and awaited the same way. The lane takes
+  a message only while this relay is quiescent (``_quiet``), and hands anything
+  else over (``_lane_adopt``, ``_lane_unhold``, ``_lane_resume``) before this relay
+  sees a byte that follows it.
 """
 
 from __future__ import annotations
