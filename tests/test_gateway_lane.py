@@ -135,6 +135,22 @@ def queries(client: RawClient, texts: Sequence[str]) -> list[Messages]:
     return [client.query(text) for text in texts]
 
 
+def settled_query(gateway: Gateway, client: RawClient, text: str) -> list[Messages]:
+    """Run ``text`` and wait until its outcome is in the journal (it is written after
+    the answer): nothing of it is still queued when the test changes the writer."""
+
+    def outcomes() -> int:
+        entries = read_entries(journal_path(gateway.state_path))
+        return sum(entry["kind"] == "outcome" for entry in entries)
+
+    written = outcomes()
+    got = queries(client, [text])
+    deadline = time.monotonic() + 10
+    while outcomes() == written and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return got
+
+
 def kinds(messages: Messages) -> str:
     return "".join(kind for kind, _ in messages)
 
@@ -298,19 +314,40 @@ def test_client_gone_while_the_lane_has_its_statement_in_flight(gateway: Gateway
     assert carried == 1  # the statement entry; its outcome is the Python relay's
 
 
+def test_client_gone_while_its_statement_waits_for_its_entry(gateway: Gateway) -> None:
+    """The close waits for the held statement's entry and records it not-run."""
+    writer = service_of(gateway).writer
+    flush = writer._flush_inline
+
+    def script(client: RawClient) -> list[Messages]:
+        got = settled_query(gateway, client, "SELECT mrn FROM patients WHERE id = 1")
+        loop = gateway.running._loop
+        assert loop is not None
+        # The next commit of the audit log comes late (a slow disk, say).
+        writer._flush_inline = lambda: loop.call_later(0.4, flush)  # type: ignore[method-assign]
+        try:
+            client.send(wire.query("SELECT mrn FROM patients WHERE id = 2"))
+            time.sleep(0.1)
+            client.sock.shutdown(socket.SHUT_RDWR)
+            client.close()
+            time.sleep(0.6)
+        finally:
+            writer._flush_inline = flush  # type: ignore[method-assign]
+        return got
+
+    _, trail, carried = run_twice(gateway, script)
+    statements = [(data["text"], outcome) for kind, data, outcome in trail if kind == "statement"]
+    assert statements[1][0] == "SELECT mrn FROM patients WHERE id = 2"
+    assert statements[1][1]["status"] == "not-run"
+    assert trail[-1][:2] == ("event", "closed")
+    assert carried == 1  # its statement entry
+
+
 def test_a_journal_that_cannot_be_written_refuses_the_lanes_statement(
     gateway: Gateway,
 ) -> None:
-    def outcomes() -> int:
-        entries = read_entries(journal_path(gateway.state_path))
-        return sum(entry["kind"] == "outcome" for entry in entries)
-
     def script(client: RawClient) -> list[Messages]:
-        written = outcomes()
-        got = queries(client, ["SELECT mrn FROM patients WHERE id = 1"])
-        deadline = time.monotonic() + 10  # its outcome is written after the answer
-        while outcomes() == written and time.monotonic() < deadline:
-            time.sleep(0.01)
+        got = settled_query(gateway, client, "SELECT mrn FROM patients WHERE id = 1")
         journal = service_of(gateway).store._journal  # type: ignore[attr-defined]
         real = journal.fd
         broken = os.open(os.devnull, os.O_RDONLY)  # appends fail: EBADF
