@@ -14,6 +14,14 @@
  *   server answer -> relay T/D/C, and at ReadyForQuery queue the outcome entry
  *                    and relay the answer                        (IDLE)
  *
+ * The extended protocol's one-shot shape is the same walk: Parse (unnamed, a text
+ * the session allowed as a plain read, from the lane's exact-text cache), Bind
+ * (unnamed to unnamed), an optional Describe of the portal, Execute (no row
+ * limit) and Sync, in one read; answered by ParseComplete, BindComplete, the row
+ * description, rows, CommandComplete and ReadyForQuery. The unnamed statement
+ * and portal it leaves are told to the Python relay (``_lane_unnamed``) before
+ * the relay next handles anything.
+ *
  * Anything else goes to the Python relay, which stays the reference: the lane
  * takes a message only when Python says its own relay state is quiescent
  * (``quiet``: nothing pending, no transaction, nothing half-read), and it hands
@@ -153,14 +161,16 @@ typedef struct {
     AuditQueue *queue;
     PyObject *session_id;     /* str */
     PyObject *shapes;         /* dict: literal mask -> statement data up to its sha256 */
+    PyObject *texts;          /* dict: Parse text -> (statement data, StatementDecision) */
     /* the Python relay (bound methods of conn) */
     PyObject *slow_client;    /* (data) -> quiet: bool */
     PyObject *slow_upstream;  /* (data) -> quiet: bool */
-    PyObject *adopt;          /* (seq, t0, tag | None, tag_at) */
-    PyObject *unhold;         /* (seq | None, message, rest: list[bytes]) */
+    PyObject *adopt;          /* (seq, t0, tag | None, tag_at, decision | None, answered, described) */
+    PyObject *unhold;         /* (seq | None, held, rest, decision | None, execute at, end, described) */
     PyObject *resume;         /* (rest: list[bytes]) */
     PyObject *backlog;        /* () */
     PyObject *failed;         /* (exception) */
+    PyObject *unnamed_hook;   /* (decision): the unnamed statement and portal it left */
     Py_ssize_t backlog_max;
     int enabled;
     int quiet;
@@ -171,6 +181,12 @@ typedef struct {
     PyObject *rest;           /* list of client chunks that arrived after it, or NULL */
     Py_ssize_t rest_size;
     int backlog_blocked;
+    /* HOLD and FLIGHT of the extended shape */
+    PyObject *decision;       /* its StatementDecision, or NULL for a simple Query */
+    int described;            /* a Describe came between Bind and Execute */
+    int answered;             /* ParseComplete, BindComplete, the description: seen so far */
+    Py_ssize_t execute_at, execute_end; /* the Execute within the held bytes */
+    PyObject *unnamed;        /* the decision the relay has not been told of yet */
     /* FLIGHT */
     long long seq;
     int64_t t0;
@@ -193,13 +209,14 @@ static PyObject *method_of(PyObject *conn, const char *name) {
 }
 
 static int lane_init(Lane *self, PyObject *args, PyObject *kwargs) {
-    static char *keywords[] = {"conn",       "client_write", "upstream_write", "queue",
-                               "session_id", "shapes",       "backlog_max",    NULL};
-    PyObject *conn, *client_write, *upstream_write, *queue, *session_id, *shapes;
+    static char *keywords[] = {"conn",   "client_write", "upstream_write", "queue", "session_id",
+                               "shapes", "texts",        "backlog_max",    NULL};
+    PyObject *conn, *client_write, *upstream_write, *queue, *session_id, *shapes, *texts;
     Py_ssize_t backlog_max;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOO!UO!n:Lane", keywords, &conn,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOO!UO!O!n:Lane", keywords, &conn,
                                      &client_write, &upstream_write, &AuditQueueType, &queue,
-                                     &session_id, &PyDict_Type, &shapes, &backlog_max)) {
+                                     &session_id, &PyDict_Type, &shapes, &PyDict_Type, &texts,
+                                     &backlog_max)) {
         return -1;
     }
     if (self->conn != NULL) {
@@ -216,6 +233,7 @@ static int lane_init(Lane *self, PyObject *args, PyObject *kwargs) {
     TAKE(upstream_write, upstream_write);
     TAKE(session_id, session_id);
     TAKE(shapes, shapes);
+    TAKE(texts, texts);
     Py_INCREF(queue);
     self->queue = (AuditQueue *)queue;
 #undef TAKE
@@ -225,7 +243,8 @@ static int lane_init(Lane *self, PyObject *args, PyObject *kwargs) {
         (self->unhold = method_of(conn, "_lane_unhold")) == NULL ||
         (self->resume = method_of(conn, "_lane_resume")) == NULL ||
         (self->backlog = method_of(conn, "_lane_backlog")) == NULL ||
-        (self->failed = method_of(conn, "_lane_failed")) == NULL) {
+        (self->failed = method_of(conn, "_lane_failed")) == NULL ||
+        (self->unnamed_hook = method_of(conn, "_lane_unnamed")) == NULL) {
         return -1;
     }
     self->backlog_max = backlog_max;
@@ -241,6 +260,10 @@ static int lane_traverse(Lane *self, visitproc visit, void *arg) {
     Py_VISIT(self->upstream_write);
     Py_VISIT(self->queue);
     Py_VISIT(self->shapes);
+    Py_VISIT(self->texts);
+    Py_VISIT(self->unnamed_hook);
+    Py_VISIT(self->decision);
+    Py_VISIT(self->unnamed);
     Py_VISIT(self->slow_client);
     Py_VISIT(self->slow_upstream);
     Py_VISIT(self->adopt);
@@ -260,6 +283,10 @@ static int lane_clear(Lane *self) {
     Py_CLEAR(self->queue);
     Py_CLEAR(self->session_id);
     Py_CLEAR(self->shapes);
+    Py_CLEAR(self->texts);
+    Py_CLEAR(self->unnamed_hook);
+    Py_CLEAR(self->decision);
+    Py_CLEAR(self->unnamed);
     Py_CLEAR(self->slow_client);
     Py_CLEAR(self->slow_upstream);
     Py_CLEAR(self->adopt);
@@ -299,9 +326,23 @@ static void lane_fail(Lane *self) {
     Py_XDECREF(traceback);
 }
 
+/* Before the Python relay handles anything: the unnamed statement and portal the
+ * lane's last extended-protocol statement left, as the relay would have them. */
+static int lane_sync_unnamed(Lane *self) {
+    if (self->unnamed == NULL) return 0;
+    PyObject *decision = self->unnamed;
+    self->unnamed = NULL;
+    PyObject *result = PyObject_CallOneArg(self->unnamed_hook, decision);
+    Py_DECREF(decision);
+    if (result == NULL) return -1;
+    Py_DECREF(result);
+    return 0;
+}
+
 /* Call a slow path that answers whether Python's relay is quiescent afterwards. */
 static int lane_slow(Lane *self, PyObject *slow, PyObject *data) {
     self->quiet = 0;
+    if (lane_sync_unnamed(self) < 0) return -1;
     PyObject *quiet = PyObject_CallOneArg(slow, data);
     if (quiet == NULL) return -1;
     self->quiet = PyObject_IsTrue(quiet) == 1;
@@ -315,10 +356,15 @@ static int lane_hand_over(Lane *self) {
     self->state = LANE_IDLE;
     self->quiet = 0;
     self->handed++;
+    if (lane_sync_unnamed(self) < 0) return -1;
     PyObject *tag = self->tag ? self->tag : Py_None;
-    PyObject *result = PyObject_CallFunction(self->adopt, "LdOd", self->seq, (double)self->t0 / 1e9,
-                                             tag, (double)self->tag_at / 1e9);
+    PyObject *decision = self->decision ? self->decision : Py_None;
+    PyObject *result = PyObject_CallFunction(self->adopt, "LdOdOii", self->seq,
+                                             (double)self->t0 / 1e9, tag,
+                                             (double)self->tag_at / 1e9, decision,
+                                             self->answered, self->described);
     Py_CLEAR(self->tag);
+    Py_CLEAR(self->decision);
     if (result == NULL) return -1;
     Py_DECREF(result);
     return 0;
@@ -479,6 +525,94 @@ static int lane_try_query(Lane *self, PyObject *data) {
     if (queue_push(self->queue, item) < 0) return -1;
     Py_INCREF(data);
     Py_XSETREF(self->held, data);
+    Py_CLEAR(self->decision);
+    self->answered = self->described = 0;
+    self->execute_at = self->execute_end = PyBytes_GET_SIZE(data);
+    self->rest_size = 0;
+    self->backlog_blocked = 0;
+    self->state = LANE_HOLD;
+    return 1;
+}
+
+/* One message of ``kind`` at d[pos:n]: its end, or -1 when it is not there whole. */
+static Py_ssize_t message_end(const unsigned char *d, Py_ssize_t n, Py_ssize_t pos,
+                              unsigned char kind) {
+    if (n - pos < 5 || d[pos] != kind) return -1;
+    uint32_t length = be32(d + pos + 1);
+    if (length < 4 || (Py_ssize_t)length > n - pos - 1) return -1;
+    return pos + 1 + (Py_ssize_t)length;
+}
+
+/* Parse (unnamed), Bind (unnamed portal of the unnamed statement), [Describe the
+ * portal], Execute (all rows), Sync: exactly ``data``, with a text the session's
+ * exact-text cache allows. Queue its statement entry and hold it all (1); 0: not
+ * the lane's. */
+static int lane_try_extended(Lane *self, PyObject *data) {
+    const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(data);
+    Py_ssize_t n = PyBytes_GET_SIZE(data);
+    if (self->queue->closed) return 0;
+    /* Parse: name "", the text, the parameter types and nothing after them */
+    Py_ssize_t end = message_end(d, n, 0, 'P');
+    if (end < 0 || d[5] != 0) return 0;
+    const unsigned char *text = d + 6;
+    const unsigned char *stop = memchr(text, 0, (size_t)(end - 6));
+    if (stop == NULL) return 0;
+    Py_ssize_t types_at = stop - d + 1;
+    if (end - types_at < 2) return 0;
+    int count = (int)(int16_t)((d[types_at] << 8) | d[types_at + 1]);
+    if (count < 0 || types_at + 2 + 4 * (Py_ssize_t)count != end) return 0;
+    Py_ssize_t text_size = stop - text;
+    /* Bind: portal "" of statement ""; its parameters are the server's to read */
+    Py_ssize_t pos = end;
+    end = message_end(d, n, pos, 'B');
+    if (end < 0 || end - pos < 7 || d[pos + 5] != 0 || d[pos + 6] != 0) return 0;
+    /* Describe the portal "" */
+    pos = end;
+    int described = 0;
+    end = message_end(d, n, pos, 'D');
+    if (end >= 0) {
+        if (end - pos != 7 || d[pos + 5] != 'P' || d[pos + 6] != 0) return 0;
+        described = 1;
+        pos = end;
+    }
+    /* Execute portal "" with no row limit, then Sync, then nothing */
+    Py_ssize_t execute_at = pos;
+    end = message_end(d, n, pos, 'E');
+    if (end < 0 || end - pos != 10 || d[pos + 5] != 0 || be32(d + pos + 6) != 0) return 0;
+    Py_ssize_t execute_end = end;
+    end = message_end(d, n, end, 'S');
+    if (end != n || end - execute_end != 5) return 0;
+
+    PyObject *key = PyUnicode_DecodeUTF8((const char *)text, text_size, NULL);
+    if (key == NULL) { /* not UTF-8: the relay refuses it, as it should */
+        PyErr_Clear();
+        return 0;
+    }
+    PyObject *known = PyDict_GetItemWithError(self->texts, key); /* borrowed */
+    Py_DECREF(key);
+    if (known == NULL) return PyErr_Occurred() ? -1 : 0;
+    if (!PyTuple_Check(known) || PyTuple_GET_SIZE(known) != 2 ||
+        !PyUnicode_Check(PyTuple_GET_ITEM(known, 0))) {
+        PyErr_SetString(PyExc_TypeError, "lane texts hold (statement data, decision) pairs");
+        return -1;
+    }
+    PyObject *entry_data = PyTuple_GET_ITEM(known, 0);
+    PyObject *decision = PyTuple_GET_ITEM(known, 1);
+    PyObject *item =
+        PyTuple_Pack(5, KIND_STATEMENT, self->session_id, Py_None, entry_data, (PyObject *)self);
+    if (item == NULL) return -1;
+    Py_INCREF(decision); /* before the push: a callback may change the dict */
+    if (queue_push(self->queue, item) < 0) {
+        Py_DECREF(decision);
+        return -1;
+    }
+    Py_INCREF(data);
+    Py_XSETREF(self->held, data);
+    Py_XSETREF(self->decision, decision);
+    self->described = described;
+    self->answered = 0;
+    self->execute_at = execute_at;
+    self->execute_end = execute_end;
     self->rest_size = 0;
     self->backlog_blocked = 0;
     self->state = LANE_HOLD;
@@ -506,8 +640,11 @@ static PyObject *lane_client_data(Lane *self, PyObject *data) {
     }
     if (self->state == LANE_FLIGHT) {
         if (lane_hand_over(self) < 0) goto fail;
-    } else if (self->quiet && self->enabled) {
-        int taken = lane_try_query(self, data);
+    } else if (self->quiet && self->enabled && PyBytes_GET_SIZE(data) > 0) {
+        char kind = PyBytes_AS_STRING(data)[0];
+        int taken = kind == 'Q'   ? lane_try_query(self, data)
+                    : kind == 'P' ? lane_try_extended(self, data)
+                                  : 0;
         if (taken < 0) goto fail;
         if (taken) Py_RETURN_NONE;
     }
@@ -526,11 +663,18 @@ static void lane_recorded(Lane *self, long long seq) {
     self->state = LANE_IDLE;
     if (seq < 0 || self->ended) { /* Python's relay records what becomes of it */
         self->quiet = 0;
+        PyObject *decision = self->decision ? self->decision : Py_None;
+        self->decision = NULL;
         if (rest == NULL) rest = PyList_New(0);
-        PyObject *result =
-            rest == NULL ? NULL
-            : seq < 0    ? PyObject_CallFunction(self->unhold, "OOO", Py_None, held, rest)
-                         : PyObject_CallFunction(self->unhold, "LOO", seq, held, rest);
+        PyObject *seq_object = seq < 0 ? (Py_INCREF(Py_None), Py_None) : PyLong_FromLongLong(seq);
+        PyObject *result = NULL;
+        if (rest != NULL && seq_object != NULL && lane_sync_unnamed(self) == 0) {
+            result = PyObject_CallFunction(self->unhold, "OOOOnni", seq_object, held, rest,
+                                           decision, self->execute_at, self->execute_end,
+                                           self->described);
+        }
+        if (decision != Py_None) Py_DECREF(decision);
+        Py_XDECREF(seq_object);
         Py_XDECREF(result);
         Py_XDECREF(held);
         Py_XDECREF(rest);
@@ -604,7 +748,20 @@ static PyObject *lane_upstream_data(Lane *self, PyObject *data) {
         uint32_t length = be32(d + pos + 1);
         if (length < 4 || (Py_ssize_t)length > n - pos - 1) break; /* Python reads the rest */
         Py_ssize_t end = pos + 1 + (Py_ssize_t)length;
-        if (kind == 'T' || kind == 'D') {
+        if (self->decision != NULL) { /* the extended shape's answers, in order */
+            if ((kind == '1' && self->answered == 0) || (kind == '2' && self->answered == 1) ||
+                ((kind == 'T' || kind == 'n') && self->answered == 2 && self->described)) {
+                self->answered++;
+                pos = end;
+                continue;
+            }
+            if (self->answered != 2 + self->described) break;
+            if (kind == 'D') {
+                if (self->tag != NULL) break;
+                pos = end;
+                continue;
+            }
+        } else if (kind == 'T' || kind == 'D') {
             pos = end;
             continue;
         }
@@ -638,6 +795,9 @@ static PyObject *lane_upstream_data(Lane *self, PyObject *data) {
             Py_DECREF(entry_data);
             if (item == NULL || queue_push(self->queue, item) < 0) return NULL;
             Py_CLEAR(self->tag);
+            /* the unnamed statement and portal it leaves, told to the relay later */
+            Py_XSETREF(self->unnamed, self->decision);
+            self->decision = NULL;
             self->state = LANE_IDLE;
             self->fast++;
             unsigned char status = d[pos + 5];

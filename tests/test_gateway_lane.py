@@ -136,17 +136,18 @@ def queries(client: RawClient, texts: Sequence[str]) -> list[Messages]:
 
 
 def settled_query(gateway: Gateway, client: RawClient, text: str) -> list[Messages]:
-    """Run ``text`` and wait until its outcome is in the journal (it is written after
-    the answer): nothing of it is still queued when the test changes the writer."""
+    """Run ``text`` and wait until every statement in the journal has its outcome
+    (written after the answer): nothing is still queued when the test changes the
+    writer."""
 
-    def outcomes() -> int:
+    def unsettled() -> set[int]:
         entries = read_entries(journal_path(gateway.state_path))
-        return sum(entry["kind"] == "outcome" for entry in entries)
+        statements = {entry["seq"] for entry in entries if entry["kind"] == "statement"}
+        return statements - {entry["ref"] for entry in entries if entry["kind"] == "outcome"}
 
-    written = outcomes()
     got = queries(client, [text])
     deadline = time.monotonic() + 10
-    while outcomes() == written and time.monotonic() < deadline:
+    while unsettled() and time.monotonic() < deadline:
         time.sleep(0.01)
     return got
 
@@ -365,6 +366,143 @@ def test_a_journal_that_cannot_be_written_refuses_the_lanes_statement(
     assert kinds(received[2]) == "TDCZ"
     texts = [data["text"] for kind, data, _ in trail if kind == "statement"]
     assert "SELECT mrn FROM patients WHERE id = 2" not in texts
+
+
+# -- the extended protocol -----------------------------------------------------------------
+
+
+def one_shot(
+    client: RawClient,
+    text: str,
+    params: Sequence[bytes] = (),
+    *,
+    describe: bool = True,
+    statement: bytes = b"",
+) -> Messages:
+    """What a driver sends for one parameterised query (pgbench -M extended, libpq's
+    PQexecParams): Parse, Bind, Describe, Execute, Sync in one write."""
+    client.send(
+        wire.parse(statement, text),
+        bind(b"", statement, params),
+        *([describe_portal()] if describe else []),
+        execute(),
+        wire.sync(),
+    )
+    return client.until("Z")
+
+
+ACCOUNT = "SELECT mrn FROM patients WHERE id = $1"
+
+
+def test_repeated_one_shot_queries_are_carried_by_the_lane(gateway: Gateway) -> None:
+    def script(client: RawClient) -> list[Messages]:
+        got = [one_shot(client, ACCOUNT, [str(i).encode()]) for i in range(1, 11)]
+        got += [one_shot(client, ACCOUNT, [b"11"], describe=False)]
+        return got
+
+    received, trail, carried = run_twice(gateway, script)
+    assert [kinds(m) for m in received] == ["12TDCZ"] * 10 + ["12DCZ"]
+    assert carried == 2 * 10  # all but the first, whose text Python decides
+    statements = [(data, outcome) for kind, data, outcome in trail if kind == "statement"]
+    assert [data["text"] for data, _ in statements] == [ACCOUNT] * 11
+    assert all(outcome["tag"] == "SELECT 1" for _, outcome in statements)
+
+
+def test_one_shot_errors_and_notices_are_handed_over(gateway: Gateway) -> None:
+    divide = "SELECT 10 / (id - $1::int) FROM patients WHERE id = 3"  # fails as it runs
+    noisy = "SELECT noisy($1::int)"
+
+    def script(client: RawClient) -> list[Messages]:
+        return [
+            one_shot(client, ACCOUNT, [b"1"]),
+            one_shot(client, ACCOUNT, [b"not a number"]),  # fails at Bind
+            one_shot(client, ACCOUNT, [b"2"]),
+            one_shot(client, divide, [b"4"]),
+            one_shot(client, divide, [b"3"]),  # fails at Execute
+            one_shot(client, divide, [b"5"]),
+            one_shot(client, noisy, [b"1"]),
+            one_shot(client, noisy, [b"2"]),  # a notice among the answers
+            one_shot(client, ACCOUNT, [b"3"]),
+        ]
+
+    received, trail, carried = run_twice(gateway, script)
+    assert error_of(received[1])["C"] == "22P02"
+    assert error_of(received[4])["C"] == "22012"
+    assert "N" in kinds(received[7])
+    outcomes = [outcome for kind, _, outcome in trail if kind == "statement"]
+    assert outcomes[1]["status"] == "not-run"
+    assert outcomes[4]["status"] == "failed" and outcomes[4]["sqlstate"] == "22012"
+    assert [o["status"] for i, o in enumerate(outcomes) if i not in (1, 4)] == ["completed"] * 7
+    assert carried >= 2 * 3
+
+
+def test_the_unnamed_statement_the_lane_leaves_is_the_relays(gateway: Gateway) -> None:
+    """After the lane's one-shots, a Bind and Execute of the unnamed statement (no
+    Parse) and named statements are the Python relay's: it must know what the
+    unnamed statement is."""
+
+    other = "SELECT id FROM patients WHERE mrn = $1"
+
+    def script(client: RawClient) -> list[Messages]:
+        got = [one_shot(client, ACCOUNT, [str(i).encode()]) for i in range(1, 4)]
+        got.append(one_shot(client, other, [b"M1"]))  # the relay's unnamed statement
+        got.append(one_shot(client, ACCOUNT, [b"8"]))  # the lane's
+        client.send(bind(b"", b"", [b"9"]), execute(), wire.sync())  # ACCOUNT's, with 9
+        got.append(client.until("Z"))
+        got.append(one_shot(client, ACCOUNT, [b"4"], statement=b"named"))
+        client.send(bind(b"", b"named", [b"5"]), execute(), wire.sync())
+        got.append(client.until("Z"))
+        got.append(one_shot(client, ACCOUNT, [b"6"]))
+        client.send(wire.query("SELECT 1"))
+        got.append(client.until("Z"))
+        client.send(bind(b"", b"", [b"7"]), execute(), wire.sync())  # gone after a Query
+        got.append(client.until("Z"))
+        return got
+
+    received, trail, carried = run_twice(gateway, script)
+    assert kinds(received[5]) == "2DCZ"
+    assert error_of(received[-1])["C"] == "26000"
+    texts = [data["text"] for kind, data, _ in trail if kind == "statement"]
+    assert texts[4:6] == [ACCOUNT, ACCOUNT]  # the Bind-only run is recorded as ACCOUNT
+    assert texts.count(ACCOUNT) == 9  # the last is recorded, then the server refuses it
+    assert carried >= 2 * 3
+
+
+def test_one_shot_when_the_journal_fails_or_the_client_goes(gateway: Gateway) -> None:
+    writer = service_of(gateway).writer
+    flush = writer._flush_inline
+
+    def script(client: RawClient) -> list[Messages]:
+        got = [one_shot(client, ACCOUNT, [b"1"])]
+        got += settled_query(gateway, client, "SELECT 1")
+        journal = service_of(gateway).store._journal  # type: ignore[attr-defined]
+        real, broken = journal.fd, os.open(os.devnull, os.O_RDONLY)
+        journal.fd = broken
+        try:
+            got.append(one_shot(client, ACCOUNT, [b"2"]))
+        finally:
+            journal.fd = real
+            os.close(broken)
+        got += settled_query(gateway, client, "SELECT 1, 2")  # not the lane's: a new mask
+        loop = gateway.running._loop
+        assert loop is not None
+        writer._flush_inline = lambda: loop.call_later(0.4, flush)  # type: ignore[method-assign]
+        try:
+            client.send(wire.parse(b"", ACCOUNT), bind(b"", b"", [b"3"]), execute(), wire.sync())
+            time.sleep(0.1)
+            client.sock.shutdown(socket.SHUT_RDWR)
+            client.close()
+            time.sleep(0.6)
+        finally:
+            writer._flush_inline = flush  # type: ignore[method-assign]
+        return got
+
+    received, trail, carried = run_twice(gateway, script)
+    assert error_of(received[2])["C"] == "58000"
+    statements = [(data["text"], outcome) for kind, data, outcome in trail if kind == "statement"]
+    assert [text for text, _ in statements] == [ACCOUNT, "SELECT 1", "SELECT 1, 2", ACCOUNT]
+    assert statements[-1][1]["status"] == "not-run"
+    assert carried == 1  # the last one's statement entry
 
 
 # -- the lane's outcome data ---------------------------------------------------------------

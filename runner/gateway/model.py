@@ -322,6 +322,17 @@ class Outcome(NamedTuple):  # a tuple: made per statement on the proxy's hot pat
     status: str = "completed"  # completed | failed | not-run | connection-lost
 
 
+class FastLane(NamedTuple):
+    """What a proxy connection's C lane (runner/_lane.c) reads: the audit writer's
+    lane queue, and the session's caches of allowed plain reads, by literal mask
+    (simple Query: mask -> statement data up to its sha256) and by exact text
+    (Parse: text -> (statement data, decision)). Filled by the service only."""
+
+    queue: Any
+    shapes: dict[str, str]
+    texts: dict[str, tuple[str, StatementDecision]]
+
+
 class ProxyBackend(Protocol):
     """The proxy's view of sessions, policy and the audit log."""
 
@@ -357,7 +368,7 @@ class ProxyBackend(Protocol):
         """A session event (authenticated, auth failed, closed, cancel...)."""
         ...
 
-    def fast_lane(self, session: Session) -> tuple[Any, dict[str, str]] | None:
+    def fast_lane(self, session: Session) -> FastLane | None:
         """For the proxy's C fast lane (runner/_lane.c): the audit writer's lane queue
-        and the session's lane cache; None when this backend has none."""
+        and the session's lane caches; None when this backend has none."""
         ...

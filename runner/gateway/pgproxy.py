@@ -1002,9 +1002,15 @@ class _ClientConnection:
         support = self.backend.fast_lane(session)
         if support is None:
             return None
-        queue, shapes = support
         return _native.Lane(
-            self, self.ct.write, self.ut.write, queue, session.id, shapes, CLIENT_BACKLOG_MAX
+            self,
+            self.ct.write,
+            self.ut.write,
+            support.queue,
+            session.id,
+            support.shapes,
+            support.texts,
+            CLIENT_BACKLOG_MAX,
         )
 
     def _quiet(self) -> bool:
@@ -1037,36 +1043,107 @@ class _ClientConnection:
         self._upstream_data(data)
         return self._quiet()
 
-    def _lane_adopt(self, seq: int, t0: float, tag: str | None, at: float) -> None:
+    def _lane_adopt(
+        self,
+        seq: int,
+        t0: float,
+        tag: str | None,
+        at: float,
+        decision: StatementDecision | None = None,
+        answered: int = 0,
+        described: bool = False,
+    ) -> None:
         """The lane's statement in flight (recorded as ``seq``, forwarded at ``t0``,
-        its CommandComplete ``tag`` read at ``at``) is this relay's from here on."""
-        entry = _Pending(K_QUERY)
-        entry.seqs = [seq]
-        entry.results = []
-        entry.t0 = t0
-        if tag is not None:
-            entry.results.append(
-                Outcome(
-                    tag=tag,
-                    rows=wire.rows_from_tag(tag),
-                    duration_ms=_ms(t0, at),
-                    status="completed",
-                )
+        its CommandComplete ``tag`` read at ``at``) is this relay's from here on: a
+        simple Query, or (``decision``) the extended shape of which the server has
+        ``answered`` Parse, Bind and Describe so far."""
+        done = (
+            None
+            if tag is None
+            else Outcome(
+                tag=tag, rows=wire.rows_from_tag(tag), duration_ms=_ms(t0, at), status="completed"
             )
-            entry.t0 = at
-        self.pending.appendleft(entry)  # sent before anything this relay has pending
+        )
+        if decision is None:
+            entry = _Pending(K_QUERY)
+            entry.seqs = [seq]
+            entry.results = [] if done is None else [done]
+            entry.t0 = t0 if done is None else at
+            self.pending.appendleft(entry)  # sent before anything this relay has pending
+            return
+        entries, execute = self._lane_extended(decision, described)
+        execute.seqs = [seq]
+        execute.t0 = t0
+        if done is not None:  # CommandComplete came: Execute is answered
+            entries.remove(execute)
+            self.batch.append((seq, done))
+        del entries[:answered]
+        self.pending.extendleft(reversed(entries))
 
-    def _lane_unhold(self, seq: int | None, message: bytes, rest: list[bytes]) -> None:
-        """The lane's held Query when its entry could not be written (``seq`` None) or
-        the connection ended meanwhile: what this relay does with a held statement."""
-        entry = _Pending(K_QUERY)
-        entry.results = []
-        self.hold = (message, 0, 0, len(message))
+    def _lane_unhold(
+        self,
+        seq: int | None,
+        held: bytes,
+        rest: list[bytes],
+        decision: StatementDecision | None,
+        execute_at: int,
+        execute_end: int,
+        described: bool,
+    ) -> None:
+        """The lane's held statement when its entry could not be written (``seq``
+        None) or the connection ended meanwhile: what this relay does with a held
+        statement (a Query; or an Execute, after the Parse, Bind and Describe)."""
+        seqs = None if seq is None else [seq]
         self.chunks[:0] = rest
         self.backlog += sum(len(chunk) for chunk in rest)
-        self._recorded(
-            None if seq is None else [seq], functools.partial(self._query_recorded, entry)
-        )
+        if decision is None:
+            entry = _Pending(K_QUERY)
+            entry.results = []
+            self.hold = (held, 0, 0, len(held))
+            self._recorded(seqs, functools.partial(self._query_recorded, entry))
+            return
+        entries, execute = self._lane_extended(decision, described)
+        self.pending.extend(entries[: entries.index(execute)])
+        decisions = list(execute.decisions)
+        self.hold = (held, 0, execute_at, execute_end)
+        self._recorded(seqs, lambda s: self._execute_recorded(execute, decisions, s))
+
+    def _lane_extended(
+        self, decision: StatementDecision, described: bool
+    ) -> tuple[list[_Pending], _Pending]:
+        """The lane's extended shape as _client_data would have handled it: the unnamed
+        statement and portal it makes (the portal run), and the entries of Parse, Bind,
+        [Describe], Execute and Sync, in order (Execute's is returned too)."""
+        decisions = [decision]
+        info = _Prepared(decisions, False)
+        parse = _Pending(K_PARSE)
+        parse.name = b""
+        parse.info = info
+        parse.prev = self.statements.get(b"")
+        parse.decisions = decisions
+        self.statements[b""] = info
+        portal = _Portal(info)
+        portal.ran = True
+        bind = _Pending(K_BIND)
+        bind.name = b""
+        bind.prev = self.portals.get(b"")
+        bind.info = portal
+        self.portals[b""] = portal
+        execute = _Pending(K_EXECUTE)
+        execute.copy_ends = self.copy_ends
+        execute.decisions = decisions
+        sync = _Pending(K_SYNC)
+        sync.copy_ends = self.copy_ends
+        entries = [parse, bind]
+        if described:
+            entries.append(_Pending(K_DESCRIBE))
+        entries += [execute, sync]
+        return entries, execute
+
+    def _lane_unnamed(self, decision: StatementDecision) -> None:
+        """The lane ran the extended shape of ``decision`` through: the unnamed
+        statement and portal are as if this relay had."""
+        self._lane_extended(decision, False)
 
     def _lane_resume(self, rest: list[bytes]) -> None:
         """Client bytes that came while the lane held a statement, now forwarded and

@@ -150,6 +150,9 @@ class SessionAnalysis:
     # same ALLOW decisions as allowed_shapes. Shared by the session's connections;
     # emptied for good once cached verdicts on reads stop holding (_cached_reads_hold).
     lane_shapes: dict[str, str] = field(default_factory=dict)
+    # ... and for the extended protocol: exact text (outside a transaction) -> (the
+    # statement entry's data, the ALLOW decision), as allowed_texts holds it.
+    lane_texts: dict[str, tuple[str, StatementDecision]] = field(default_factory=dict)
 
     @classmethod
     def start(
@@ -229,6 +232,16 @@ class SessionAnalysis:
         if len(shapes) > _TEXT_CACHE_SIZE:
             del shapes[next(iter(shapes))]
 
+    def remember_lane_text(self, sql: str, data: str, decision: StatementDecision) -> None:
+        """What the C lane needs to serve ``sql`` (one allowed plain read, outside a
+        transaction) when it comes as a Parse: its statement entry's data and decision."""
+        if len(sql) > _TEXT_CACHE_MAX_CHARS or self.analysis.context.enum_labels_added:
+            return
+        texts = self.lane_texts
+        texts[sql] = (data, decision)
+        if len(texts) > _TEXT_CACHE_SIZE:
+            del texts[next(iter(texts))]
+
     def allowed_read(self, key: tuple[str, bool]) -> tuple[Mapping[str, Any], ...] | None:
         """The findings (as JSON) of a plain read this session's role allowed."""
         return self.allowed_reads.get(key)
@@ -261,8 +274,9 @@ class SessionAnalysis:
                 self.read_cache.popitem(last=False)
             return read.kind, read.findings
         result: AnalysedStatement = self.analysis.analyse_one(raw)
-        if context.enum_labels_added and self.lane_shapes:
-            self.lane_shapes.clear()  # see _cached_reads_hold: the lane must not serve them
+        if context.enum_labels_added:  # see _cached_reads_hold: the lane must not serve them
+            self.lane_shapes.clear()
+            self.lane_texts.clear()
         return result.kind, result.findings
 
     def _sync_transaction(self, in_transaction: bool) -> None:

@@ -22,6 +22,7 @@ from runner.errors import DatabaseError
 from runner.gateway.auditlog import (
     AuditWriter,
     outcome_entry,
+    statement_data_json,
     statement_data_prefix,
     statement_entry,
 )
@@ -29,6 +30,7 @@ from runner.gateway.config import AccessRule, GatewayConfig, RoleConfig
 from runner.gateway.model import (
     AuditDecision,
     EntryKind,
+    FastLane,
     Grant,
     NewEntry,
     Outcome,
@@ -346,6 +348,10 @@ class GatewayService:
         """An ALLOW on ``sql``, one plain read: by its exact text and its literal mask
         (and for the C lane, which serves only masks made in C, outside transactions)."""
         analysis.remember_allowed_text(sql, decision, in_transaction=in_transaction)
+        if not in_transaction and self.fast_lanes:
+            analysis.remember_lane_text(
+                sql, statement_data_json(session.database, decision), decision
+            )
         if mask is not None:
             analysis.remember_allowed_shape(
                 mask, decision, native=native, in_transaction=in_transaction
@@ -355,12 +361,13 @@ class GatewayService:
                     mask, statement_data_prefix(session.database, decision)
                 )
 
-    def fast_lane(self, session: Session) -> tuple[Any, dict[str, str]] | None:
+    def fast_lane(self, session: Session) -> FastLane | None:
         """What a connection's C lane needs (the writer's queue, the session's lane
-        cache), or None: every statement goes through the Python relay."""
+        caches), or None: every statement goes through the Python relay."""
         if not self.fast_lanes:
             return None
-        return self.writer.lane_queue, self._analysis(session).lane_shapes
+        analysis = self._analysis(session)
+        return FastLane(self.writer.lane_queue, analysis.lane_shapes, analysis.lane_texts)
 
     def submit_statements(
         self,
