@@ -152,6 +152,24 @@ def settled_query(gateway: Gateway, client: RawClient, text: str) -> list[Messag
     return got
 
 
+def leave_while_held(gateway: Gateway, client: RawClient, *messages: bytes) -> None:
+    """Send ``messages`` and disconnect while their statement waits for its entry:
+    the next commit of the audit log comes late (a slow disk, say)."""
+    writer = service_of(gateway).writer
+    flush = writer._flush_inline
+    loop = gateway.running._loop
+    assert loop is not None
+    writer._flush_inline = lambda: loop.call_later(0.4, flush)  # type: ignore[method-assign]
+    try:
+        client.send(*messages)
+        time.sleep(0.1)
+        client.sock.shutdown(socket.SHUT_RDWR)
+        client.close()
+        time.sleep(0.6)
+    finally:
+        writer._flush_inline = flush  # type: ignore[method-assign]
+
+
 def kinds(messages: Messages) -> str:
     return "".join(kind for kind, _ in messages)
 
@@ -317,23 +335,10 @@ def test_client_gone_while_the_lane_has_its_statement_in_flight(gateway: Gateway
 
 def test_client_gone_while_its_statement_waits_for_its_entry(gateway: Gateway) -> None:
     """The close waits for the held statement's entry and records it not-run."""
-    writer = service_of(gateway).writer
-    flush = writer._flush_inline
 
     def script(client: RawClient) -> list[Messages]:
         got = settled_query(gateway, client, "SELECT mrn FROM patients WHERE id = 1")
-        loop = gateway.running._loop
-        assert loop is not None
-        # The next commit of the audit log comes late (a slow disk, say).
-        writer._flush_inline = lambda: loop.call_later(0.4, flush)  # type: ignore[method-assign]
-        try:
-            client.send(wire.query("SELECT mrn FROM patients WHERE id = 2"))
-            time.sleep(0.1)
-            client.sock.shutdown(socket.SHUT_RDWR)
-            client.close()
-            time.sleep(0.6)
-        finally:
-            writer._flush_inline = flush  # type: ignore[method-assign]
+        leave_while_held(gateway, client, wire.query("SELECT mrn FROM patients WHERE id = 2"))
         return got
 
     _, trail, carried = run_twice(gateway, script)
@@ -469,9 +474,6 @@ def test_the_unnamed_statement_the_lane_leaves_is_the_relays(gateway: Gateway) -
 
 
 def test_one_shot_when_the_journal_fails_or_the_client_goes(gateway: Gateway) -> None:
-    writer = service_of(gateway).writer
-    flush = writer._flush_inline
-
     def script(client: RawClient) -> list[Messages]:
         got = [one_shot(client, ACCOUNT, [b"1"])]
         got += settled_query(gateway, client, "SELECT 1")
@@ -484,17 +486,14 @@ def test_one_shot_when_the_journal_fails_or_the_client_goes(gateway: Gateway) ->
             journal.fd = real
             os.close(broken)
         got += settled_query(gateway, client, "SELECT 1, 2")  # not the lane's: a new mask
-        loop = gateway.running._loop
-        assert loop is not None
-        writer._flush_inline = lambda: loop.call_later(0.4, flush)  # type: ignore[method-assign]
-        try:
-            client.send(wire.parse(b"", ACCOUNT), bind(b"", b"", [b"3"]), execute(), wire.sync())
-            time.sleep(0.1)
-            client.sock.shutdown(socket.SHUT_RDWR)
-            client.close()
-            time.sleep(0.6)
-        finally:
-            writer._flush_inline = flush  # type: ignore[method-assign]
+        leave_while_held(
+            gateway,
+            client,
+            wire.parse(b"", ACCOUNT),
+            bind(b"", b"", [b"3"]),
+            execute(),
+            wire.sync(),
+        )
         return got
 
     received, trail, carried = run_twice(gateway, script)
