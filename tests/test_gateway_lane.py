@@ -441,6 +441,26 @@ def test_one_shot_errors_and_notices_are_handed_over(gateway: Gateway) -> None:
     assert carried >= 2 * 3
 
 
+def test_pipelined_one_shots_in_one_write_and_in_two(gateway: Gateway) -> None:
+    def shot(value: bytes) -> bytes:
+        messages = (wire.parse(b"", ACCOUNT), bind(b"", b"", [value]), describe_portal())
+        return b"".join([*messages, execute(), wire.sync()])
+
+    def script(client: RawClient) -> list[Messages]:
+        got = [one_shot(client, ACCOUNT, [b"1"])]
+        client.send(shot(b"2"))
+        client.send(shot(b"3"))
+        got += [client.until("Z"), client.until("Z")]
+        client.send(shot(b"4") + shot(b"5"))
+        got += [client.until("Z"), client.until("Z")]
+        return got
+
+    received, trail, _ = run_twice(gateway, script)
+    assert [kinds(m) for m in received] == ["12TDCZ"] * 5
+    outcomes = [outcome for kind, _, outcome in trail if kind == "statement"]
+    assert [o["status"] for o in outcomes] == ["completed"] * 5
+
+
 def test_the_unnamed_statement_the_lane_leaves_is_the_relays(gateway: Gateway) -> None:
     """After the lane's one-shots, a Bind and Execute of the unnamed statement (no
     Parse) and named statements are the Python relay's: it must know what the

@@ -37,7 +37,8 @@ Also:
   (a busy backend would not notice the closed socket) and the outcome
   ``connection-lost``.
 * The steady state (a simple Query whose literal mask the session already
-  allowed as a plain read, answered by rows, CommandComplete and ReadyForQuery)
+  allowed as a plain read, or the extended protocol's one-shot Parse, Bind,
+  Describe, Execute, Sync of such a text, answered without an error or a notice)
   runs in C, in the connection's fast lane (runner/_lane.c), when the backend
   offers one: the same entries, written and awaited the same way. The lane takes
   a message only while this relay is quiescent (``_quiet``), and hands anything
