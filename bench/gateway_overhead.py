@@ -5,7 +5,7 @@ One command, one scratch database, every target in the same run::
     python bench/gateway_overhead.py [--duration 10] [--clients 8] [--scale 10]
                                      [--jobs 2] [--rounds 1] [--profile]
                                      [--workload S|N] [--protocol simple|extended]
-                                     [--rate TPS]
+                                     [--rate TPS] [--python-relay]
 
 1. creates ``signoff_bench_<hex>`` on 127.0.0.1:5432 (user postgres, trust) and
    ``pgbench -i -s SCALE`` it; the database is dropped at the end, always;
@@ -15,20 +15,23 @@ One command, one scratch database, every target in the same run::
    (``signoff gateway serve --config <tmp>/gateway.toml``, SQLite state in the
    temp directory, a loopback OIDC issuer in this process), waits for /healthz
    and exchanges a token for a session (a fresh session for every gateway run);
+   with ``--python-relay``, a second gateway ("relay") started the same way with
+   ``SIGNOFF_FAST_LANE=0``, in its own subdirectory (own config, state and log);
 3. runs ``pgbench -c CLIENTS -j JOBS -T DURATION -n`` for the workloads ``-S``
    (select-only) and ``-N`` (simple write mix: UPDATE/SELECT/INSERT in
    BEGIN/END), each with ``-M simple`` and ``-M extended``, against direct,
-   pgbouncer and gateway, the target order rotated from one cell to the next.
-   Before every run the tables pgbench would vacuum are vacuumed and
+   pgbouncer, gateway (and relay), the target order rotated from one cell to the
+   next. Before every run the tables pgbench would vacuum are vacuumed and
    pgbench_history is truncated directly on the server, so every target starts
    from the same state and ``-n`` (no vacuum step) is used for every target;
 4. prints TPS (without initial connection time) and average latency per target
-   and the ratios gateway/direct, gateway/pgbouncer and pgbouncer/direct, plus
-   the CPU each proxy process used during its runs (% of one core, microseconds
-   per transaction) and how busy the whole machine was;
-5. stops the gateway, runs ``signoff gateway audit verify`` on its state and
-   prints the number of audit entries, and the gateway's own totals (entries per
-   durable write of the journal);
+   and the ratios gateway/direct, gateway/pgbouncer and pgbouncer/direct (and
+   lane/relay, gateway over relay: what the C fast lane buys), plus the CPU each
+   proxy process used during its runs (% of one core, microseconds per
+   transaction) and how busy the whole machine was;
+5. stops the gateway (and the relay), runs ``signoff gateway audit verify`` on
+   each one's state and prints the number of audit entries, and each gateway's own
+   totals (entries per durable write of the journal);
 6. with ``--profile``, two extra ``-S -M simple`` gateway runs under
    ``py-spy record --format raw --nonblocking``, one sampling every thread and one
    with ``--gil`` (only the thread holding the GIL), each summarised by component
@@ -76,7 +79,7 @@ PG_USER = "postgres"
 GATEWAY_DB = "bench"  # the database's name in gateway.toml (and pgbouncer's [databases])
 WORKLOADS = (("-S", "select-only"), ("-N", "simple-update"))
 PROTOCOLS = ("simple", "extended")
-TARGETS = ("direct", "pgbouncer", "gateway")
+TARGETS = ("direct", "pgbouncer", "gateway", "relay")
 BASE_ENV = {**os.environ, "PGSSLMODE": "disable", "PGCONNECT_TIMEOUT": "10"}
 for _name in ("PGPASSWORD", "PGSERVICE", "PGOPTIONS", "PGDATABASE", "PGUSER", "PGHOST"):
     BASE_ENV.pop(_name, None)
@@ -321,13 +324,14 @@ class Gateway:
     http: str
     pg_port: int
     issuer: Any  # tests/oidc_issuer.py's OidcIssuer
+    name: str = "gateway"  # the target (column) its sessions are: "gateway" or "relay"
 
     def healthy(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.proc.alive():
                 raise BenchError(
-                    f"gateway exited {self.proc.popen.returncode}:\n{tail(self.proc.log)}"
+                    f"{self.name} exited {self.proc.popen.returncode}:\n{tail(self.proc.log)}"
                 )
             with (
                 contextlib.suppress(OSError, urllib.error.URLError),
@@ -337,7 +341,7 @@ class Gateway:
                     return
             time.sleep(0.1)
         raise BenchError(
-            f"gateway /healthz did not answer in {timeout:.0f}s:\n{tail(self.proc.log)}"
+            f"{self.name} /healthz did not answer in {timeout:.0f}s:\n{tail(self.proc.log)}"
         )
 
     def session(self) -> Target:
@@ -358,7 +362,7 @@ class Gateway:
             ) from None
         pg = data["pg"]
         return Target(
-            "gateway",
+            self.name,
             int(pg["port"]),
             pg["user"],
             pg["dbname"],
@@ -367,7 +371,16 @@ class Gateway:
         )
 
 
-def start_gateway(tmp: Path, dbname: str, issuer: Any) -> Gateway:
+def start_gateway(
+    tmp: Path,
+    dbname: str,
+    issuer: Any,
+    *,
+    name: str = "gateway",
+    extra_env: dict[str, str] | None = None,
+) -> Gateway:
+    """Start ``signoff gateway serve`` with its config, state and log in ``tmp`` (a
+    directory of its own: two gateways must not share a state db or a log)."""
     http_port, pg_port = free_port(), free_port()
     while pg_port == http_port:
         pg_port = free_port()
@@ -400,10 +413,10 @@ def start_gateway(tmp: Path, dbname: str, issuer: Any) -> Gateway:
             stderr=subprocess.STDOUT,
             start_new_session=True,
             cwd=tmp,
-            env=BASE_ENV,
+            env={**BASE_ENV, **(extra_env or {})},
         )
     gateway = Gateway(
-        Proc("gateway", popen, log), config, f"http://{PG_HOST}:{http_port}", pg_port, issuer
+        Proc(name, popen, log), config, f"http://{PG_HOST}:{http_port}", pg_port, issuer, name
     )
     gateway.healthy()
     wait_for_port(gateway.proc, pg_port)
@@ -787,6 +800,9 @@ def print_table(results: list[Result], targets: Sequence[str], rounds: int) -> N
     top = " " * 27 + "".join(f"{name:>19}" for name in targets) + "   TPS ratios"
     header = f"{'workload':<17}{'protocol':<10}" + f"{'tps':>10}{'lat ms':>9}" * len(targets)
     header += f"{'gw/direct':>11}{'gw/pgb':>8}{'pgb/direct':>11}"
+    relay = "relay" in targets  # --python-relay: what the C fast lane buys
+    if relay:
+        header += f"{'lane/relay':>11}"
     print(top)
     print(header)
     print("-" * len(header))
@@ -809,6 +825,8 @@ def print_table(results: list[Result], targets: Sequence[str], rounds: int) -> N
             line += f"{_ratio(picked.get('gateway'), picked.get('direct')):>11}"
             line += f"{_ratio(picked.get('gateway'), picked.get('pgbouncer')):>8}"
             line += f"{_ratio(picked.get('pgbouncer'), picked.get('direct')):>11}"
+            if relay:
+                line += f"{_ratio(picked.get('gateway'), picked.get('relay')):>11}"
             print(line)
     if rounds > 1:
         print(f"(median of {rounds} rounds by TPS; latency of that run)")
@@ -877,6 +895,41 @@ def scratch_database(scale: int) -> Iterator[str]:
             print(f"could not drop {dbname}: {error}", file=sys.stderr)
 
 
+def finish_gateway(gateway: Gateway, label: str) -> list[str]:
+    """Stop a gateway (it flushes its audit writer), verify its chain and print the
+    result and the gateway's totals, each line prefixed by ``label``; the failures."""
+    failures: list[str] = []
+    code = gateway.proc.stop()
+    if code not in (0, -signal.SIGTERM):
+        failures.append(f"{gateway.name} exited {code} on SIGTERM:\n{tail(gateway.proc.log)}")
+    signoff = Path(sys.executable).with_name("signoff")
+    verify = subprocess.run(
+        [
+            str(signoff) if signoff.exists() else sys.executable,
+            *([] if signoff.exists() else ["-m", "runner.cli"]),
+            "gateway",
+            "audit",
+            "verify",
+            "--config",
+            str(gateway.config),
+        ],
+        capture_output=True,
+        text=True,
+        env=BASE_ENV,
+        check=False,
+        cwd=gateway.config.parent,
+    )
+    text = (verify.stdout + verify.stderr).strip()
+    print("\n".join(label + line for line in text.splitlines()))
+    with contextlib.suppress(OSError):  # the gateway's totals, logged at exit
+        for line in gateway.proc.log.read_text(errors="replace").splitlines():
+            if "audit log:" in line:
+                print(label + line.partition("audit log:")[1] + line.partition("audit log:")[2])
+    if verify.returncode != 0:
+        failures.append(f"{label}audit verify exited {verify.returncode}: {text}")
+    return failures
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -930,6 +983,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=PROTOCOLS,
         help="only this protocol (repeatable; default: both)",
     )
+    parser.add_argument(
+        "--python-relay",
+        action="store_true",
+        help="also run a second gateway with SIGNOFF_FAST_LANE=0 (every statement through "
+        "the Python relay), to show what the C fast lane buys",
+    )
     args = parser.parse_args(argv)
     args.profile = args.profile or args.profile_only
     workloads = [w for w in WORKLOADS if args.workload is None or w[0][1:] in args.workload]
@@ -968,7 +1027,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 targets["pgbouncer"] = started[1]
             gateway = start_gateway(tmp, dbname, issuer)
             stack.callback(gateway.proc.stop)
-            targets["gateway"] = gateway.session()  # checks the exchange before the runs
+            # Every run of a gateway target logs in with a fresh session of its own gateway.
+            gateways = {"gateway": gateway}
+            if args.python_relay:
+                # The same gateway with the fast lane off, in a directory of its own so
+                # the two share no config, state db or log (nor audit chain).
+                home = tmp / "relay"
+                home.mkdir()
+                relay = start_gateway(
+                    home, dbname, issuer, name="relay", extra_env={"SIGNOFF_FAST_LANE": "0"}
+                )
+                stack.callback(relay.proc.stop)
+                gateways["relay"] = relay
+            for name, each in gateways.items():
+                targets[name] = each.session()  # checks the exchange before the runs
             names = [n for n in TARGETS if targets.get(n) is not None]
             for name in names:  # every path answers before anything is timed
                 target = targets[name]
@@ -1007,7 +1079,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         order = names[cell % len(names) :] + names[: cell % len(names)]
                         cell += 1
                         for name in order:
-                            target = gateway.session() if name == "gateway" else targets[name]
+                            target = gateways[name].session() if name in gateways else targets[name]
                             assert target is not None
                             result = run_pgbench(target, flag, protocol, args, dbname)
                             results.append(result)
@@ -1022,8 +1094,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                             )
                             if result.error is not None:
                                 failures.append(f"{name} {flag} {protocol}: {result.error}")
-                            if name == "gateway" and not gateway.proc.alive():
-                                raise BenchError(f"gateway died:\n{tail(gateway.proc.log)}")
+                            if name in gateways and not gateways[name].proc.alive():
+                                raise BenchError(f"{name} died:\n{tail(gateways[name].proc.log)}")
 
             profiles: list[str] = []
             if args.profile:
@@ -1056,41 +1128,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             if "pgbouncer" not in names:
                 print("(pgbouncer not installed: no pgbouncer columns)")
 
-            # Stop the gateway (it flushes its audit writer), then verify the chain.
-            code = gateway.proc.stop()
-            if code not in (0, -signal.SIGTERM):
-                failures.append(f"gateway exited {code} on SIGTERM:\n{tail(gateway.proc.log)}")
-            signoff = Path(sys.executable).with_name("signoff")
-            verify = subprocess.run(
-                [
-                    str(signoff) if signoff.exists() else sys.executable,
-                    *([] if signoff.exists() else ["-m", "runner.cli"]),
-                    "gateway",
-                    "audit",
-                    "verify",
-                    "--config",
-                    str(gateway.config),
-                ],
-                capture_output=True,
-                text=True,
-                env=BASE_ENV,
-                check=False,
-                cwd=tmp,
-            )
-            text = (verify.stdout + verify.stderr).strip()
-            print(f"\n{text}")
-            with contextlib.suppress(OSError):  # the gateway's totals, logged at exit
-                for line in gateway.proc.log.read_text(errors="replace").splitlines():
-                    if "audit log:" in line:
-                        print(line.partition("audit log:")[1] + line.partition("audit log:")[2])
-            if verify.returncode != 0:
-                failures.append(f"audit verify exited {verify.returncode}: {text}")
-            transactions = sum(r.transactions for r in results if r.target == "gateway")
+            # Stop each gateway, then verify its chain; with two, say which line is whose.
+            print()
+            for name, each in gateways.items():
+                failures += finish_gateway(each, f"{name}: " if len(gateways) > 1 else "")
             if results:
-                print(
-                    f"gateway runs processed {transactions} pgbench transactions "
-                    "(each is 1 statement for -S, 5 for -N incl. BEGIN/END)"
-                )
+                for name in gateways:
+                    transactions = sum(r.transactions for r in results if r.target == name)
+                    print(
+                        f"{name} runs processed {transactions} pgbench transactions "
+                        "(each is 1 statement for -S, 5 for -N incl. BEGIN/END)"
+                    )
             for profile in profiles:
                 print(profile)
     except BenchError as error:
