@@ -356,7 +356,11 @@ static int lane_hand_over(Lane *self) {
     self->state = LANE_IDLE;
     self->quiet = 0;
     self->handed++;
-    if (lane_sync_unnamed(self) < 0) return -1;
+    /* The statement is adopted even if telling the previous unnamed statement
+     * failed (the connection then ends): its outcome must still be recorded. */
+    PyObject *type = NULL, *value = NULL, *traceback = NULL;
+    int synced = lane_sync_unnamed(self);
+    if (synced < 0) PyErr_Fetch(&type, &value, &traceback);
     PyObject *tag = self->tag ? self->tag : Py_None;
     PyObject *decision = self->decision ? self->decision : Py_None;
     PyObject *result = PyObject_CallFunction(self->adopt, "LdOdOii", self->seq,
@@ -365,6 +369,11 @@ static int lane_hand_over(Lane *self) {
                                              self->answered, self->described);
     Py_CLEAR(self->tag);
     Py_CLEAR(self->decision);
+    if (synced < 0) {
+        Py_XDECREF(result);
+        PyErr_Restore(type, value, traceback);
+        return -1;
+    }
     if (result == NULL) return -1;
     Py_DECREF(result);
     return 0;
@@ -553,7 +562,7 @@ static int lane_try_extended(Lane *self, PyObject *data) {
     if (self->queue->closed) return 0;
     /* Parse: name "", the text, the parameter types and nothing after them */
     Py_ssize_t end = message_end(d, n, 0, 'P');
-    if (end < 0 || d[5] != 0) return 0;
+    if (end < 9 || d[5] != 0) return 0; /* at least two NULs and the type count */
     const unsigned char *text = d + 6;
     const unsigned char *stop = memchr(text, 0, (size_t)(end - 6));
     if (stop == NULL) return 0;

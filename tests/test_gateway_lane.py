@@ -461,6 +461,33 @@ def test_pipelined_one_shots_in_one_write_and_in_two(gateway: Gateway) -> None:
     assert [o["status"] for o in outcomes] == ["completed"] * 5
 
 
+def test_shapes_that_are_not_the_lanes_are_the_relays(gateway: Gateway) -> None:
+    """Near misses of the one-shot shape, each after the text is cached: a row limit
+    (PortalSuspended), a statement Describe, a Flush among them, two Syncs."""
+
+    def script(client: RawClient) -> list[Messages]:
+        got = [one_shot(client, ACCOUNT, [b"1"])]
+        parse, bound = wire.parse(b"", ACCOUNT), bind(b"", b"", [b"2"])
+        statement_describe = wire.message(wire.DESCRIBE, b"S\x00")
+        for messages in (
+            [parse, bound, execute(max_rows=1), wire.sync()],
+            [parse, statement_describe, bound, execute(), wire.sync()],
+            [parse, bound, wire.message(wire.FLUSH, b""), execute(), wire.sync()],
+            [parse, bound, execute(), wire.sync(), wire.sync()],
+        ):
+            client.send(*messages)
+            got.append(client.until("Z"))
+            if messages[-1] == messages[-2]:
+                got.append(client.until("Z"))
+        got.append(one_shot(client, ACCOUNT, [b"3"]))  # the lane's again
+        return got
+
+    received, trail, carried = run_twice(gateway, script)
+    assert kinds(received[1]) == "12DsZ"
+    assert carried == 2
+    assert len([1 for kind, _, _ in trail if kind == "statement"]) == 6
+
+
 def test_the_unnamed_statement_the_lane_leaves_is_the_relays(gateway: Gateway) -> None:
     """After the lane's one-shots, a Bind and Execute of the unnamed statement (no
     Parse) and named statements are the Python relay's: it must know what the
