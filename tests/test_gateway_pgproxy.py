@@ -488,6 +488,52 @@ def test_nothing_is_decided_once_the_server_reads_backslashes_differently(
     assert [r["decision"] for r in refused] == ["blocked"]
 
 
+@pytest.mark.parametrize("protocol", ["simple", "extended"])
+def test_a_backslash_text_pipelined_behind_running_statements_is_refused(
+    proxy: PgProxy,
+    backend: AuditBackend,
+    admin: psycopg.Connection[Any],
+    dbname: str,
+    protocol: str,
+) -> None:
+    """The classic: with standard_conforming_strings off, "SELECT 'a\\''; DROP ..."
+    is a SELECT and a DROP to the server, one harmless string to the analysis. The
+    server reports the setting only at its next ReadyForQuery, so a statement that
+    turns it off (here a SET this test backend lets through; in production, an
+    existing function the role may call) with such a text pipelined behind it
+    would run the DROP: the text is refused until the statements ahead of it have
+    answered. Sent afterwards, it meets the reported setting and is refused too."""
+    victim = f"victim_{protocol}"
+    admin.execute(f"CREATE TABLE {victim} (id int)")
+    session, secret = backend.new_session(dbname)
+    injected = f"SELECT 'a\\''; DROP TABLE {victim}; -- '"
+    turn_off = "SET standard_conforming_strings = off"
+
+    def run(text: str) -> list[bytes]:
+        if protocol == "simple":
+            return [wire.query(text)]
+        return [wire.parse(b"", text), bind(b"", b""), execute(), wire.sync()]
+
+    client = RawClient(proxy.port)
+    try:
+        assert client.startup(session.id, dbname, secret)[-1][0] == "Z"
+        client.send(*run("SELECT 'a\\b'"), *run("SELECT 1"))  # nothing ran before it
+        assert [k for k, _ in client.until("Z")] == (
+            ["T", "D", "C", "Z"] if protocol == "simple" else ["1", "2", "D", "C", "Z"]
+        )
+        client.until("Z")
+        client.send(*run(turn_off), *run(injected))
+        client.until("Z")
+        pipelined = error_of(client.until("Z"))
+        client.send(*run(injected))
+        afterwards = error_of(client.until("Z"))
+    finally:
+        client.close()
+    assert pipelined["C"] == "42501" and "answered" in pipelined["M"]
+    assert afterwards["C"] == "42501" and "reconnect" in afterwards["M"]
+    assert admin.execute(f"SELECT to_regclass('{victim}') IS NOT NULL").fetchone() == (True,)
+
+
 def test_multi_statement_error_marks_the_rest_not_run(
     proxy: PgProxy, backend: AuditBackend, dbname: str
 ) -> None:

@@ -551,6 +551,12 @@ class _ClientConnection:
         # whenever it changes, however it was changed (SET, set_config, a function,
         # a role default): once it is off, nothing more is decided on this connection.
         self.literals_as_server = True
+        # The server reports a changed setting only at its next ReadyForQuery. Until
+        # every statement forwarded so far has reached one, a text whose string
+        # literals hold a backslash is refused: a statement still running (an existing
+        # function, say) may have turned standard_conforming_strings off, and the
+        # server would read that text differently from the analysis.
+        self.settled = True
         self.batch: list[tuple[int, Outcome]] = []  # outcomes waiting for ReadyForQuery
         # transports and buffers once relaying
         self.ct: asyncio.Transport = writer.transport  # type: ignore[assignment]
@@ -1058,6 +1064,7 @@ class _ClientConnection:
         its CommandComplete ``tag`` read at ``at``) is this relay's from here on: a
         simple Query, or (``decision``) the extended shape of which the server has
         ``answered`` Parse, Bind and Describe so far."""
+        self.settled = False  # its ReadyForQuery has not come yet
         done = (
             None
             if tag is None
@@ -1357,6 +1364,17 @@ class _ClientConnection:
                     "analysis; refused: reconnect (it is on by default)",
                 )
             ]
+        if b"\\" in raw and not self._settled():
+            return [
+                _refusal(
+                    text,
+                    "a text with a backslash sent before the statements ahead of it have "
+                    "answered: if one of them turned standard_conforming_strings off, the "
+                    "server would read its string literals differently from the gateway's "
+                    "analysis; refused: send it once they have answered, or pass the value "
+                    "as a parameter",
+                )
+            ]
         try:
             decisions = self.backend.decide(self.session, text, in_transaction=self.txn != _IDLE)
             return decisions if type(decisions) is list else list(decisions)
@@ -1382,6 +1400,7 @@ class _ClientConnection:
         self.pending.append(entry)
         if entry.blocked_error is None:
             entry.t0 = time.perf_counter()
+            self.settled = False
             return None
         return wire.query(BLOCKED_SQL)
 
@@ -1482,6 +1501,7 @@ class _ClientConnection:
             return wire.parse(b"signoff_refused", BLOCKED_SQL)
         entry.seqs = seqs or _NO_SEQS
         entry.t0 = time.perf_counter()
+        self.settled = False
         self.pending.append(entry)
         return None
 
@@ -1650,6 +1670,12 @@ class _ClientConnection:
         for entry in ignored:
             self.pending.remove(entry)
 
+    def _settled(self) -> bool:
+        """Every statement forwarded so far has reached its ReadyForQuery."""
+        return self.settled and not any(
+            entry.kind == K_QUERY or entry.kind == K_EXECUTE for entry in self.pending
+        )
+
     def _on_ready(self, status: int) -> None:
         self.txn = status
         pending = self.pending
@@ -1669,6 +1695,10 @@ class _ClientConnection:
                 if entry.kind == K_SYNC:
                     break
                 self._discarded(entry)
+        if not self.settled and not any(
+            entry.kind == K_QUERY or entry.kind == K_EXECUTE for entry in pending
+        ):
+            self.settled = True  # whatever changed a setting has been reported by now
         if self.batch:
             # Written with the next commit of the audit log, not waited for.
             self._submit_outcomes(self.batch)
