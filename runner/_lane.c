@@ -192,9 +192,6 @@ typedef struct {
     int64_t t0;
     PyObject *tag;            /* the CommandComplete tag (str), or NULL */
     int64_t tag_at;
-    /* counters, for the tests and the stats */
-    long long fast;           /* statements the lane carried from Query to ReadyForQuery */
-    long long handed;         /* statements it handed to the Python relay mid-way */
 } Lane;
 
 static PyTypeObject LaneType;
@@ -355,7 +352,6 @@ static int lane_hand_over(Lane *self) {
     if (self->state != LANE_FLIGHT) return 0;
     self->state = LANE_IDLE;
     self->quiet = 0;
-    self->handed++;
     /* The statement is adopted even if telling the previous unnamed statement
      * failed (the connection then ends): its outcome must still be recorded. */
     PyObject *type = NULL, *value = NULL, *traceback = NULL;
@@ -808,7 +804,6 @@ static PyObject *lane_upstream_data(Lane *self, PyObject *data) {
             Py_XSETREF(self->unnamed, self->decision);
             self->decision = NULL;
             self->state = LANE_IDLE;
-            self->fast++;
             unsigned char status = d[pos + 5];
             if (status != 'I') { /* not from one plain read, but the server is the truth */
                 self->quiet = 0;
@@ -841,12 +836,6 @@ static PyObject *lane_upstream_data(Lane *self, PyObject *data) {
         Py_DECREF(rest);
         if (failed) return NULL;
     }
-    Py_RETURN_NONE;
-}
-
-static PyObject *lane_hand_over_py(Lane *self, PyObject *unused) {
-    (void)unused;
-    if (lane_hand_over(self) < 0) return NULL;
     Py_RETURN_NONE;
 }
 
@@ -941,8 +930,6 @@ static PyMethodDef lane_methods[] = {
     {"client_data", (PyCFunction)lane_client_data, METH_O, "the client transport's data_received"},
     {"upstream_data", (PyCFunction)lane_upstream_data, METH_O,
      "the upstream transport's data_received"},
-    {"hand_over", (PyCFunction)lane_hand_over_py, METH_NOARGS,
-     "give a statement in flight to the Python relay (conn._lane_adopt)"},
     {"end", (PyCFunction)lane_end, METH_NOARGS,
      "the connection is ending: hand over what is in flight, take nothing more"},
     {NULL, NULL, 0, NULL},
@@ -951,9 +938,6 @@ static PyMethodDef lane_methods[] = {
 static PyMemberDef lane_members[] = {
     {"enabled", T_INT, offsetof(Lane, enabled), 0, "whether the lane may take statements"},
     {"quiet", T_INT, offsetof(Lane, quiet), 0, "whether the Python relay is quiescent"},
-    {"fast", T_LONGLONG, offsetof(Lane, fast), READONLY, "statements the lane carried"},
-    {"handed", T_LONGLONG, offsetof(Lane, handed), READONLY,
-     "statements handed to the Python relay mid-way"},
     {NULL, 0, 0, 0, NULL},
 };
 

@@ -30,8 +30,6 @@ class AuditQueue:
 class Lane:
     enabled: int
     quiet: int
-    fast: int
-    handed: int
     holding: bool
     in_flight: bool
     def __init__(
@@ -42,11 +40,11 @@ class Lane:
         queue: AuditQueue,
         session_id: str,
         shapes: dict[str, str],
+        texts: dict[str, tuple[str, Any]],
         backlog_max: int,
     ) -> None: ...
     def client_data(self, data: bytes, /) -> None: ...
     def upstream_data(self, data: bytes, /) -> None: ...
-    def hand_over(self) -> None: ...
     def end(self) -> None: ...
 
 def outcome_data(tag: str, duration_us: int, /) -> str: ...
