@@ -14,6 +14,10 @@
  *   server answer -> relay T/D/C, and at ReadyForQuery queue the outcome entry
  *                    and relay the answer                        (IDLE)
  *
+ * A Query the Python relay has just decided itself (any single allowed statement,
+ * in a transaction or not) can be given to the lane the same way (``carry``): the
+ * decision stays Python's, the walk from the entry to ReadyForQuery is C's.
+ *
  * The extended protocol's one-shot shape is the same walk: Parse (unnamed, a text
  * the session allowed as a plain read, from the lane's exact-text cache), Bind
  * (unnamed to unnamed), an optional Describe of the portal, Execute (no row
@@ -68,6 +72,8 @@ typedef struct {
     PyObject *wake;  /* called once when the first item of a batch arrives */
     int woken;
     int closed;
+    long long decided; /* statements the lanes decided from their caches (the rest were
+                        * decided by the Python relay and carried) */
 } AuditQueue;
 
 static PyTypeObject AuditQueueType;
@@ -174,6 +180,8 @@ typedef struct {
     Py_ssize_t backlog_max;
     int enabled;
     int quiet;
+    int quiet_when_idle;      /* what quiet becomes at a ReadyForQuery 'I' of the lane's */
+    int relay_txn;            /* the relay's txn (a ReadyForQuery status) as the lane left it */
     int ended;
     int state;
     /* HOLD */
@@ -531,7 +539,10 @@ static int lane_try_query(Lane *self, PyObject *data) {
     Py_INCREF(data);
     Py_XSETREF(self->held, data);
     Py_CLEAR(self->decision);
+    self->queue->decided++;
     self->answered = self->described = 0;
+    self->relay_txn = 'I';
+    self->quiet_when_idle = 1;
     self->execute_at = self->execute_end = PyBytes_GET_SIZE(data);
     self->rest_size = 0;
     self->backlog_blocked = 0;
@@ -614,6 +625,9 @@ static int lane_try_extended(Lane *self, PyObject *data) {
     Py_INCREF(data);
     Py_XSETREF(self->held, data);
     Py_XSETREF(self->decision, decision);
+    self->queue->decided++;
+    self->relay_txn = 'I';
+    self->quiet_when_idle = 1;
     self->described = described;
     self->answered = 0;
     self->execute_at = execute_at;
@@ -743,7 +757,12 @@ static PyObject *lane_upstream_data(Lane *self, PyObject *data) {
         return NULL;
     }
     if (self->state != LANE_FLIGHT) {
+        int holding = self->state == LANE_HOLD;
         if (lane_slow(self, self->slow_upstream, data) < 0) return NULL;
+        /* Something came while a statement waits for its entry (a notification, a
+         * setting reported after a configuration reload): the relay's view may have
+         * changed, so its own answer decides, not the one it gave at the start. */
+        if (holding) self->quiet_when_idle = 0;
         Py_RETURN_NONE;
     }
     const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(data);
@@ -805,15 +824,16 @@ static PyObject *lane_upstream_data(Lane *self, PyObject *data) {
             self->decision = NULL;
             self->state = LANE_IDLE;
             unsigned char status = d[pos + 5];
-            if (status != 'I') { /* not from one plain read, but the server is the truth */
-                self->quiet = 0;
+            if (status != self->relay_txn) { /* the server's status is the truth */
                 PyObject *value = PyLong_FromLong(status);
                 if (value == NULL || PyObject_SetAttrString(self->conn, "txn", value) < 0) {
                     Py_XDECREF(value);
                     return NULL;
                 }
                 Py_DECREF(value);
+                self->relay_txn = status;
             }
+            self->quiet = status == 'I' && self->quiet_when_idle;
             if (relay(self, data, end) < 0) return NULL;
             if (end < n) {
                 PyObject *rest = tail(data, end);
@@ -837,6 +857,37 @@ static PyObject *lane_upstream_data(Lane *self, PyObject *data) {
         if (failed) return NULL;
     }
     Py_RETURN_NONE;
+}
+
+/* carry(message, entry_data, txn, quiet_when_idle) -> bool: a simple Query the relay
+ * has decided (one allowed statement; ``entry_data`` its statement entry's data),
+ * given to the lane while the relay has nothing going on: the lane records it,
+ * forwards it and relays its answer as its own. False: the relay keeps it. */
+static PyObject *lane_carry(Lane *self, PyObject *args) {
+    PyObject *data, *entry_data;
+    int txn, quiet_when_idle;
+    if (!PyArg_ParseTuple(args, "SUip", &data, &entry_data, &txn, &quiet_when_idle)) return NULL;
+    const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(data);
+    Py_ssize_t n = PyBytes_GET_SIZE(data);
+    if (self->ended || self->state != LANE_IDLE || self->queue->closed || n < 6 || d[0] != 'Q' ||
+        (Py_ssize_t)be32(d + 1) + 1 != n) {
+        Py_RETURN_FALSE;
+    }
+    PyObject *item =
+        PyTuple_Pack(5, KIND_STATEMENT, self->session_id, Py_None, entry_data, (PyObject *)self);
+    if (item == NULL || queue_push(self->queue, item) < 0) return NULL;
+    Py_INCREF(data);
+    Py_XSETREF(self->held, data);
+    Py_CLEAR(self->decision);
+    self->answered = self->described = 0;
+    self->relay_txn = txn;
+    self->quiet_when_idle = quiet_when_idle;
+    self->quiet = 0;
+    self->execute_at = self->execute_end = n;
+    self->rest_size = 0;
+    self->backlog_blocked = 0;
+    self->state = LANE_HOLD;
+    Py_RETURN_TRUE;
 }
 
 static PyObject *lane_end(Lane *self, PyObject *unused) {
@@ -904,6 +955,12 @@ static PyMethodDef queue_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static PyMemberDef queue_members[] = {
+    {"decided", T_LONGLONG, offsetof(AuditQueue, decided), READONLY,
+     "statements the lanes decided from their caches"},
+    {NULL, 0, 0, 0, NULL},
+};
+
 static PyGetSetDef queue_getset[] = {
     {"closed", (getter)queue_get_closed, NULL, "whether close() was called", NULL},
     {NULL, NULL, NULL, NULL, NULL},
@@ -922,6 +979,7 @@ static PyTypeObject AuditQueueType = {
     .tp_traverse = (traverseproc)queue_traverse,
     .tp_clear = (inquiry)queue_clear,
     .tp_methods = queue_methods,
+    .tp_members = queue_members,
     .tp_getset = queue_getset,
     .tp_as_sequence = &queue_as_sequence,
 };
@@ -930,6 +988,8 @@ static PyMethodDef lane_methods[] = {
     {"client_data", (PyCFunction)lane_client_data, METH_O, "the client transport's data_received"},
     {"upstream_data", (PyCFunction)lane_upstream_data, METH_O,
      "the upstream transport's data_received"},
+    {"carry", (PyCFunction)lane_carry, METH_VARARGS,
+     "carry(message, entry_data, txn, quiet_when_idle) -> whether the lane took the Query"},
     {"end", (PyCFunction)lane_end, METH_NOARGS,
      "the connection is ending: hand over what is in flight, take nothing more"},
     {NULL, NULL, 0, NULL},

@@ -331,6 +331,9 @@ class FastLane(NamedTuple):
     queue: Any
     shapes: dict[str, str]
     texts: dict[str, tuple[str, StatementDecision]]
+    # The statement entry's data of a decision of this session (for a Query the relay
+    # decided itself and gives the lane to carry).
+    entry_data: Callable[[StatementDecision], str]
 
 
 class ProxyBackend(Protocol):

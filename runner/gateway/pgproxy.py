@@ -586,6 +586,7 @@ class _ClientConnection:
         # The C fast lane (runner/_lane.c) for the steady state, when the backend offers
         # one: it takes a message only when _quiet() says this relay has nothing going on.
         self.lane: Any = None
+        self.lane_entry_data: Callable[[StatementDecision], str] | None = None
 
     def shutdown(self) -> None:
         self.stopping = True
@@ -1009,6 +1010,7 @@ class _ClientConnection:
         support = self.backend.fast_lane(session)
         if support is None:
             return None
+        self.lane_entry_data = support.entry_data
         return _native.Lane(
             self,
             self.ct.write,
@@ -1021,16 +1023,24 @@ class _ClientConnection:
         )
 
     def _quiet(self) -> bool:
-        """Nothing is going on in this relay: the lane may take the next message."""
+        """Nothing is going on in this relay, outside a transaction, with string
+        literals read as the analysis reads them: the lane may decide the next
+        message from its caches."""
+        return (
+            self._relay_idle()
+            and self.txn == _IDLE
+            and self.literals_as_server
+            and self.codec == "utf-8"
+        )
+
+    def _relay_idle(self) -> bool:
+        """Nothing is going on in this relay: the lane may carry a message it decided."""
         return (
             not self.pending
             and self.hold is None
             and not self.chunks
             and not self.batch
-            and self.txn == _IDLE
             and not self.discarding
-            and self.literals_as_server
-            and self.codec == "utf-8"
             and not self.client_leftover
             and not self.client_passthrough
             and not self.up_leftover
@@ -1039,6 +1049,22 @@ class _ClientConnection:
             and not self.fatal_seen
             and not self.detached
         )
+
+    def _lane_carries(self, data: bytes, decisions: Sequence[StatementDecision]) -> bool:
+        """Give the lane a Query this relay decided (``data`` is that one message, one
+        allowed statement): it records, forwards and relays it as its own."""
+        lane = self.lane
+        if (
+            lane is None
+            or len(decisions) != 1
+            or decisions[0].blocked
+            or self.lane_entry_data is None
+            or not self._relay_idle()
+        ):
+            return False
+        entry_data = self.lane_entry_data(decisions[0])
+        quiet_when_idle = self.literals_as_server and self.codec == "utf-8"
+        return bool(lane.carry(data, entry_data, self.txn, quiet_when_idle))
 
     def _slow_client(self, data: bytes) -> bool:
         """Client bytes the lane leaves to this relay; then whether it is quiet."""
@@ -1292,6 +1318,8 @@ class _ClientConnection:
                 entry.results = []
                 entry.decisions = decisions
                 if decisions:
+                    if start == pos == 0 and end == n and self._lane_carries(data, decisions):
+                        return None
                     self._hold_for_record(
                         data,
                         start,

@@ -367,7 +367,13 @@ class GatewayService:
         if not self.fast_lanes:
             return None
         analysis = self._analysis(session)
-        return FastLane(self.writer.lane_queue, analysis.lane_shapes, analysis.lane_texts)
+        database = session.database
+        return FastLane(
+            self.writer.lane_queue,
+            analysis.lane_shapes,
+            analysis.lane_texts,
+            lambda decision: statement_data_json(database, decision),
+        )
 
     def submit_statements(
         self,
