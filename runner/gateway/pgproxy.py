@@ -40,10 +40,11 @@ Also:
   allowed as a plain read, or the extended protocol's one-shot Parse, Bind,
   Describe, Execute, Sync of such a text, answered without an error or a notice)
   runs in C, in the connection's fast lane (runner/_lane.c), when the backend
-  offers one: the same entries, written and awaited the same way. The lane takes
-  a message only while this relay is quiescent (``_quiet``), and hands anything
-  else over (``_lane_adopt``, ``_lane_unhold``, ``_lane_resume``) before this relay
-  sees a byte that follows it.
+  offers one: the same entries, written and awaited the same way. The lane decides
+  a message from its caches only while this relay is quiescent (``_quiet``); a
+  one-statement Query this relay decided itself is given to the lane to carry
+  (``_lane_carries``). It hands anything else over (``_lane_adopt``,
+  ``_lane_unhold``, ``_lane_resume``) before this relay sees a byte that follows it.
 """
 
 from __future__ import annotations
