@@ -271,6 +271,29 @@ def test_transactions_and_what_the_lane_does_not_take(gateway: Gateway) -> None:
     assert carried == (2 * 7, 2)
 
 
+def test_copy_is_handed_over(gateway: Gateway) -> None:
+    """COPY in a one-statement Query: decided by the relay, carried by the lane until
+    the server asks for or sends data, then the relay's."""
+    with psycopg.connect(gateway.upstream_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE copied (id int)")
+
+    def script(client: RawClient) -> list[Messages]:
+        got = queries(client, ["COPY (SELECT id FROM patients WHERE id < 4 ORDER BY id) TO STDOUT"])
+        client.send(wire.query("COPY copied FROM STDIN"))
+        got.append(client.until("G"))
+        client.send(wire.message(wire.COPY_DATA, b"1\n2\n"), wire.message(wire.COPY_DONE, b""))
+        got.append(client.until("Z"))
+        got += queries(client, ["SELECT 1"])  # (the table grows from run to run)
+        return got
+
+    received, trail, carried = run_twice(gateway, script)
+    assert kinds(received[0]) == "HdddcCZ"
+    assert kinds(received[2]) == "CZ"
+    outcomes = [outcome for kind, _, outcome in trail if kind == "statement"]
+    assert [o["tag"] for o in outcomes[:2]] == ["COPY 3", "COPY 2"]
+    assert carried.entries >= 2  # at least the statement entries of the two COPYs
+
+
 def test_enum_labels_added_stop_the_lane(gateway: Gateway) -> None:
     def script(client: RawClient) -> list[Messages]:
         got = queries(
