@@ -411,6 +411,42 @@ def test_a_journal_that_cannot_be_written_refuses_the_lanes_statement(
     assert "SELECT mrn FROM patients WHERE id = 2" not in texts
 
 
+def test_an_outcome_whose_write_failed_goes_with_the_next_write(gateway: Gateway) -> None:
+    """The journal fails just when a statement's outcome is written: the outcome is
+    kept and written with the next batch, by the lane as by the relay."""
+    writer = service_of(gateway).writer
+
+    def script(client: RawClient) -> list[Messages]:
+        got = settled_query(gateway, client, "SELECT mrn FROM patients WHERE id = 1")
+        flush = writer._flush_inline
+        loop = gateway.running._loop
+        assert loop is not None
+        writer._flush_inline = lambda: loop.call_later(0.3, flush)  # type: ignore[method-assign]
+        journal = service_of(gateway).store._journal  # type: ignore[attr-defined]
+        real, broken = journal.fd, os.open(os.devnull, os.O_RDONLY)
+        try:
+            # Recorded (late), forwarded, answered: its outcome's write comes 0.3 s on.
+            got += queries(client, ["SELECT mrn FROM patients WHERE id = 2"])
+            journal.fd = broken
+            time.sleep(0.5)
+        finally:
+            journal.fd = real
+            os.close(broken)
+            writer._flush_inline = flush  # type: ignore[method-assign]
+        got += settled_query(gateway, client, "SELECT 1")
+        return got
+
+    _, trail, carried = run_twice(gateway, script)
+    statements = [(data["text"], outcome) for kind, data, outcome in trail if kind == "statement"]
+    assert [text for text, _ in statements] == [
+        "SELECT mrn FROM patients WHERE id = 1",
+        "SELECT mrn FROM patients WHERE id = 2",
+        "SELECT 1",
+    ]
+    assert all(outcome.get("status") == "completed" for _, outcome in statements)
+    assert carried.decided == 1
+
+
 # -- the extended protocol -----------------------------------------------------------------
 
 

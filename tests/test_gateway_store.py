@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import json
 import logging
+import os
 import resource
 import shutil
 import signal
@@ -785,6 +786,50 @@ def test_append_seqs_writes_the_same_chain(store_url: str, inline: bool) -> None
     assert report.ok and report.count == 4, report.problem
     assert [e.data for e in entries][:2] == [statement("so_a", 0).data, {"x": 1}]
     store.close()
+
+
+@pytest.mark.parametrize("inline", [False, True], ids=["thread", "inline"])
+def test_outcomes_whose_write_failed_go_with_the_next_write(tmp_path: Path, inline: bool) -> None:
+    """An outcome nobody waits for is not lost to a write that fails (a full disk,
+    here a descriptor that cannot be written): it goes with the next one. A statement
+    entry someone waits for fails at once (its statement is refused)."""
+    import asyncio
+
+    store = SqliteStore(str(tmp_path / "state.db"))
+    writer = AuditWriter(store, inline=inline)
+    refused: list[list[int] | None] = []
+
+    async def scenario() -> None:
+        assert await writer.append_seqs([statement("so_a", 0)]) == [1]
+        journal = store._journal
+        assert journal is not None
+        real, broken = journal.fd, os.open(os.devnull, os.O_RDONLY)
+        journal.fd = broken
+        try:
+            writer.submit_seqs([outcome("so_a", 1)])
+            writer.submit_seqs([statement("so_a", 9)], refused.append)
+            for _ in range(50):  # the inline writer: two loop turns; the thread: a moment
+                await asyncio.sleep(0.01)
+                if refused:
+                    break
+        finally:
+            journal.fd = real
+            os.close(broken)
+        assert await writer.append_seqs([statement("so_a", 2)]) == [3]
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        writer.close()
+    entries = store.entries()
+    store.close()
+    assert refused == [None]
+    assert [(e.kind, e.ref) for e in entries] == [
+        (EntryKind.STATEMENT, None),
+        (EntryKind.OUTCOME, 1),
+        (EntryKind.STATEMENT, None),
+    ]
+    assert verify_chain(entries).ok
 
 
 # -- the SQLite store's audit journal ------------------------------------------------------

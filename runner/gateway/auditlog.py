@@ -384,6 +384,10 @@ class AuditWriter:
         # thread hand-off per request; a networked store keeps the thread.
         self._inline = inline
         self._inline_pending: list[_Request] = []
+        # Entries nobody waits for (outcomes) whose write failed: written with the next
+        # batch, so a passing failure (a full disk freed, say) loses none of them.
+        self._unwritten: list[_Request] = []
+        self._unwritten_lane: list[Any] = []
         self._inline_scheduled = False
         # A store that can append without building entry objects (SQLite) serves
         # batches whose callers all want only seqs (append_seqs) that way.
@@ -470,6 +474,9 @@ class AuditWriter:
                 loop.call_soon(loop.call_soon, self._flush_inline)
             return
 
+        if done is None:  # nobody waits: nothing to hand back (kept if a write fails)
+            self._submit(_Request(list(entries), None, True))
+            return
         # The writer thread hands the result to the loop, which delivers it as the
         # inline writer would.
         loop = asyncio.get_running_loop()
@@ -522,9 +529,10 @@ class AuditWriter:
 
     def _flush_inline(self) -> None:
         self._inline_scheduled = False
-        if self.lane_queue is not None and len(self.lane_queue):
+        if self.lane_queue is not None and (len(self.lane_queue) or self._unwritten_lane):
             self._flush_lanes()
-        batch, self._inline_pending = self._inline_pending, []
+        batch, self._inline_pending = self._unwritten + self._inline_pending, []
+        self._unwritten = []
         for start in range(0, len(batch), self._max_batch):
             self._write(batch[start : start + self._max_batch])
 
@@ -532,13 +540,17 @@ class AuditWriter:
         """The lanes' entries, first: a session's closing event (queued by Python)
         then follows the outcomes its lane queued in the same iteration."""
         queue = self.lane_queue
-        items = queue.take()
+        items = self._unwritten_lane + queue.take()
+        self._unwritten_lane = []
         assert self._append_prepared is not None
         self.stats.requests += len(items)
         try:
             first: int | None = self._append_prepared(items)
         except Exception as exc:
-            _log.warning("audit write failed: %s: %s", type(exc).__name__, exc)
+            # Held statements learn that theirs failed (they are refused); outcomes
+            # wait for the next write.
+            outcomes = [item for item in items if item[4] is None]
+            self._unwritten_lane = _keep_unwritten(outcomes, exc)
             first = None
         else:
             self.stats.batches += 1
@@ -566,9 +578,13 @@ class AuditWriter:
                 while not self._pending and not self._closing:
                     self._cond.wait()
                 if not self._pending:
+                    if self._unwritten:  # a last try for what a failed write left
+                        batch, self._unwritten = self._unwritten, []
+                        self._write(batch)
                     return  # closing and drained
-                batch: list[_Request] = []
-                size = 0
+                batch = self._unwritten
+                self._unwritten = []
+                size = sum(len(request.entries) for request in batch)
                 while self._pending and (
                     not batch or size + len(self._pending[0].entries) <= self._max_batch
                 ):
@@ -611,8 +627,14 @@ class AuditWriter:
                     _safe_deliver(request, None, exc)
                 return
         except Exception as exc:
+            unawaited = [
+                new for r in good if r.deliver is None and r.done is None for new in r.entries
+            ]
+            if unawaited:
+                self._unwritten.append(_Request(_keep_unwritten(unawaited, exc), None, True))
             for request in good:
-                _safe_deliver(request, None, exc)
+                if request.deliver is not None or request.done is not None:
+                    _safe_deliver(request, None, exc)
             return
         self.stats.batches += 1
         self.stats.entries += len(written)
@@ -626,6 +648,29 @@ class AuditWriter:
                     part = [entry.seq for entry in part]
                 _safe_deliver(request, part, None)
             start = end
+
+
+# At most this many unawaited entries are kept for the next write after failures.
+_UNWRITTEN_MAX = 100_000
+
+
+def _keep_unwritten(entries: list[Any], error: BaseException) -> list[Any]:
+    """What of ``entries`` (which nobody waits for) to write with the next batch, after
+    ``error``: all of them, up to _UNWRITTEN_MAX (the oldest beyond it are lost, said
+    in the log: the statements they complete then show as incomplete)."""
+    kept = entries[-_UNWRITTEN_MAX:]
+    _log.warning(
+        "audit write failed: %s: %s%s",
+        type(error).__name__,
+        error,
+        f"; {len(kept)} outcome entries kept for the next write" if kept else "",
+    )
+    if len(kept) < len(entries):
+        _log.error(
+            "audit log: %d outcome entries lost after repeated write failures",
+            len(entries) - len(kept),
+        )
+    return kept
 
 
 def _safe_deliver(request: _Request, result: list[Any] | None, error: BaseException | None) -> None:
