@@ -85,10 +85,15 @@ class Gateway:
 
 @contextlib.contextmanager
 def running_gateway(
-    scratch_db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    scratch_db_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    tls: tuple[Path, Path] | None = None,
 ) -> Iterator[Gateway]:
     """The whole gateway in this process (GatewayThread): SQLite state, a loopback
-    OIDC issuer, the scratch database behind it with a small ``patients`` table."""
+    OIDC issuer, the scratch database behind it with a small ``patients`` table;
+    ``tls`` (certificate, key) is offered on the PostgreSQL port."""
     dbname = scratch_db_url.rsplit("/", 1)[1].split("?")[0]
     with psycopg.connect(scratch_db_url, autocommit=True) as conn:
         conn.execute("DROP ROLE IF EXISTS signoff_gw_e2e")
@@ -100,6 +105,11 @@ def running_gateway(
     state = tmp_path / "gateway.db"
     with OidcIssuer() as issuer:
         config_path = tmp_path / "gateway.toml"
+        tls_lines = (
+            ""
+            if tls is None
+            else f'tls_cert = "{tls[0]}"\ntls_key = "{tls[1]}"\nallow_cleartext_on_loopback = false'
+        )
         config_path.write_text(
             f"""
 [gateway]
@@ -110,6 +120,7 @@ session_ttl = "15m"
 [listen]
 http = "127.0.0.1:0"
 pg = "127.0.0.1:0"
+{tls_lines}
 
 [[issuers]]
 name = "ci"

@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 import psycopg
 import pytest
 from audit_journal import journal_path, read_entries
+from certificates import make_certificate
 from gateway_harness import Gateway, running_gateway
 from pgclient import RawClient, bind, describe_portal, error_of, execute
 
@@ -625,6 +626,32 @@ def test_one_shot_when_the_journal_fails_or_the_client_goes(gateway: Gateway) ->
     # Decided by the lane: the one-shot whose entry could not be written, and the last
     # (held). Entries: SELECT 1 and SELECT 1, 2 (carried) and the last one's statement.
     assert carried == (2 + 2 + 1, 2)
+
+
+def test_the_lane_over_tls(scratch_db_url: str, tmp_path: Path, monkeypatch: Any) -> None:
+    """psycopg over TLS (its queries with parameters are one-shots): the lane decides
+    them from its cache and writes through the TLS transport."""
+    tls = make_certificate(tmp_path)
+    with running_gateway(scratch_db_url, tmp_path, monkeypatch, tls=tls) as gateway:
+        queue = service_of(gateway).writer.lane_queue
+        session = gateway.session()
+        # (prepare_threshold None: psycopg would prepare the query as a named statement
+        # from its sixth run, and those are the relay's)
+        with gateway.connect(session, sslmode="require", prepare_threshold=None) as conn:
+            assert conn.info.pgconn.ssl_in_use
+            time.sleep(0.1)  # the relay and its lane take over just after the startup
+            before = queue.decided
+            found = [
+                conn.execute("SELECT mrn FROM patients WHERE id = %s", (i,)).fetchone()
+                for i in range(1, 7)
+            ]
+            decided = queue.decided - before
+        wait_closed(gateway, session["session_id"])
+        trail = records(gateway, session["session_id"])
+    assert found == [(f"M{i}",) for i in range(1, 7)]
+    assert decided == 5  # all but the first, which Python decides
+    outcomes = [outcome for kind, _, outcome in trail if kind == "statement"]
+    assert [o["status"] for o in outcomes][-6:] == ["completed"] * 6
 
 
 # -- the lane's outcome data ---------------------------------------------------------------
