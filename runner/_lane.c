@@ -559,14 +559,16 @@ static Py_ssize_t message_end(const unsigned char *d, Py_ssize_t n, Py_ssize_t p
     return pos + 1 + (Py_ssize_t)length;
 }
 
+/* Where the parts of the extended protocol's one-shot shape are in a read. */
+typedef struct {
+    Py_ssize_t text_at, text_size; /* the Parse text */
+    int described;
+    Py_ssize_t execute_at, execute_end;
+} OneShot;
+
 /* Parse (unnamed), Bind (unnamed portal of the unnamed statement), [Describe the
- * portal], Execute (all rows), Sync: exactly ``data``, with a text the session's
- * exact-text cache allows. Queue its statement entry and hold it all (1); 0: not
- * the lane's. */
-static int lane_try_extended(Lane *self, PyObject *data) {
-    const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(data);
-    Py_ssize_t n = PyBytes_GET_SIZE(data);
-    if (self->queue->closed) return 0;
+ * portal], Execute (all rows), Sync: exactly d[0:n]? 1 and where its parts are; 0. */
+static int one_shot_shape(const unsigned char *d, Py_ssize_t n, OneShot *shape) {
     /* Parse: name "", the text, the parameter types and nothing after them */
     Py_ssize_t end = message_end(d, n, 0, 'P');
     if (end < 9 || d[5] != 0) return 0; /* at least two NULs and the type count */
@@ -577,29 +579,64 @@ static int lane_try_extended(Lane *self, PyObject *data) {
     if (end - types_at < 2) return 0;
     int count = (int)(int16_t)((d[types_at] << 8) | d[types_at + 1]);
     if (count < 0 || types_at + 2 + 4 * (Py_ssize_t)count != end) return 0;
-    Py_ssize_t text_size = stop - text;
+    shape->text_at = 6;
+    shape->text_size = stop - text;
     /* Bind: portal "" of statement ""; its parameters are the server's to read */
     Py_ssize_t pos = end;
     end = message_end(d, n, pos, 'B');
     if (end < 0 || end - pos < 7 || d[pos + 5] != 0 || d[pos + 6] != 0) return 0;
     /* Describe the portal "" */
     pos = end;
-    int described = 0;
+    shape->described = 0;
     end = message_end(d, n, pos, 'D');
     if (end >= 0) {
         if (end - pos != 7 || d[pos + 5] != 'P' || d[pos + 6] != 0) return 0;
-        described = 1;
+        shape->described = 1;
         pos = end;
     }
     /* Execute portal "" with no row limit, then Sync, then nothing */
-    Py_ssize_t execute_at = pos;
+    shape->execute_at = pos;
     end = message_end(d, n, pos, 'E');
     if (end < 0 || end - pos != 10 || d[pos + 5] != 0 || be32(d + pos + 6) != 0) return 0;
-    Py_ssize_t execute_end = end;
+    shape->execute_end = end;
     end = message_end(d, n, end, 'S');
-    if (end != n || end - execute_end != 5) return 0;
+    return end == n && end - shape->execute_end == 5;
+}
 
-    PyObject *key = PyUnicode_DecodeUTF8((const char *)text, text_size, NULL);
+/* Queue the one-shot's statement entry and hold ``data`` (the whole shape). */
+static int lane_hold_one_shot(Lane *self, PyObject *data, PyObject *entry_data,
+                              PyObject *decision, const OneShot *shape, int relay_txn,
+                              int quiet_when_idle) {
+    PyObject *item =
+        PyTuple_Pack(5, KIND_STATEMENT, self->session_id, Py_None, entry_data, (PyObject *)self);
+    if (item == NULL) return -1;
+    Py_INCREF(decision); /* before the push: a callback may change where it came from */
+    if (queue_push(self->queue, item) < 0) {
+        Py_DECREF(decision);
+        return -1;
+    }
+    Py_INCREF(data);
+    Py_XSETREF(self->held, data);
+    Py_XSETREF(self->decision, decision);
+    self->relay_txn = relay_txn;
+    self->quiet_when_idle = quiet_when_idle;
+    self->described = shape->described;
+    self->answered = 0;
+    self->execute_at = shape->execute_at;
+    self->execute_end = shape->execute_end;
+    self->rest_size = 0;
+    self->backlog_blocked = 0;
+    self->state = LANE_HOLD;
+    return 1;
+}
+
+/* The one-shot shape, exactly ``data``, with a text the session's exact-text cache
+ * allows: queue its statement entry and hold it all (1); 0: not the lane's. */
+static int lane_try_extended(Lane *self, PyObject *data) {
+    const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(data);
+    OneShot shape;
+    if (self->queue->closed || !one_shot_shape(d, PyBytes_GET_SIZE(data), &shape)) return 0;
+    PyObject *key = PyUnicode_DecodeUTF8((const char *)d + shape.text_at, shape.text_size, NULL);
     if (key == NULL) { /* not UTF-8: the relay refuses it, as it should */
         PyErr_Clear();
         return 0;
@@ -612,30 +649,12 @@ static int lane_try_extended(Lane *self, PyObject *data) {
         PyErr_SetString(PyExc_TypeError, "lane texts hold (statement data, decision) pairs");
         return -1;
     }
-    PyObject *entry_data = PyTuple_GET_ITEM(known, 0);
-    PyObject *decision = PyTuple_GET_ITEM(known, 1);
-    PyObject *item =
-        PyTuple_Pack(5, KIND_STATEMENT, self->session_id, Py_None, entry_data, (PyObject *)self);
-    if (item == NULL) return -1;
-    Py_INCREF(decision); /* before the push: a callback may change the dict */
-    if (queue_push(self->queue, item) < 0) {
-        Py_DECREF(decision);
-        return -1;
-    }
-    Py_INCREF(data);
-    Py_XSETREF(self->held, data);
-    Py_XSETREF(self->decision, decision);
-    self->queue->decided++;
-    self->relay_txn = 'I';
-    self->quiet_when_idle = 1;
-    self->described = described;
-    self->answered = 0;
-    self->execute_at = execute_at;
-    self->execute_end = execute_end;
-    self->rest_size = 0;
-    self->backlog_blocked = 0;
-    self->state = LANE_HOLD;
-    return 1;
+    Py_INCREF(known);
+    int held = lane_hold_one_shot(self, data, PyTuple_GET_ITEM(known, 0),
+                                  PyTuple_GET_ITEM(known, 1), &shape, 'I', 1);
+    Py_DECREF(known);
+    if (held > 0) self->queue->decided++;
+    return held;
 }
 
 static PyObject *lane_client_data(Lane *self, PyObject *data) {
@@ -890,6 +909,43 @@ static PyObject *lane_carry(Lane *self, PyObject *args) {
     Py_RETURN_TRUE;
 }
 
+/* one_shot(message) -> the Parse text (bytes) when ``message`` is exactly the
+ * extended protocol's one-shot shape the lane can carry, else None. */
+static PyObject *lane_one_shot(Lane *self, PyObject *data) {
+    if (!PyBytes_Check(data)) {
+        PyErr_SetString(PyExc_TypeError, "one_shot takes bytes");
+        return NULL;
+    }
+    OneShot shape;
+    const char *d = PyBytes_AS_STRING(data);
+    if (self->ended || self->state != LANE_IDLE || self->queue->closed ||
+        !one_shot_shape((const unsigned char *)d, PyBytes_GET_SIZE(data), &shape)) {
+        Py_RETURN_NONE;
+    }
+    return PyBytes_FromStringAndSize(d + shape.text_at, shape.text_size);
+}
+
+/* carry_one_shot(message, decision, entry_data, txn, quiet_when_idle) -> bool: the
+ * one-shot shape (see one_shot) whose text the relay decided itself, given to the
+ * lane as carry() gives a Query. */
+static PyObject *lane_carry_one_shot(Lane *self, PyObject *args) {
+    PyObject *data, *decision, *entry_data;
+    int txn, quiet_when_idle;
+    if (!PyArg_ParseTuple(args, "SOUip", &data, &decision, &entry_data, &txn, &quiet_when_idle)) {
+        return NULL;
+    }
+    OneShot shape;
+    if (self->ended || self->state != LANE_IDLE || self->queue->closed ||
+        !one_shot_shape((const unsigned char *)PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data),
+                        &shape)) {
+        Py_RETURN_FALSE;
+    }
+    int held = lane_hold_one_shot(self, data, entry_data, decision, &shape, txn, quiet_when_idle);
+    if (held < 0) return NULL;
+    self->quiet = 0;
+    return PyBool_FromLong(held);
+}
+
 static PyObject *lane_end(Lane *self, PyObject *unused) {
     (void)unused;
     self->ended = 1;
@@ -990,6 +1046,10 @@ static PyMethodDef lane_methods[] = {
      "the upstream transport's data_received"},
     {"carry", (PyCFunction)lane_carry, METH_VARARGS,
      "carry(message, entry_data, txn, quiet_when_idle) -> whether the lane took the Query"},
+    {"one_shot", (PyCFunction)lane_one_shot, METH_O,
+     "one_shot(message) -> the Parse text when message is the one-shot shape, else None"},
+    {"carry_one_shot", (PyCFunction)lane_carry_one_shot, METH_VARARGS,
+     "carry_one_shot(message, decision, entry_data, txn, quiet_when_idle) -> taken"},
     {"end", (PyCFunction)lane_end, METH_NOARGS,
      "the connection is ending: hand over what is in flight, take nothing more"},
     {NULL, NULL, 0, NULL},

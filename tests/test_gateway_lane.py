@@ -353,7 +353,7 @@ def test_extended_protocol_beside_the_lane(gateway: Gateway) -> None:
 
     received, _, carried = run_twice(gateway, script)
     assert kinds(received[1]) == "12TDCZ"
-    assert carried == (2 * 2, 1)  # the extended one is the relay's
+    assert carried == (2 * 3, 1)  # the one-shot: decided by the relay, carried by the lane
 
 
 def test_client_gone_while_the_lane_has_its_statement_in_flight(gateway: Gateway) -> None:
@@ -482,10 +482,38 @@ def test_repeated_one_shot_queries_are_carried_by_the_lane(gateway: Gateway) -> 
 
     received, trail, carried = run_twice(gateway, script)
     assert [kinds(m) for m in received] == ["12TDCZ"] * 10 + ["12DCZ"]
-    assert carried == (2 * 10, 10)  # all but the first, whose text Python decides
+    # The lane decides all but the first (whose text the relay decides) and carries all.
+    assert carried == (2 * 11, 10)
     statements = [(data, outcome) for kind, data, outcome in trail if kind == "statement"]
     assert [data["text"] for data, _ in statements] == [ACCOUNT] * 11
     assert all(outcome["tag"] == "SELECT 1" for _, outcome in statements)
+
+
+def test_one_shot_writes_in_a_transaction_are_decided_by_the_relay(gateway: Gateway) -> None:
+    """Writes and reads in a transaction as a driver sends them: the relay decides
+    each (nothing of the lane's caches serves a transaction), the lane carries them."""
+    touch = "UPDATE patients SET mrn = mrn WHERE id = $1"
+
+    def script(client: RawClient) -> list[Messages]:
+        got = queries(client, ["BEGIN"])
+        got += [one_shot(client, touch, [str(i).encode()]) for i in (1, 2, 3)]
+        got += [one_shot(client, ACCOUNT, [b"4"]), one_shot(client, touch, [b"99"])]
+        got += queries(client, ["COMMIT"])
+        return got
+
+    received, trail, carried = run_twice(gateway, script)
+    assert [kinds(m) for m in received] == ["CZ"] + ["12nCZ"] * 3 + ["12TDCZ", "12nCZ", "CZ"]
+    outcomes = [outcome for kind, _, outcome in trail if kind == "statement"]
+    assert [o["tag"] for o in outcomes] == [
+        "BEGIN",
+        "UPDATE 1",
+        "UPDATE 1",
+        "UPDATE 1",
+        "SELECT 1",
+        "UPDATE 0",
+        "COMMIT",
+    ]
+    assert carried == (2 * 7, 0)
 
 
 def test_one_shot_errors_and_notices_are_handed_over(gateway: Gateway) -> None:
@@ -559,7 +587,7 @@ def test_shapes_that_are_not_the_lanes_are_the_relays(gateway: Gateway) -> None:
 
     received, trail, carried = run_twice(gateway, script)
     assert kinds(received[1]) == "12DsZ"
-    assert carried == (2, 1)
+    assert carried == (2 * 2, 1)  # the first and the last one-shot; the near misses not
     assert len([1 for kind, _, _ in trail if kind == "statement"]) == 6
 
 
@@ -624,8 +652,9 @@ def test_one_shot_when_the_journal_fails_or_the_client_goes(gateway: Gateway) ->
     assert [text for text, _ in statements] == [ACCOUNT, "SELECT 1", "SELECT 1, 2", ACCOUNT]
     assert statements[-1][1]["status"] == "not-run"
     # Decided by the lane: the one-shot whose entry could not be written, and the last
-    # (held). Entries: SELECT 1 and SELECT 1, 2 (carried) and the last one's statement.
-    assert carried == (2 + 2 + 1, 2)
+    # (held). Entries: the first one-shot, SELECT 1 and SELECT 1, 2 (carried) and the
+    # last one's statement.
+    assert carried == (2 + 2 + 2 + 1, 2)
 
 
 def test_the_lane_over_tls(scratch_db_url: str, tmp_path: Path, monkeypatch: Any) -> None:

@@ -92,6 +92,7 @@ _AUTH_MESSAGE_MAX = 1 << 16
 _U32 = struct.Struct("!I")
 _IDLE = ord("I")
 _BLOCKED = AuditDecision.BLOCKED
+_ALLOWED = AuditDecision.ALLOWED
 _DATA_ROW = wire.DATA_ROW
 _ROW_DESCRIPTION = wire.ROW_DESCRIPTION
 _COMMAND_COMPLETE = wire.COMMAND_COMPLETE
@@ -1067,6 +1068,28 @@ class _ClientConnection:
         quiet_when_idle = self.literals_as_server and self.codec == "utf-8"
         return bool(lane.carry(data, entry_data, self.txn, quiet_when_idle))
 
+    def _lane_one_shot_text(self, data: bytes) -> bytes | None:
+        """The Parse text when ``data`` is the extended protocol's one-shot shape (Parse,
+        Bind, [Describe], Execute, Sync of the unnamed statement) and the lane could
+        carry it now; None: this relay handles the messages one by one."""
+        if self.lane_entry_data is None or not self._relay_idle():
+            return None
+        text: bytes | None = self.lane.one_shot(data)
+        return text
+
+    def _lane_carries_one_shot(self, data: bytes, decisions: list[StatementDecision]) -> bool:
+        """Give the lane the one-shot shape whose text this relay decided: one allowed
+        statement (no grant: a grant covers one run, and the unnamed statement could
+        be run again without a Parse, which this relay counts)."""
+        if len(decisions) != 1 or decisions[0].decision is not _ALLOWED:
+            return False
+        assert self.lane_entry_data is not None
+        entry_data = self.lane_entry_data(decisions[0])
+        quiet_when_idle = self.literals_as_server and self.codec == "utf-8"
+        return bool(
+            self.lane.carry_one_shot(data, decisions[0], entry_data, self.txn, quiet_when_idle)
+        )
+
     def _slow_client(self, data: bytes) -> bool:
         """Client bytes the lane leaves to this relay; then whether it is quiet."""
         self._client_bytes(data)
@@ -1335,7 +1358,14 @@ class _ClientConnection:
             elif kind == wire.COPY_DATA or kind == wire.FLUSH:
                 pass
             elif kind == wire.PARSE:
-                recording = self._on_parse(data[pos + 5 : end])
+                decisions = None
+                if pos == 0 and self.lane is not None:
+                    text = self._lane_one_shot_text(data)
+                    if text is not None:
+                        decisions = self._decide(text)
+                        if self._lane_carries_one_shot(data, decisions):
+                            return None
+                recording = self._on_parse(data[pos + 5 : end], decisions)
                 if recording is not None:
                     self._hold_for_record(data, start, pos, end, *recording)
                     return None
@@ -1456,11 +1486,15 @@ class _ClientConnection:
         self.pending.append(entry)
         return wire.query(BLOCKED_SQL)
 
-    def _on_parse(self, body: bytes) -> _Recording | None:
-        """Track the statement; None to forward the Parse as is, else what to record
-        first and what to forward once recorded (a blocked statement)."""
+    def _on_parse(
+        self, body: bytes, decisions: list[StatementDecision] | None = None
+    ) -> _Recording | None:
+        """Track the statement (``decisions`` when its text was decided already); None
+        to forward the Parse as is, else what to record first and what to forward once
+        recorded (a blocked statement)."""
         message = wire.parse_parse(body)
-        decisions = self._decide(message.text)
+        if decisions is None:
+            decisions = self._decide(message.text)
         blocked = any(d.blocked for d in decisions)
         info = _Prepared(decisions, blocked)
         entry = _Pending(K_PARSE)
