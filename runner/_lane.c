@@ -497,6 +497,42 @@ done:
     return data;
 }
 
+/* Where the parts of the extended protocol's one-shot shape are in a read. */
+typedef struct {
+    Py_ssize_t text_at, text_size; /* the Parse text */
+    int described;
+    Py_ssize_t execute_at, execute_end;
+} OneShot;
+
+/* Queue the statement entry (``entry_data``) of the message(s) in ``data`` and hold
+ * them until it is durable: a Query (``decision`` and ``shape`` NULL) or the one-shot
+ * shape of ``decision``. ``relay_txn`` is the relay's txn as the lane takes over,
+ * ``quiet_when_idle`` what quiet becomes at the answer's ReadyForQuery 'I'. */
+static int lane_hold(Lane *self, PyObject *data, PyObject *entry_data, PyObject *decision,
+                     const OneShot *shape, int relay_txn, int quiet_when_idle) {
+    PyObject *item =
+        PyTuple_Pack(5, KIND_STATEMENT, self->session_id, Py_None, entry_data, (PyObject *)self);
+    if (item == NULL) return -1;
+    Py_XINCREF(decision); /* before the push: a callback may change where it came from */
+    if (queue_push(self->queue, item) < 0) {
+        Py_XDECREF(decision);
+        return -1;
+    }
+    Py_INCREF(data);
+    Py_XSETREF(self->held, data);
+    Py_XSETREF(self->decision, decision);
+    self->relay_txn = relay_txn;
+    self->quiet_when_idle = quiet_when_idle;
+    self->answered = 0;
+    self->described = shape != NULL && shape->described;
+    self->execute_at = shape != NULL ? shape->execute_at : PyBytes_GET_SIZE(data);
+    self->execute_end = shape != NULL ? shape->execute_end : PyBytes_GET_SIZE(data);
+    self->rest_size = 0;
+    self->backlog_blocked = 0;
+    self->state = LANE_HOLD;
+    return 1;
+}
+
 /* One simple Query that the session's cache allows, in ``data`` exactly: queue its
  * statement entry and hold it (1); 0: not the lane's (Python decides it). */
 static int lane_try_query(Lane *self, PyObject *data) {
@@ -531,23 +567,10 @@ static int lane_try_query(Lane *self, PyObject *data) {
     PyObject *entry_data = statement_data(prefix, body + start, end - start);
     Py_DECREF(prefix);
     if (entry_data == NULL) return -1;
-    PyObject *item = PyTuple_Pack(5, KIND_STATEMENT, self->session_id, Py_None, entry_data,
-                                  (PyObject *)self);
+    int held = lane_hold(self, data, entry_data, NULL, NULL, 'I', 1);
     Py_DECREF(entry_data);
-    if (item == NULL) return -1;
-    if (queue_push(self->queue, item) < 0) return -1;
-    Py_INCREF(data);
-    Py_XSETREF(self->held, data);
-    Py_CLEAR(self->decision);
-    self->queue->decided++;
-    self->answered = self->described = 0;
-    self->relay_txn = 'I';
-    self->quiet_when_idle = 1;
-    self->execute_at = self->execute_end = PyBytes_GET_SIZE(data);
-    self->rest_size = 0;
-    self->backlog_blocked = 0;
-    self->state = LANE_HOLD;
-    return 1;
+    if (held > 0) self->queue->decided++;
+    return held;
 }
 
 /* One message of ``kind`` at d[pos:n]: its end, or -1 when it is not there whole. */
@@ -559,12 +582,6 @@ static Py_ssize_t message_end(const unsigned char *d, Py_ssize_t n, Py_ssize_t p
     return pos + 1 + (Py_ssize_t)length;
 }
 
-/* Where the parts of the extended protocol's one-shot shape are in a read. */
-typedef struct {
-    Py_ssize_t text_at, text_size; /* the Parse text */
-    int described;
-    Py_ssize_t execute_at, execute_end;
-} OneShot;
 
 /* Parse (unnamed), Bind (unnamed portal of the unnamed statement), [Describe the
  * portal], Execute (all rows), Sync: exactly d[0:n]? 1 and where its parts are; 0. */
@@ -603,33 +620,6 @@ static int one_shot_shape(const unsigned char *d, Py_ssize_t n, OneShot *shape) 
     return end == n && end - shape->execute_end == 5;
 }
 
-/* Queue the one-shot's statement entry and hold ``data`` (the whole shape). */
-static int lane_hold_one_shot(Lane *self, PyObject *data, PyObject *entry_data,
-                              PyObject *decision, const OneShot *shape, int relay_txn,
-                              int quiet_when_idle) {
-    PyObject *item =
-        PyTuple_Pack(5, KIND_STATEMENT, self->session_id, Py_None, entry_data, (PyObject *)self);
-    if (item == NULL) return -1;
-    Py_INCREF(decision); /* before the push: a callback may change where it came from */
-    if (queue_push(self->queue, item) < 0) {
-        Py_DECREF(decision);
-        return -1;
-    }
-    Py_INCREF(data);
-    Py_XSETREF(self->held, data);
-    Py_XSETREF(self->decision, decision);
-    self->relay_txn = relay_txn;
-    self->quiet_when_idle = quiet_when_idle;
-    self->described = shape->described;
-    self->answered = 0;
-    self->execute_at = shape->execute_at;
-    self->execute_end = shape->execute_end;
-    self->rest_size = 0;
-    self->backlog_blocked = 0;
-    self->state = LANE_HOLD;
-    return 1;
-}
-
 /* The one-shot shape, exactly ``data``, with a text the session's exact-text cache
  * allows: queue its statement entry and hold it all (1); 0: not the lane's. */
 static int lane_try_extended(Lane *self, PyObject *data) {
@@ -650,8 +640,8 @@ static int lane_try_extended(Lane *self, PyObject *data) {
         return -1;
     }
     Py_INCREF(known);
-    int held = lane_hold_one_shot(self, data, PyTuple_GET_ITEM(known, 0),
-                                  PyTuple_GET_ITEM(known, 1), &shape, 'I', 1);
+    int held = lane_hold(self, data, PyTuple_GET_ITEM(known, 0), PyTuple_GET_ITEM(known, 1),
+                         &shape, 'I', 1);
     Py_DECREF(known);
     if (held > 0) self->queue->decided++;
     return held;
@@ -892,20 +882,8 @@ static PyObject *lane_carry(Lane *self, PyObject *args) {
         (Py_ssize_t)be32(d + 1) + 1 != n) {
         Py_RETURN_FALSE;
     }
-    PyObject *item =
-        PyTuple_Pack(5, KIND_STATEMENT, self->session_id, Py_None, entry_data, (PyObject *)self);
-    if (item == NULL || queue_push(self->queue, item) < 0) return NULL;
-    Py_INCREF(data);
-    Py_XSETREF(self->held, data);
-    Py_CLEAR(self->decision);
-    self->answered = self->described = 0;
-    self->relay_txn = txn;
-    self->quiet_when_idle = quiet_when_idle;
+    if (lane_hold(self, data, entry_data, NULL, NULL, txn, quiet_when_idle) < 0) return NULL;
     self->quiet = 0;
-    self->execute_at = self->execute_end = n;
-    self->rest_size = 0;
-    self->backlog_blocked = 0;
-    self->state = LANE_HOLD;
     Py_RETURN_TRUE;
 }
 
@@ -940,7 +918,7 @@ static PyObject *lane_carry_one_shot(Lane *self, PyObject *args) {
                         &shape)) {
         Py_RETURN_FALSE;
     }
-    int held = lane_hold_one_shot(self, data, entry_data, decision, &shape, txn, quiet_when_idle);
+    int held = lane_hold(self, data, entry_data, decision, &shape, txn, quiet_when_idle);
     if (held < 0) return NULL;
     self->quiet = 0;
     return PyBool_FromLong(held);

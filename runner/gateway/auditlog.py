@@ -428,13 +428,7 @@ class AuditWriter:
                     list(entries), lambda result, error: _settle(future, result, error), seqs_only
                 )
             )
-            if not self._inline_scheduled:
-                self._inline_scheduled = True
-                # Written one loop iteration later than call_soon would: the tasks
-                # this iteration woke (other connections' statements, outcome writers
-                # started alongside a statement) append first, so one commit serves
-                # them all. Fewer, larger commits: the commit is the costly part.
-                loop.call_soon(loop.call_soon, self._flush_inline)
+            self._wake()
             return await future
 
         def deliver(result: list[Any] | None, error: BaseException | None) -> None:
@@ -468,10 +462,7 @@ class AuditWriter:
                     last.entries.extend(entries)  # nobody waits for either: one request
                     return
             pending.append(_Request(list(entries), None, True, done))
-            if not self._inline_scheduled:
-                self._inline_scheduled = True
-                loop = asyncio.get_running_loop()
-                loop.call_soon(loop.call_soon, self._flush_inline)
+            self._wake()
             return
 
         if done is None:  # nobody waits: nothing to hand back (kept if a write fails)
@@ -521,7 +512,10 @@ class AuditWriter:
             self._thread.join()
 
     def _wake(self) -> None:
-        """A lane queued the first entry of a batch: flush with the others."""
+        """Something was queued for the inline writer (by Python or by a lane's
+        AuditQueue): flush once, one loop iteration later than call_soon would. The
+        tasks this iteration woke (other connections' statements, outcomes) append
+        first, so one commit serves them all: the commit is the costly part."""
         if not self._inline_scheduled:
             self._inline_scheduled = True
             loop = asyncio.get_running_loop()
@@ -531,8 +525,9 @@ class AuditWriter:
         self._inline_scheduled = False
         if self.lane_queue is not None and (len(self.lane_queue) or self._unwritten_lane):
             self._flush_lanes()
-        batch, self._inline_pending = self._unwritten + self._inline_pending, []
-        self._unwritten = []
+        batch, self._inline_pending = self._inline_pending, []
+        if self._unwritten:  # after a failed write: first, in the same commit
+            batch[:0], self._unwritten = self._unwritten, []
         for start in range(0, len(batch), self._max_batch):
             self._write(batch[start : start + self._max_batch])
 
@@ -540,8 +535,9 @@ class AuditWriter:
         """The lanes' entries, first: a session's closing event (queued by Python)
         then follows the outcomes its lane queued in the same iteration."""
         queue = self.lane_queue
-        items = self._unwritten_lane + queue.take()
-        self._unwritten_lane = []
+        items = queue.take()
+        if self._unwritten_lane:  # after a failed write: first, in the same commit
+            items[:0], self._unwritten_lane = self._unwritten_lane, []
         assert self._append_prepared is not None
         self.stats.requests += len(items)
         try:

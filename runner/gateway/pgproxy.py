@@ -1028,12 +1028,12 @@ class _ClientConnection:
         """Nothing is going on in this relay, outside a transaction, with string
         literals read as the analysis reads them: the lane may decide the next
         message from its caches."""
-        return (
-            self._relay_idle()
-            and self.txn == _IDLE
-            and self.literals_as_server
-            and self.codec == "utf-8"
-        )
+        return self._relay_idle() and self.txn == _IDLE and self._literals_as_analysis()
+
+    def _literals_as_analysis(self) -> bool:
+        """The server reads this connection's texts as the analysis (and the lane's C
+        scanner) does: standard_conforming_strings on, UTF-8."""
+        return self.literals_as_server and self.codec == "utf-8"
 
     def _relay_idle(self) -> bool:
         """Nothing is going on in this relay: the lane may carry a message it decided."""
@@ -1065,8 +1065,7 @@ class _ClientConnection:
         ):
             return False
         entry_data = self.lane_entry_data(decisions[0])
-        quiet_when_idle = self.literals_as_server and self.codec == "utf-8"
-        return bool(lane.carry(data, entry_data, self.txn, quiet_when_idle))
+        return bool(lane.carry(data, entry_data, self.txn, self._literals_as_analysis()))
 
     def _lane_one_shot_text(self, data: bytes) -> bytes | None:
         """The Parse text when ``data`` is the extended protocol's one-shot shape (Parse,
@@ -1085,9 +1084,10 @@ class _ClientConnection:
             return False
         assert self.lane_entry_data is not None
         entry_data = self.lane_entry_data(decisions[0])
-        quiet_when_idle = self.literals_as_server and self.codec == "utf-8"
         return bool(
-            self.lane.carry_one_shot(data, decisions[0], entry_data, self.txn, quiet_when_idle)
+            self.lane.carry_one_shot(
+                data, decisions[0], entry_data, self.txn, self._literals_as_analysis()
+            )
         )
 
     def _slow_client(self, data: bytes) -> bool:
@@ -1172,21 +1172,16 @@ class _ClientConnection:
         """The lane's extended shape as _client_data would have handled it: the unnamed
         statement and portal it makes (the portal run), and the entries of Parse, Bind,
         [Describe], Execute and Sync, in order (Execute's is returned too)."""
-        decisions = [decision]
-        info = _Prepared(decisions, False)
         parse = _Pending(K_PARSE)
         parse.name = b""
-        parse.info = info
         parse.prev = self.statements.get(b"")
-        parse.decisions = decisions
-        self.statements[b""] = info
-        portal = _Portal(info)
-        portal.ran = True
         bind = _Pending(K_BIND)
         bind.name = b""
         bind.prev = self.portals.get(b"")
+        portal = self._lane_unnamed(decision)
+        parse.info = portal.statement
+        parse.decisions = decisions = portal.decisions
         bind.info = portal
-        self.portals[b""] = portal
         execute = _Pending(K_EXECUTE)
         execute.copy_ends = self.copy_ends
         execute.decisions = decisions
@@ -1198,10 +1193,15 @@ class _ClientConnection:
         entries += [execute, sync]
         return entries, execute
 
-    def _lane_unnamed(self, decision: StatementDecision) -> None:
-        """The lane ran the extended shape of ``decision`` through: the unnamed
-        statement and portal are as if this relay had."""
-        self._lane_extended(decision, False)
+    def _lane_unnamed(self, decision: StatementDecision) -> _Portal:
+        """The lane ran (or runs) the extended shape of ``decision``: the unnamed
+        statement and its portal, run, are as if this relay had handled it."""
+        info = _Prepared([decision], False)
+        portal = _Portal(info)
+        portal.ran = True
+        self.statements[b""] = info
+        self.portals[b""] = portal
+        return portal
 
     def _lane_resume(self, rest: list[bytes]) -> None:
         """Client bytes that came while the lane held a statement, now forwarded and
