@@ -16,7 +16,12 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, NamedTuple, Protocol
 
-from runner.plan.model import canonical_json, sha256_hex
+from runner.audit.chain import GENESIS_HASH as GENESIS_HASH
+from runner.audit.chain import AuditEntry as AuditEntry
+from runner.audit.chain import CanonicalJson as CanonicalJson
+from runner.audit.chain import EntryKind as EntryKind
+from runner.audit.chain import NewEntry as NewEntry
+from runner.audit.chain import entry_hash as entry_hash
 
 # -- identity -----------------------------------------------------------------------
 
@@ -175,74 +180,8 @@ class Grant:
 
 
 # -- audit ------------------------------------------------------------------------------
-
-
-class EntryKind(StrEnum):
-    STATEMENT = "statement"  # written before the statement is forwarded (or refused)
-    OUTCOME = "outcome"  # completes a statement entry: command tag or SQLSTATE
-    SESSION = "session"  # session exchanged, refused, revoked, authenticated, closed
-    GRANT = "grant"  # a grant added (admin CLI, approvals)
-
-
-@dataclass(frozen=True)
-class AuditEntry:
-    """One link of the hash chain.
-
-    A statement is two entries: ``statement`` before it is forwarded and
-    ``outcome`` after (``ref`` = the statement entry's seq). A crash between
-    the two leaves a statement entry with no outcome: incomplete, never missing.
-    ``hash`` = sha256(prev_hash + canonical_json(body)), where body is every
-    field but ``hash``.
-    """
-
-    seq: int
-    ts: str  # RFC 3339 UTC
-    kind: EntryKind
-    session_id: str | None
-    data: Mapping[str, Any]
-    prev_hash: str
-    hash: str
-    ref: int | None = None
-
-    def body(self) -> dict[str, Any]:
-        return {
-            "seq": self.seq,
-            "ts": self.ts,
-            "kind": self.kind.value,
-            "session_id": self.session_id,
-            "ref": self.ref,
-            "data": dict(self.data),
-            "prev_hash": self.prev_hash,
-        }
-
-    def to_json(self) -> dict[str, Any]:
-        return {**self.body(), "hash": self.hash}
-
-
-GENESIS_HASH = "0" * 64
-
-
-def entry_hash(prev_hash: str, body: Mapping[str, Any]) -> str:
-    return sha256_hex(prev_hash + canonical_json(body))
-
-
-class CanonicalJson(str):
-    """Entry data already encoded as a canonical JSON object (``canonical_json`` of a
-    dict: sorted keys, no spaces, UTF-8 text). The proxy's hot path builds its
-    statement and outcome data this way from templates, so the store neither
-    encodes nor checks it again; ``tests/test_gateway_entry_data.py`` checks the
-    templates equal ``canonical_json`` of the same dict."""
-
-    __slots__ = ()
-
-
-class NewEntry(NamedTuple):  # a tuple: made per statement on the proxy's hot path
-    """An entry before the store gives it a seq, a timestamp and its hash."""
-
-    kind: EntryKind
-    session_id: str | None
-    data: Mapping[str, Any] | CanonicalJson
-    ref: int | None = None
+# The entry types are the audit format's (runner/audit/chain.py), named here too
+# because every part of the gateway speaks in them.
 
 
 class StateStore(Protocol):
