@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from runner import tomlfields as fields
 from runner.errors import ConfigError
 from runner.plan.model import Category, Decision, Severity
 from runner.plan.policy import DEFAULT_DECISIONS, DEFAULT_INLINE_ALLOW, Policy
@@ -129,13 +130,7 @@ def _decisions(value: Any, where: str) -> dict[Category, Decision]:
         raise ConfigError(f"{where}: decisions must be a table of category = decision")
     decisions = dict(DEFAULT_DECISIONS)
     for key, decision in value.items():
-        try:
-            category = Category(key)
-        except ValueError:
-            names = ", ".join(c.value for c in Category)
-            raise ConfigError(
-                f"{where}: decisions.{key} is not a category; use one of {names}"
-            ) from None
+        category = fields.category(key, where, f"decisions.{key}")
         decisions[category] = _decision(decision, f"{where}: decisions.{key}", category=category)
     return decisions
 

@@ -34,6 +34,19 @@ environment variable or file that holds it, and the gateway reads it at start.
     issuer = "github"
     claims = { repository = "acme/ehr-api", ref = "refs/heads/main" }
 
+    [approvals]                          # who may approve a plan on the PR/MR
+    github_permission = "write"          # read, triage, write, maintain, admin
+    gitlab_access = "developer"          # reporter, developer, maintainer, owner
+    min_approvals = 1                    # distinct approvers; per database: min_approvals
+
+    [code_hosts.github]                  # the gateway's own credential: it writes the
+    api_url = "https://api.github.com"   # plan comment and re-reads every approval itself
+    token_env = "SIGNOFF_GITHUB_TOKEN"   # or token_file = "/run/secrets/github-token"
+
+    [code_hosts.gitlab]                  # self-managed: the instance URL
+    api_url = "https://gitlab.com"
+    token_env = "SIGNOFF_GITLAB_TOKEN"
+
     [roles.deployer]
     destructive = "needs-approval"
     unanalysable = "needs-approval"
@@ -45,7 +58,6 @@ environment variable or file that holds it, and the gateway reads it at start.
 
 from __future__ import annotations
 
-import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -53,6 +65,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from runner import tomlfields as fields
 from runner.errors import ConfigError
 from runner.gateway.model import Upstream, Verdict
 from runner.gateway.oidc import IssuerConfig
@@ -62,7 +75,22 @@ from runner.plan.rules import catalogue
 DEFAULT_SESSION_TTL = timedelta(minutes=15)
 DEFAULT_MAX_SESSION_TTL = timedelta(hours=1)
 
-_SECTIONS = {"gateway", "listen", "issuers", "databases", "access", "roles"}
+_SECTIONS = {
+    "gateway",
+    "listen",
+    "issuers",
+    "databases",
+    "access",
+    "roles",
+    "approvals",
+    "code_hosts",
+}
+_APPROVALS_KEYS = {"github_permission", "gitlab_access", "min_approvals"}
+_CODE_HOST_KEYS = {"api_url", "token_env", "token_file"}
+# The permission levels in the order they include each other.
+GITHUB_PERMISSIONS = ("read", "triage", "write", "maintain", "admin")
+GITLAB_ACCESS_LEVELS = {"reporter": 20, "developer": 30, "maintainer": 40, "owner": 50}
+_DEFAULT_API_URLS = {"github": "https://api.github.com", "gitlab": "https://gitlab.com"}
 _GATEWAY_KEYS = {"audience", "state_url", "signing_key", "session_ttl", "max_session_ttl"}
 _LISTEN_KEYS = {"http", "pg", "tls_cert", "tls_key", "public_host", "allow_cleartext_on_loopback"}
 _ISSUER_KEYS = {"name", "issuer", "jwks_uri", "algorithms", "require_jti"}
@@ -75,6 +103,7 @@ _DATABASE_KEYS = {
     "password_env",
     "password_file",
     "sslmode",
+    "min_approvals",
 }
 _ACCESS_KEYS = {"database", "role", "issuer", "claims"}
 
@@ -89,6 +118,7 @@ class DatabaseConfig:
     password_env: str | None = None
     password_file: str | None = None
     sslmode: str = "prefer"
+    min_approvals: int | None = None  # None: [approvals].min_approvals
 
     def upstream(self) -> Upstream:
         """The held credential, read now (from the environment or a file)."""
@@ -102,23 +132,7 @@ class DatabaseConfig:
         )
 
     def password(self) -> str | None:
-        if self.password_env is not None:
-            value = os.environ.get(self.password_env)
-            if value is None:
-                raise ConfigError(
-                    f"databases.{self.name}: environment variable {self.password_env} is not "
-                    "set; export it with the database password"
-                )
-            return value
-        if self.password_file is not None:
-            try:
-                return Path(self.password_file).read_text(encoding="utf-8").rstrip("\n")
-            except OSError as error:
-                raise ConfigError(
-                    f"databases.{self.name}: cannot read password_file {self.password_file} "
-                    f"({error.strerror})"
-                ) from None
-        return None
+        return fields.read_secret(self.password_env, self.password_file, f"databases.{self.name}")
 
 
 @dataclass(frozen=True)
@@ -155,6 +169,34 @@ DEFAULT_ROLE_VERDICTS: Mapping[Category, Verdict] = {
 
 
 @dataclass(frozen=True)
+class CodeHostConfig:
+    """The gateway's own credential on a code host (github or gitlab): it writes the
+    plan comment and re-reads approvals with it, so the runner never speaks for it."""
+
+    platform: str
+    api_url: str
+    token_env: str | None = None
+    token_file: str | None = None
+
+    def token(self) -> str:
+        token = fields.read_secret(self.token_env, self.token_file, f"code_hosts.{self.platform}")
+        if not token:
+            raise ConfigError(f"code_hosts.{self.platform}: no token; set token_env or token_file")
+        return token
+
+
+@dataclass(frozen=True)
+class ApprovalSettings:
+    github_permission: str = "write"
+    gitlab_access: str = "developer"
+    min_approvals: int = 1
+
+    @property
+    def gitlab_access_level(self) -> int:
+        return GITLAB_ACCESS_LEVELS[self.gitlab_access]
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     audience: str
     state_url: str
@@ -173,7 +215,13 @@ class GatewayConfig:
     databases: Mapping[str, DatabaseConfig]
     access: tuple[AccessRule, ...]
     roles: Mapping[str, RoleConfig]
+    approvals: ApprovalSettings = field(default_factory=ApprovalSettings)
+    code_hosts: Mapping[str, CodeHostConfig] = field(default_factory=dict)
     path: Path | None = None
+
+    def min_approvals(self, database: str) -> int:
+        own = self.databases[database].min_approvals
+        return own if own is not None else self.approvals.min_approvals
 
 
 def load_gateway_config(path: Path) -> GatewayConfig:
@@ -190,11 +238,11 @@ def load_gateway_config(path: Path) -> GatewayConfig:
 def parse_gateway_config(
     data: Mapping[str, Any], *, where: str = "gateway.toml", path: Path | None = None
 ) -> GatewayConfig:
-    _known(data, _SECTIONS, where, "")
-    gateway = _table(data.get("gateway", {}), where, "gateway")
-    _known(gateway, _GATEWAY_KEYS, where, "gateway.")
-    listen = _table(data.get("listen", {}), where, "listen")
-    _known(listen, _LISTEN_KEYS, where, "listen.")
+    fields.known_keys(data, _SECTIONS, where, "")
+    gateway = fields.table(data.get("gateway", {}), where, "gateway")
+    fields.known_keys(gateway, _GATEWAY_KEYS, where, "gateway.")
+    listen = fields.table(data.get("listen", {}), where, "listen")
+    fields.known_keys(listen, _LISTEN_KEYS, where, "listen.")
 
     session_ttl = _duration(gateway.get("session_ttl", "15m"), where, "gateway.session_ttl")
     max_ttl = _duration(gateway.get("max_session_ttl", "1h"), where, "gateway.max_session_ttl")
@@ -228,15 +276,17 @@ def parse_gateway_config(
 
     roles = {
         name: _role(name, raw, where)
-        for name, raw in _table(data.get("roles", {}), where, "roles").items()
+        for name, raw in fields.table(data.get("roles", {}), where, "roles").items()
     }
     access = tuple(
         _access(raw, where, n, databases, roles, issuer_names)
         for n, raw in enumerate(_list(data, "access", where))
     )
     return GatewayConfig(
-        audience=_string(gateway.get("audience", "signoff-gateway"), where, "gateway.audience"),
-        state_url=_string(
+        audience=fields.string(
+            gateway.get("audience", "signoff-gateway"), where, "gateway.audience"
+        ),
+        state_url=fields.string(
             gateway.get("state_url", "sqlite:///signoff-gateway.db"), where, "gateway.state_url"
         ),
         signing_key=_optional_path(gateway.get("signing_key"), where, "gateway.signing_key"),
@@ -246,7 +296,7 @@ def parse_gateway_config(
         http_port=http_port,
         pg_host=pg_host,
         pg_port=pg_port,
-        public_host=_string(listen.get("public_host", pg_host), where, "listen.public_host"),
+        public_host=fields.string(listen.get("public_host", pg_host), where, "listen.public_host"),
         tls_cert=tls_cert,
         tls_key=tls_key,
         allow_cleartext_on_loopback=bool(listen.get("allow_cleartext_on_loopback", True)),
@@ -254,24 +304,13 @@ def parse_gateway_config(
         databases=databases,
         access=access,
         roles=roles,
+        approvals=_approvals(data.get("approvals", {}), where),
+        code_hosts=_code_hosts(data.get("code_hosts", {}), where),
         path=path,
     )
 
 
 # -- pieces -------------------------------------------------------------------------------
-
-
-def _known(table: Mapping[str, Any], keys: set[str], where: str, prefix: str) -> None:
-    for key in table:
-        if key not in keys:
-            known = ", ".join(sorted(keys))
-            raise ConfigError(f"{where}: unknown key {prefix}{key}; known: {known}")
-
-
-def _table(value: Any, where: str, name: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"{where}: {name} must be a table")
-    return value
 
 
 def _list(data: Mapping[str, Any], name: str, where: str) -> list[Mapping[str, Any]]:
@@ -281,18 +320,12 @@ def _list(data: Mapping[str, Any], name: str, where: str) -> list[Mapping[str, A
     return value
 
 
-def _string(value: Any, where: str, name: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{where}: {name} must be a non-empty string")
-    return value
-
-
 def _optional_path(value: Any, where: str, name: str) -> Path | None:
-    return None if value is None else Path(_string(value, where, name))
+    return None if value is None else Path(fields.string(value, where, name))
 
 
 def _address(value: Any, where: str, name: str) -> tuple[str, int]:
-    text = _string(value, where, name)
+    text = fields.string(value, where, name)
     host, _, port = text.rpartition(":")
     if not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ConfigError(f"{where}: {name} = {text!r}; write host:port, e.g. 127.0.0.1:6432")
@@ -312,14 +345,14 @@ def _duration(value: Any, where: str, name: str) -> timedelta:
 
 
 def _issuer(raw: Mapping[str, Any], where: str, n: int) -> IssuerConfig:
-    _known(raw, _ISSUER_KEYS, where, f"issuers[{n}].")
-    issuer = _string(raw.get("issuer"), where, f"issuers[{n}].issuer")
+    fields.known_keys(raw, _ISSUER_KEYS, where, f"issuers[{n}].")
+    issuer = fields.string(raw.get("issuer"), where, f"issuers[{n}].issuer")
     algorithms = raw.get("algorithms", ["RS256", "ES256"])
     if not isinstance(algorithms, list) or not all(isinstance(a, str) for a in algorithms):
         raise ConfigError(f"{where}: issuers[{n}].algorithms must be a list of names")
     try:
         return IssuerConfig(
-            name=_string(raw.get("name", issuer), where, f"issuers[{n}].name"),
+            name=fields.string(raw.get("name", issuer), where, f"issuers[{n}].name"),
             issuer=issuer,
             jwks_uri=raw.get("jwks_uri"),
             algorithms=tuple(algorithms),
@@ -330,14 +363,13 @@ def _issuer(raw: Mapping[str, Any], where: str, n: int) -> IssuerConfig:
 
 
 def _database(raw: Mapping[str, Any], where: str, n: int) -> DatabaseConfig:
-    _known(raw, _DATABASE_KEYS, where, f"databases[{n}].")
+    fields.known_keys(raw, _DATABASE_KEYS, where, f"databases[{n}].")
     if "password" in raw:  # pragma: no cover - _known already refuses it; kept for the message
         raise ConfigError(f"{where}: databases[{n}].password: never in the file")
-    name = _string(raw.get("name"), where, f"databases[{n}].name")
-    if raw.get("password_env") and raw.get("password_file"):
-        raise ConfigError(
-            f"{where}: databases.{name}: password_env and password_file both set; keep one"
-        )
+    name = fields.string(raw.get("name"), where, f"databases[{n}].name")
+    password_env, password_file = fields.secret_source(
+        raw, where, f"databases.{name}", what="password"
+    )
     port = raw.get("port", 5432)
     if not isinstance(port, int) or not 0 < port < 65536:
         raise ConfigError(f"{where}: databases.{name}.port must be a port number")
@@ -348,32 +380,33 @@ def _database(raw: Mapping[str, Any], where: str, n: int) -> DatabaseConfig:
         )
     return DatabaseConfig(
         name=name,
-        host=_string(raw.get("host", "127.0.0.1"), where, f"databases.{name}.host"),
+        host=fields.string(raw.get("host", "127.0.0.1"), where, f"databases.{name}.host"),
         port=port,
-        dbname=_string(raw.get("dbname", name), where, f"databases.{name}.dbname"),
-        user=_string(raw.get("user"), where, f"databases.{name}.user"),
-        password_env=raw.get("password_env"),
-        password_file=raw.get("password_file"),
+        dbname=fields.string(raw.get("dbname", name), where, f"databases.{name}.dbname"),
+        user=fields.string(raw.get("user"), where, f"databases.{name}.user"),
+        password_env=password_env,
+        password_file=password_file,
         sslmode=sslmode,
+        min_approvals=(
+            None
+            if raw.get("min_approvals") is None
+            else fields.positive_int(raw["min_approvals"], where, f"databases.{name}.min_approvals")
+        ),
     )
 
 
 def _verdict(value: Any, where: str, name: str) -> Verdict:
-    try:
-        return Verdict(value)
-    except ValueError:
-        choices = ", ".join(v.value for v in Verdict)
-        raise ConfigError(f"{where}: {name} = {value!r}; use one of {choices}") from None
+    return fields.choice(Verdict, value, where, name)
 
 
 def _role(name: str, raw: Any, where: str) -> RoleConfig:
-    table = _table(raw, where, f"roles.{name}")
+    table = fields.table(raw, where, f"roles.{name}")
     categories = dict(DEFAULT_ROLE_VERDICTS)
     rules: dict[str, Verdict] = {}
     known_rules = catalogue()
     for key, value in table.items():
         if key == "rules":
-            for rule_id, verdict in _table(value, where, f"roles.{name}.rules").items():
+            for rule_id, verdict in fields.table(value, where, f"roles.{name}.rules").items():
                 if rule_id not in known_rules:
                     raise ConfigError(
                         f"{where}: roles.{name}.rules.{rule_id} is not a rule id; "
@@ -381,13 +414,7 @@ def _role(name: str, raw: Any, where: str) -> RoleConfig:
                     )
                 rules[rule_id] = _verdict(verdict, where, f"roles.{name}.rules.{rule_id}")
             continue
-        try:
-            category = Category(key)
-        except ValueError:
-            names = ", ".join(c.value for c in Category)
-            raise ConfigError(
-                f"{where}: roles.{name}.{key} is not a category; use {names} or rules"
-            ) from None
+        category = fields.category(key, where, f"roles.{name}.{key}", also="rules")
         categories[category] = _verdict(value, where, f"roles.{name}.{key}")
     return RoleConfig(name=name, categories=categories, rules=rules)
 
@@ -400,17 +427,17 @@ def _access(
     roles: Mapping[str, RoleConfig],
     issuers: list[str],
 ) -> AccessRule:
-    _known(raw, _ACCESS_KEYS, where, f"access[{n}].")
-    database = _string(raw.get("database"), where, f"access[{n}].database")
+    fields.known_keys(raw, _ACCESS_KEYS, where, f"access[{n}].")
+    database = fields.string(raw.get("database"), where, f"access[{n}].database")
     if database not in databases:
         raise ConfigError(f"{where}: access[{n}].database {database!r} is not in [[databases]]")
-    role = _string(raw.get("role"), where, f"access[{n}].role")
+    role = fields.string(raw.get("role"), where, f"access[{n}].role")
     if role not in roles:
         raise ConfigError(f"{where}: access[{n}].role {role!r} is not defined under [roles]")
-    issuer = _string(raw.get("issuer"), where, f"access[{n}].issuer")
+    issuer = fields.string(raw.get("issuer"), where, f"access[{n}].issuer")
     if issuer not in issuers:
         raise ConfigError(f"{where}: access[{n}].issuer {issuer!r} is not a configured issuer")
-    claims = _table(raw.get("claims", {}), where, f"access[{n}].claims")
+    claims = fields.table(raw.get("claims", {}), where, f"access[{n}].claims")
     if not claims:
         raise ConfigError(
             f"{where}: access[{n}].claims is empty; pin at least repository/project_path "
@@ -420,3 +447,52 @@ def _access(
         if not isinstance(value, str | list):
             raise ConfigError(f"{where}: access[{n}].claims.{key} must be a string or a list")
     return AccessRule(database=database, role=role, issuer=issuer, claims=dict(claims))
+
+
+def _approvals(raw: Any, where: str) -> ApprovalSettings:
+    approvals = fields.table(raw, where, "approvals")
+    fields.known_keys(approvals, _APPROVALS_KEYS, where, "approvals.")
+    github = approvals.get("github_permission", "write")
+    if github not in GITHUB_PERMISSIONS:
+        raise ConfigError(
+            f"{where}: approvals.github_permission = {github!r}; "
+            f"use one of {', '.join(GITHUB_PERMISSIONS)}"
+        )
+    gitlab = approvals.get("gitlab_access", "developer")
+    if gitlab not in GITLAB_ACCESS_LEVELS:
+        raise ConfigError(
+            f"{where}: approvals.gitlab_access = {gitlab!r}; "
+            f"use one of {', '.join(GITLAB_ACCESS_LEVELS)}"
+        )
+    minimum = fields.positive_int(
+        approvals.get("min_approvals", 1), where, "approvals.min_approvals"
+    )
+    return ApprovalSettings(github_permission=github, gitlab_access=gitlab, min_approvals=minimum)
+
+
+def _code_hosts(raw: Any, where: str) -> dict[str, CodeHostConfig]:
+    hosts: dict[str, CodeHostConfig] = {}
+    for platform, value in fields.table(raw, where, "code_hosts").items():
+        if platform not in _DEFAULT_API_URLS:
+            raise ConfigError(
+                f"{where}: code_hosts.{platform} is not a code host; use github or gitlab"
+            )
+        host = fields.table(value, where, f"code_hosts.{platform}")
+        fields.known_keys(host, _CODE_HOST_KEYS, where, f"code_hosts.{platform}.")
+        env, path = fields.secret_source(host, where, f"code_hosts.{platform}", what="token")
+        if env is None and path is None:
+            raise ConfigError(
+                f"{where}: code_hosts.{platform}: set token_env or token_file "
+                "(the gateway's own token; never in the file)"
+            )
+        api_url = fields.string(
+            host.get("api_url", _DEFAULT_API_URLS[platform]),
+            where,
+            f"code_hosts.{platform}.api_url",
+        )
+        if not api_url.startswith(("https://", "http://")):
+            raise ConfigError(
+                f"{where}: code_hosts.{platform}.api_url = {api_url!r}; write an http(s) URL"
+            )
+        hosts[platform] = CodeHostConfig(platform, api_url.rstrip("/"), env, path)
+    return hosts
