@@ -1,8 +1,9 @@
 """The one thing pyproject.toml cannot declare stably: the optional C extension.
 
-runner/_speedups.c and runner/_lane.c are the gateway's per-statement hot path. ``optional=True``:
+runner/_native/ holds the gateway's per-statement hot path in C. ``optional=True``:
 where it cannot be built (no compiler), the install still succeeds and the
-pure-Python twins run, with the same results (tests/test_speedups.py).
+pure-Python twins run, with the same results (tests/test_speedups.py,
+tests/test_native_properties.py).
 """
 
 from setuptools import Extension, setup
@@ -10,9 +11,13 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension(
-            "runner._speedups",
-            sources=["runner/_speedups.c", "runner/_lane.c"],
-            depends=["runner/_speedups_core.h"],
+            "runner._native._speedups",
+            sources=[
+                "runner/_native/_speedups.c",
+                "runner/_native/_lane.c",
+                "runner/_native/_contract.c",
+            ],
+            depends=["runner/_native/_speedups_core.h", "runner/_native/_contract.h"],
             optional=True,
             extra_compile_args=["-O2"],
         )

@@ -1,4 +1,4 @@
-"""runner._speedups (C) against its pure-Python twins, on the same inputs.
+"""runner._native._speedups (C) against its pure-Python twins, on the same inputs.
 
 * ``literal_shape``: whenever C answers, the statement text is the one the
   splitter gives, and texts that share a C mask share a fingerprint (what makes
@@ -24,11 +24,15 @@ from pathlib import Path
 
 import pytest
 
+from runner._native.loader import extension
 from runner.gateway.model import CanonicalJson, EntryKind
 from runner.gateway.store import _chain_rows
 from runner.plan.statements import split_statements, tokenize
 
-speedups = pytest.importorskip("runner._speedups", reason="runner._speedups is not built here")
+_built = extension()
+if _built is None:
+    pytest.skip("the C extension is not built (or SIGNOFF_PURE_PYTHON=1)", allow_module_level=True)
+speedups = _built
 
 # Statements C must read plainly, each with the mask it must give.
 PLAIN = {

@@ -1,4 +1,4 @@
-/* runner._speedups: the gateway's per-statement hot path, in C.
+/* runner._native._speedups: the gateway's per-statement hot path, in C.
  *
  * Two functions, each with a pure-Python twin that stays the reference (the
  * tests run both on the same inputs and require equal results):
@@ -277,7 +277,7 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "runner._speedups", "The gateway's hot path in C.", -1, methods,
+    PyModuleDef_HEAD_INIT, "runner._native._speedups", "The gateway's hot path in C.", -1, methods,
     NULL, NULL, NULL, NULL,
 };
 

@@ -47,6 +47,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "_contract.h"
 #include "_speedups_core.h"
 
 enum { LANE_IDLE = 0, LANE_HOLD = 1, LANE_FLIGHT = 2 };
@@ -228,6 +229,7 @@ static int lane_init(Lane *self, PyObject *args, PyObject *kwargs) {
         PyErr_SetString(PyExc_RuntimeError, "a Lane is initialised once");
         return -1;
     }
+    if (!contract_ready()) return -1; /* Python's values first (runner/_native/loader.py) */
 #define TAKE(field, value) \
     do {                   \
         Py_INCREF(value);  \
@@ -383,127 +385,6 @@ static int lane_hand_over(Lane *self) {
     return 0;
 }
 
-static int contains_folded(const unsigned char *s, Py_ssize_t n, const char *word) {
-    size_t size = strlen(word);
-    for (Py_ssize_t i = 0; i + (Py_ssize_t)size <= n; i++) {
-        size_t k = 0;
-        while (k < size) {
-            unsigned char c = s[i + k];
-            if (c >= 'A' && c <= 'Z') c = (unsigned char)(c + 32);
-            if (c != (unsigned char)word[k]) break;
-            k++;
-        }
-        if (k == size) return 1;
-    }
-    return 0;
-}
-
-/* The statement entry's data of an allowed text: the cached prefix (every key up
- * to "sha256"), then the text's own sha256 and the text. */
-static PyObject *statement_data(PyObject *prefix, const unsigned char *text, Py_ssize_t size) {
-    Py_ssize_t prefix_size;
-    const char *head = PyUnicode_AsUTF8AndSize(prefix, &prefix_size);
-    if (head == NULL) return NULL;
-    char digest[64];
-    digest_hex(text, (size_t)size, 0, digest);
-    Buffer b = {NULL, 0, 0};
-    PyObject *data = NULL;
-    if (buffer_reserve(&b, (size_t)(prefix_size + size) + 96) < 0 ||
-        buffer_add(&b, head, (size_t)prefix_size) < 0 || buffer_add(&b, digest, 64) < 0 ||
-        ADD_LITERAL(&b, "\",\"text\":") < 0 ||
-        buffer_add_json_string(&b, (const char *)text, size) < 0 || ADD_LITERAL(&b, "}") < 0) {
-        goto done;
-    }
-    data = PyUnicode_DecodeUTF8(b.data, (Py_ssize_t)b.size, NULL);
-done:
-    PyMem_Free(b.data);
-    return data;
-}
-
-/* rows_from_tag: "SELECT 5" -> 5, "INSERT 0 3" -> 3; -1 when the tag reports none
- * (wire.rows_from_tag's None), -2 when the count is too long to read here. */
-static long long tag_rows(const char *tag, Py_ssize_t n) {
-    static const char *counted[] = {"SELECT", "INSERT", "UPDATE", "DELETE", "MERGE",
-                                    "COPY",   "FETCH",  "MOVE",   NULL};
-    Py_ssize_t first = -1, last = -1;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (tag[i] == ' ') {
-            if (first < 0) first = i;
-            last = i;
-        }
-    }
-    if (last <= 0) return -1;
-    int known = 0;
-    for (int i = 0; counted[i] != NULL; i++) {
-        if ((Py_ssize_t)strlen(counted[i]) == first && memcmp(tag, counted[i], (size_t)first) == 0) {
-            known = 1;
-            break;
-        }
-    }
-    if (!known || last + 1 >= n) return -1;
-    if (n - last - 1 > 18) return -2;
-    long long rows = 0;
-    for (Py_ssize_t i = last + 1; i < n; i++) {
-        if (tag[i] < '0' || tag[i] > '9') return -1;
-        rows = rows * 10 + (tag[i] - '0');
-    }
-    return rows;
-}
-
-/* A duration in whole microseconds as canonical_json writes round(ms, 3): the
- * shortest repr of the double nearest us/1000, which is that decimal with its
- * trailing zeros dropped ("12.34", "0.001", "3.0"). */
-static int add_duration(Buffer *b, long long us) {
-    char number[48];
-    long long whole = us / 1000, frac = us % 1000;
-    int n;
-    if (frac == 0) {
-        n = snprintf(number, sizeof number, "%lld.0", whole);
-    } else {
-        n = snprintf(number, sizeof number, "%lld.%03lld", whole, frac);
-        while (number[n - 1] == '0') n--;
-    }
-    return buffer_add(b, number, (size_t)n);
-}
-
-/* outcome_data_json of a completed statement with this tag and duration. */
-static PyObject *outcome_data(const char *tag, Py_ssize_t size, long long us) {
-    Buffer b = {NULL, 0, 0};
-    PyObject *data = NULL;
-    long long rows = tag_rows(tag, size);
-    char number[32];
-    if (rows == -2) {
-        PyErr_SetString(PyExc_OverflowError, "row count too long");
-        return NULL;
-    }
-    if (ADD_LITERAL(&b, "{\"duration_ms\":") < 0 || add_duration(&b, us) < 0 ||
-        ADD_LITERAL(&b, ",\"outcome\":") < 0 || buffer_add_json_string(&b, tag, size) < 0 ||
-        ADD_LITERAL(&b, ",\"rows\":") < 0) {
-        goto done;
-    }
-    if (rows < 0) {
-        if (ADD_LITERAL(&b, "null") < 0) goto done;
-    } else {
-        int n = snprintf(number, sizeof number, "%lld", rows);
-        if (buffer_add(&b, number, (size_t)n) < 0) goto done;
-    }
-    if (ADD_LITERAL(&b, ",\"sqlstate\":null,\"status\":\"completed\",\"tag\":") < 0 ||
-        buffer_add_json_string(&b, tag, size) < 0 || ADD_LITERAL(&b, "}") < 0) {
-        goto done;
-    }
-    data = PyUnicode_DecodeUTF8(b.data, (Py_ssize_t)b.size, NULL);
-done:
-    PyMem_Free(b.data);
-    return data;
-}
-
-/* Where the parts of the extended protocol's one-shot shape are in a read. */
-typedef struct {
-    Py_ssize_t text_at, text_size; /* the Parse text */
-    int described;
-    Py_ssize_t execute_at, execute_end;
-} OneShot;
-
 /* Queue the statement entry (``entry_data``) of the message(s) in ``data`` and hold
  * them until it is durable: a Query (``decision`` and ``shape`` NULL) or the one-shot
  * shape of ``decision``. ``relay_txn`` is the relay's txn as the lane takes over,
@@ -537,34 +418,16 @@ static int lane_hold(Lane *self, PyObject *data, PyObject *entry_data, PyObject 
  * statement entry and hold it (1); 0: not the lane's (Python decides it). */
 static int lane_try_query(Lane *self, PyObject *data) {
     const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(data);
-    Py_ssize_t n = PyBytes_GET_SIZE(data);
-    if (n < 6 || d[0] != 'Q' || (Py_ssize_t)be32(d + 1) + 1 != n || d[n - 1] != 0) return 0;
     if (self->queue->closed) return 0; /* the Python path reports it */
-    const unsigned char *body = d + 5;
-    Py_ssize_t size = n - 6;
-    for (Py_ssize_t i = 0; i < size; i++) {
-        if (body[i] >= 0x80) return 0; /* decoded by the client encoding: Python's */
-    }
-    /* policy.needs_literal_guard: decided statement by statement, never cached */
-    if (contains_folded(body, size, "conforming") || contains_folded(body, size, "set_config") ||
-        contains_folded(body, size, "u&")) {
-        return 0;
-    }
-    Buffer mask = {NULL, 0, 0};
+    PyObject *key;
     Py_ssize_t start, end;
-    int plain = shape_scan(body, size, &mask, &start, &end);
-    if (plain <= 0) {
-        PyMem_Free(mask.data);
-        return plain;
-    }
-    PyObject *key = PyUnicode_DecodeASCII(mask.data, (Py_ssize_t)mask.size, NULL);
-    PyMem_Free(mask.data);
-    if (key == NULL) return -1;
+    int found = contract_query_key(d, PyBytes_GET_SIZE(data), &key, &start, &end);
+    if (found <= 0) return found;
     PyObject *prefix = PyDict_GetItemWithError(self->shapes, key); /* borrowed */
     Py_DECREF(key);
     if (prefix == NULL) return PyErr_Occurred() ? -1 : 0;
     Py_INCREF(prefix); /* the dict may change under a callback */
-    PyObject *entry_data = statement_data(prefix, body + start, end - start);
+    PyObject *entry_data = contract_statement_data(prefix, d + start, end - start);
     Py_DECREF(prefix);
     if (entry_data == NULL) return -1;
     int held = lane_hold(self, data, entry_data, NULL, NULL, 'I', 1);
@@ -573,59 +436,12 @@ static int lane_try_query(Lane *self, PyObject *data) {
     return held;
 }
 
-/* One message of ``kind`` at d[pos:n]: its end, or -1 when it is not there whole. */
-static Py_ssize_t message_end(const unsigned char *d, Py_ssize_t n, Py_ssize_t pos,
-                              unsigned char kind) {
-    if (n - pos < 5 || d[pos] != kind) return -1;
-    uint32_t length = be32(d + pos + 1);
-    if (length < 4 || (Py_ssize_t)length > n - pos - 1) return -1;
-    return pos + 1 + (Py_ssize_t)length;
-}
-
-
-/* Parse (unnamed), Bind (unnamed portal of the unnamed statement), [Describe the
- * portal], Execute (all rows), Sync: exactly d[0:n]? 1 and where its parts are; 0. */
-static int one_shot_shape(const unsigned char *d, Py_ssize_t n, OneShot *shape) {
-    /* Parse: name "", the text, the parameter types and nothing after them */
-    Py_ssize_t end = message_end(d, n, 0, 'P');
-    if (end < 9 || d[5] != 0) return 0; /* at least two NULs and the type count */
-    const unsigned char *text = d + 6;
-    const unsigned char *stop = memchr(text, 0, (size_t)(end - 6));
-    if (stop == NULL) return 0;
-    Py_ssize_t types_at = stop - d + 1;
-    if (end - types_at < 2) return 0;
-    int count = (int)(int16_t)((d[types_at] << 8) | d[types_at + 1]);
-    if (count < 0 || types_at + 2 + 4 * (Py_ssize_t)count != end) return 0;
-    shape->text_at = 6;
-    shape->text_size = stop - text;
-    /* Bind: portal "" of statement ""; its parameters are the server's to read */
-    Py_ssize_t pos = end;
-    end = message_end(d, n, pos, 'B');
-    if (end < 0 || end - pos < 7 || d[pos + 5] != 0 || d[pos + 6] != 0) return 0;
-    /* Describe the portal "" */
-    pos = end;
-    shape->described = 0;
-    end = message_end(d, n, pos, 'D');
-    if (end >= 0) {
-        if (end - pos != 7 || d[pos + 5] != 'P' || d[pos + 6] != 0) return 0;
-        shape->described = 1;
-        pos = end;
-    }
-    /* Execute portal "" with no row limit, then Sync, then nothing */
-    shape->execute_at = pos;
-    end = message_end(d, n, pos, 'E');
-    if (end < 0 || end - pos != 10 || d[pos + 5] != 0 || be32(d + pos + 6) != 0) return 0;
-    shape->execute_end = end;
-    end = message_end(d, n, end, 'S');
-    return end == n && end - shape->execute_end == 5;
-}
-
 /* The one-shot shape, exactly ``data``, with a text the session's exact-text cache
  * allows: queue its statement entry and hold it all (1); 0: not the lane's. */
 static int lane_try_extended(Lane *self, PyObject *data) {
     const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(data);
     OneShot shape;
-    if (self->queue->closed || !one_shot_shape(d, PyBytes_GET_SIZE(data), &shape)) return 0;
+    if (self->queue->closed || !contract_one_shot_shape(d, PyBytes_GET_SIZE(data), &shape)) return 0;
     PyObject *key = PyUnicode_DecodeUTF8((const char *)d + shape.text_at, shape.text_size, NULL);
     if (key == NULL) { /* not UTF-8: the relay refuses it, as it should */
         PyErr_Clear();
@@ -806,7 +622,8 @@ static PyObject *lane_upstream_data(Lane *self, PyObject *data) {
             for (Py_ssize_t i = 0; i < size; i++) {
                 if (text[i] < 0x20 || text[i] >= 0x7f) plain = 0;
             }
-            if (!plain) break;
+            /* a count too long for C: the Python relay records it */
+            if (!plain || contract_tag_rows((const char *)text, size) == -2) break;
             self->tag = PyUnicode_DecodeASCII((const char *)text, size, NULL);
             if (self->tag == NULL) return NULL;
             self->tag_at = now_ns();
@@ -818,7 +635,7 @@ static PyObject *lane_upstream_data(Lane *self, PyObject *data) {
             const char *tag = PyUnicode_AsUTF8AndSize(self->tag, &tag_size);
             if (tag == NULL) return NULL;
             long long us = (self->tag_at - self->t0 + 500) / 1000;
-            PyObject *entry_data = outcome_data(tag, tag_size, us < 0 ? 0 : us);
+            PyObject *entry_data = contract_outcome_data(tag, tag_size, us < 0 ? 0 : us);
             if (entry_data == NULL) return NULL;
             PyObject *ref = PyLong_FromLongLong(self->seq);
             PyObject *item = ref == NULL ? NULL
@@ -897,7 +714,7 @@ static PyObject *lane_one_shot(Lane *self, PyObject *data) {
     OneShot shape;
     const char *d = PyBytes_AS_STRING(data);
     if (self->ended || self->state != LANE_IDLE || self->queue->closed ||
-        !one_shot_shape((const unsigned char *)d, PyBytes_GET_SIZE(data), &shape)) {
+        !contract_one_shot_shape((const unsigned char *)d, PyBytes_GET_SIZE(data), &shape)) {
         Py_RETURN_NONE;
     }
     return PyBytes_FromStringAndSize(d + shape.text_at, shape.text_size);
@@ -914,7 +731,7 @@ static PyObject *lane_carry_one_shot(Lane *self, PyObject *args) {
     }
     OneShot shape;
     if (self->ended || self->state != LANE_IDLE || self->queue->closed ||
-        !one_shot_shape((const unsigned char *)PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data),
+        !contract_one_shot_shape((const unsigned char *)PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data),
                         &shape)) {
         Py_RETURN_FALSE;
     }
@@ -968,17 +785,6 @@ static PyObject *queue_deliver(AuditQueue *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-/* _speedups.outcome_data(tag, duration_us): for the tests (same text as
- * auditlog.outcome_data_json). */
-static PyObject *outcome_data_py(PyObject *module, PyObject *args) {
-    (void)module;
-    const char *tag;
-    Py_ssize_t size;
-    long long us;
-    if (!PyArg_ParseTuple(args, "s#L", &tag, &size, &us)) return NULL;
-    return outcome_data(tag, size, us);
-}
-
 static PyMethodDef queue_methods[] = {
     {"take", (PyCFunction)queue_take, METH_NOARGS,
      "take() -> the queued items (kind, session_id, ref, data, waiter), emptying the queue"},
@@ -1003,7 +809,7 @@ static PyGetSetDef queue_getset[] = {
 static PySequenceMethods queue_as_sequence = {.sq_length = (lenfunc)queue_len};
 
 static PyTypeObject AuditQueueType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "runner._speedups.AuditQueue",
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "runner._native._speedups.AuditQueue",
     .tp_basicsize = sizeof(AuditQueue),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "The lanes' audit entries of one loop iteration, for the writer's flush.",
@@ -1046,7 +852,7 @@ static PyGetSetDef lane_getset[] = {
 };
 
 static PyTypeObject LaneType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "runner._speedups.Lane",
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "runner._native._speedups.Lane",
     .tp_basicsize = sizeof(Lane),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "One proxy connection's fast lane (see runner/_lane.c).",
@@ -1058,13 +864,6 @@ static PyTypeObject LaneType = {
     .tp_methods = lane_methods,
     .tp_members = lane_members,
     .tp_getset = lane_getset,
-};
-
-static PyMethodDef lane_module_methods[] = {
-    {"outcome_data", outcome_data_py, METH_VARARGS,
-     "outcome_data(tag, duration_us) -> a completed statement's outcome data, as the lane "
-     "writes it"},
-    {NULL, NULL, 0, NULL},
 };
 
 int lane_add_to_module(PyObject *module) {
@@ -1084,5 +883,5 @@ int lane_add_to_module(PyObject *module) {
         Py_DECREF(&LaneType);
         return -1;
     }
-    return PyModule_AddFunctions(module, lane_module_methods);
+    return contract_add_to_module(module);
 }
