@@ -30,14 +30,15 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any
 
-from runner.approval.comment import approve_line, plan_comment
+from runner.approval.comment import approve_line
+from runner.approval.host import CodeHost, open_host, post_plan
 from runner.approval.model import (
     Actor,
     ApprovalVerdict,
     CodeHostError,
-    PlanComment,
+    Platform,
     Review,
     ReviewState,
 )
@@ -71,24 +72,14 @@ class ReviewRefused(Exception):
         self.status, self.error, self.detail = status, error, detail
 
 
-class CodeHost(Protocol):
-    """What the desk needs from GitHub or GitLab (runner.approval.github / .gitlab)."""
-
-    def read_review(self, review: Review, *, database: str) -> ReviewState: ...
-
-    def write_plan_comment(self, review: Review, *, database: str, body: str) -> PlanComment: ...
-
-    def merged_review(self, repository: str, sha: str) -> Review | None: ...
-
-
-CodeHostFactory = Callable[[str, str, str], CodeHost]  # (platform, api_url, token)
+CodeHostFactory = Callable[[Platform, str, str], CodeHost]  # (platform, api_url, token)
 
 
 @dataclass(frozen=True)
 class ReviewTarget:
     """Where the runner says its plan is reviewed; checked against the token."""
 
-    platform: str
+    platform: Platform
     repository: str
     number: int | None
     head_sha: str | None
@@ -130,7 +121,7 @@ class ReviewDesk:
         self,
         config: GatewayConfig,
         *,
-        hosts: CodeHostFactory,
+        hosts: CodeHostFactory = open_host,
         server_facts: Callable[[str], ServerFacts],
         add_grant: Callable[..., Grant],
         record: Callable[[Session, str, Mapping[str, Any]], None],
@@ -168,15 +159,18 @@ class ReviewDesk:
         comment_url: str | None = None
         if review is not None and needs and not denied:
             host = self._host(review.platform)
-            state = self._read(host, review, session.database)
-            if state.head_sha.lower() != review.head_sha.lower():
-                raise ReviewRefused(
-                    409,
-                    "stale-head",
-                    f"{review} is at {state.head_sha[:12]}, not {review.head_sha[:12]}; "
-                    "the job for the newer commit plans again",
-                )
-            comment_url = self._write_comment(host, review, session.database, plan, state)
+            try:
+                state = self._read(host, review, session.database)
+                if state.head_sha.lower() != review.head_sha.lower():
+                    raise ReviewRefused(
+                        409,
+                        "stale-head",
+                        f"{review} is at {state.head_sha[:12]}, not {review.head_sha[:12]}; "
+                        "the job for the newer commit plans again",
+                    )
+                comment_url = self._write_comment(host, review, session.database, plan)
+            finally:
+                host.close()
         submitted = Submitted(plan, review, needs, denied, comment_url)
         with self._lock:
             self._submitted[(session.id, plan.hash)] = submitted
@@ -271,7 +265,10 @@ class ReviewDesk:
         if not submitted.needs_approval or review is None:
             return self._status_json(submitted, state="not-needed")
         host = self._host(review.platform)
-        state = self._read(host, review, session.database)
+        try:
+            state = self._read(host, review, session.database)
+        finally:
+            host.close()
         policy = ApprovalPolicy(
             github_permission=self.config.approvals.github_permission,
             gitlab_access_level=self.config.approvals.gitlab_access_level,
@@ -393,7 +390,7 @@ class ReviewDesk:
                 raise ReviewRefused(
                     422, "no-review", "no review.number and no sha in the session's token"
                 )
-            found = self._merged(target.platform, host.api_url, repository, sha)
+            found = self._merged(target.platform, repository, sha)
             if found is None:
                 raise ReviewRefused(
                     409,
@@ -404,15 +401,18 @@ class ReviewDesk:
             return found
         if head is None:
             raise ReviewRefused(422, "invalid-request", "review.head_sha: the PR/MR head commit")
-        return Review(target.platform, host.api_url, repository, number, head)  # type: ignore[arg-type]
+        return Review(target.platform, host.api_url, repository, number, head)
 
-    def _merged(self, platform: str, api_url: str, repository: str, sha: str) -> Review | None:
+    def _merged(self, platform: Platform, repository: str, sha: str) -> Review | None:
+        host = self._host(platform)
         try:
-            return self._host(platform).merged_review(repository, sha)
+            return host.merged_review_of_commit(repository, sha)
         except CodeHostError as error:
             raise ReviewRefused(502, "code-host", f"{platform}: {error}") from None
+        finally:
+            host.close()
 
-    def _host(self, platform: str) -> CodeHost:
+    def _host(self, platform: Platform) -> CodeHost:
         host = self.config.code_hosts.get(platform)
         if host is None:
             raise ReviewRefused(409, "no-code-host", f"no [code_hosts.{platform}] in gateway.toml")
@@ -424,30 +424,20 @@ class ReviewDesk:
         except CodeHostError as error:
             raise ReviewRefused(502, "code-host", f"{review}: {error}") from None
 
-    def _write_comment(
-        self, host: CodeHost, review: Review, database: str, plan: Plan, state: ReviewState
-    ) -> str:
-        previous: Plan | None = None
-        shown = state.plan_comment
-        if shown is not None and shown.plan_hash and shown.plan_hash != plan.hash:
+    def _write_comment(self, host: CodeHost, review: Review, database: str, plan: Plan) -> str:
+        def known(plan_hash: str) -> Plan | None:
             with self._lock:
-                previous = self._plans.get(shown.plan_hash)
-        if (
-            shown is not None
-            and shown.plan_hash == plan.hash
-            and (shown.head_sha or "").lower() == review.head_sha.lower()
-        ):
-            return shown.url  # unchanged: rewriting it would move its time past approvals
-        who = _who_may_approve(self.config, review.platform, database)
-        body = plan_comment(
-            plan,
-            database=database,
-            head_sha=review.head_sha,
-            previous=previous,
-            who_may_approve=who,
-        )
+                return self._plans.get(plan_hash)
+
         try:
-            return host.write_plan_comment(review, database=database, body=body).url
+            return post_plan(
+                host,
+                review,
+                plan,
+                database=database,
+                previous_plan=known,
+                who_may_approve=_who_may_approve(self.config, review.platform, database),
+            ).url
         except CodeHostError as error:
             raise ReviewRefused(502, "code-host", f"{review}: {error}") from None
 
@@ -522,7 +512,7 @@ def _actor(session: Session) -> Actor | None:
     return Actor(login, actor_id)
 
 
-def _who_may_approve(config: GatewayConfig, platform: str, database: str) -> str:
+def _who_may_approve(config: GatewayConfig, platform: Platform, database: str) -> str:
     count = config.min_approvals(database)
     level = (
         f"`{config.approvals.github_permission}` permission"
