@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from runner import __version__
 from runner.gateway.auditlog import merge_records
 from runner.gateway.model import Session, utcnow
+from runner.gateway.review import ReviewRefused, ReviewTarget
 from runner.gateway.service import ExchangeRefused, GatewayService
 
 
@@ -43,6 +44,30 @@ class SessionResponse(BaseModel):
     pg: PgEndpoint
 
 
+class ReviewBody(BaseModel):
+    platform: str = Field(description="github or gitlab")
+    repository: str = Field(description="owner/name (GitHub) or group/project (GitLab)")
+    number: int | None = Field(
+        default=None,
+        description="PR number or MR iid; omitted after merge: the gateway finds the merged one",
+    )
+    head_sha: str | None = Field(default=None, description="the PR/MR head commit planned")
+
+
+class PlanRequest(BaseModel):
+    plan: dict[str, Any] = Field(description="The plan as `signoff plan --format json` writes it.")
+    review: ReviewBody | None = Field(
+        default=None, description="Where it is reviewed; needed when a statement needs approval."
+    )
+
+
+class ApprovalRequest(BaseModel):
+    plan_hash: str = Field(description="The plan's hash (64 hex) or its 12-hex short form.")
+    evidence: list[str] = Field(
+        default_factory=list, description="Comment ids or URLs to consider (default: all)."
+    )
+
+
 class ErrorBody(BaseModel):
     error: str
     detail: str
@@ -59,6 +84,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     403: {"model": ErrorBody},
     404: {"model": ErrorBody},
     422: {"model": ErrorBody},
+}
+_REVIEW_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_ERRORS,
+    409: {"model": ErrorBody},
+    502: {"model": ErrorBody},
 }
 
 
@@ -145,17 +175,39 @@ def create_app(service: GatewayService) -> FastAPI:
         entries = await asyncio.to_thread(service.store.entries, session_id=session_id)
         return {"session_id": session_id, "records": merge_records(entries)}
 
-    @app.post("/v1/sessions/{session_id}/approvals", status_code=501, responses=_ERRORS)
-    async def approvals(session_id: str, request: Request) -> JSONResponse:
-        await authenticated(request, session_id, allow_ended=False)
-        return JSONResponse(
-            {
-                "error": "not-implemented",
-                "detail": "approvals from the code host are not implemented yet; "
-                "use `signoff gateway grant`",
-            },
-            status_code=501,
-        )
+    async def reviewed(call: Any, *args: Any) -> dict[str, Any]:
+        try:
+            result: dict[str, Any] = await asyncio.to_thread(call, *args)
+        except ReviewRefused as refused:
+            raise ApiError(refused.status, refused.error, refused.detail) from None
+        return result
+
+    @app.post("/v1/sessions/{session_id}/plans", status_code=201, responses=_REVIEW_ERRORS)
+    async def submit_plan(session_id: str, body: PlanRequest, request: Request) -> dict[str, Any]:
+        """Submit a plan: the gateway analyses it again with its own rules and the
+        session's role and, when a statement needs approval, writes the sticky plan
+        comment on the PR/MR with its own code-host credential."""
+        session = await authenticated(request, session_id, allow_ended=False)
+        review = body.review
+        try:
+            target = None if review is None else ReviewTarget.from_json(review.model_dump())
+        except ReviewRefused as refused:
+            raise ApiError(refused.status, refused.error, refused.detail) from None
+        return await reviewed(service.submit_plan, session, body.plan, target)
+
+    @app.get("/v1/sessions/{session_id}/plans/{plan_hash}", responses=_REVIEW_ERRORS)
+    async def plan_state(session_id: str, plan_hash: str, request: Request) -> dict[str, Any]:
+        """The plan's approval state, verified on the code host now; when approved,
+        the grants for its statements are recorded for this session."""
+        session = await authenticated(request, session_id, allow_ended=False)
+        return await reviewed(service.plan_status, session, plan_hash, ())
+
+    @app.post("/v1/sessions/{session_id}/approvals", responses=_REVIEW_ERRORS)
+    async def approvals(session_id: str, body: ApprovalRequest, request: Request) -> dict[str, Any]:
+        """Ask the gateway to verify an approval (optionally only the comments named
+        in ``evidence``); the same answer as GET .../plans/{hash}."""
+        session = await authenticated(request, session_id, allow_ended=False)
+        return await reviewed(service.plan_status, session, body.plan_hash, tuple(body.evidence))
 
     @app.get("/v1/sessions/{session_id}/attestation", status_code=501, responses=_ERRORS)
     async def attestation(session_id: str, request: Request) -> JSONResponse:

@@ -1,6 +1,11 @@
 """The gateway's core, between its two listeners: token exchange, sessions,
 per-statement decisions and the audit chain. The HTTP API (``app``) and the
 PostgreSQL proxy (``pgproxy``) both call into one ``GatewayService``.
+
+Decisions are asked of ``policy.GatewayPolicy`` in one call per text; it keeps every
+session's analysis and caches (the C lane's too). The service gives it what it
+cannot know itself: the server's facts, the store's grants and how the audit log
+writes a statement entry's data.
 """
 
 from __future__ import annotations
@@ -15,9 +20,6 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
-from sqlglot.errors import TokenError
-from sqlglot.tokenizer_core import Token
-
 from runner.errors import DatabaseError
 from runner.gateway.auditlog import (
     AuditWriter,
@@ -26,7 +28,7 @@ from runner.gateway.auditlog import (
     statement_data_prefix,
     statement_entry,
 )
-from runner.gateway.config import AccessRule, GatewayConfig, RoleConfig
+from runner.gateway.config import AccessRule, GatewayConfig
 from runner.gateway.model import (
     AuditDecision,
     EntryKind,
@@ -45,35 +47,9 @@ from runner.gateway.model import (
     utcnow,
 )
 from runner.gateway.oidc import OidcValidator, TokenRejected, claims_match
-from runner.gateway.policy import (
-    SessionAnalysis,
-    decide_statement,
-    literal_reading_refusal,
-    needs_literal_guard,
-    split,
-)
-from runner.plan.model import Finding, sha256_hex
-from runner.plan.statements import RawStatement, literal_shape, tokenize
-from runner.speedups import native as _native
-
-_ALLOWED = AuditDecision.ALLOWED
-
-
-def _literal_shape(sql: str) -> tuple[str | None, str | None, bool, list[Token] | None]:
-    """(literal mask, single-statement text, made in C?, sqlglot tokens if read) of
-    ``sql``: from C when it can read the text plainly (its masks are a keyspace of
-    their own), else from sqlglot's tokens; no mask when those fail too (split then
-    makes it an unanalysable statement)."""
-    if _native is not None:
-        plain = _native.literal_shape(sql)
-        if plain is not None:
-            return plain[0], sql[plain[1] : plain[2]], True, None
-    try:
-        tokens = tokenize(sql)
-    except TokenError:
-        return None, None, False, None
-    mask, text = literal_shape(sql, tokens)
-    return mask, text, False, tokens
+from runner.gateway.policy import GatewayPolicy, ServerFacts
+from runner.gateway.review import ReviewDesk, ReviewTarget
+from runner.plan.build import ServerFacts as PlanFacts
 
 
 class ExchangeRefused(Exception):
@@ -90,12 +66,6 @@ class ExchangeRefused(Exception):
 class Exchanged:
     session: Session
     secret: str  # shown once, to the caller of POST /v1/sessions
-
-
-@dataclass(frozen=True)
-class ServerFacts:
-    server_version: int | None
-    columns: Mapping[str, Mapping[str, str]]
 
 
 class GatewayService:
@@ -122,8 +92,22 @@ class GatewayService:
         self.fast_lanes = self.writer.lane_queue is not None and os.environ.get(
             "SIGNOFF_FAST_LANE", "1"
         ) not in ("", "0")
-        self._analyses: dict[str, SessionAnalysis] = {}
+        # Every session's decisions and the caches behind them (the C lane's included).
+        self.policy = GatewayPolicy(
+            config.roles,
+            facts=self._server_facts,
+            consume_grant=self._consume_grant,
+            entry_data=statement_data_json,
+            entry_prefix=statement_data_prefix,
+        )
         self._facts: dict[str, ServerFacts] = {}
+        # Plans submitted for review and the approvals the gateway verifies itself.
+        self.review = ReviewDesk(
+            config,
+            server_facts=self._plan_facts,
+            add_grant=self.add_grant,
+            record=lambda session, event, data: self._event(session, event, **data),
+        )
         self._upstreams: dict[str, Upstream] = {}
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}
@@ -234,146 +218,30 @@ class GatewayService:
     def decide(
         self, session: Session, sql: str, *, in_transaction: bool
     ) -> list[StatementDecision]:
-        analysis = self._analysis(session)
-        role = self.config.roles[session.role]
-        now: datetime | None = None
-        decisions = []
-        with self._lock:
-            known = analysis.allowed_text(sql, in_transaction=in_transaction)
-            if known is not None:
-                return [known]
-            if needs_literal_guard(sql):
-                return self._decide_guarded(
-                    session, analysis, role, sql, in_transaction=in_transaction
-                )
-            mask, text, native, tokens = _literal_shape(sql)
-            if mask is not None:
-                shape = analysis.allowed_shape(mask, native=native, in_transaction=in_transaction)
-                if shape is not None and text is not None:
-                    fingerprint, findings_json = shape
-                    return [
-                        StatementDecision(
-                            text, sha256_hex(text), fingerprint, findings_json, _ALLOWED
-                        )
-                    ]
-            statements = split(sql, tokens=tokens)
-            single = len(statements) == 1
-            for raw in statements:
-                key = analysis.read_key(raw, in_transaction=in_transaction)
-                if key is not None:
-                    allowed = analysis.allowed_read(key)
-                    if allowed is not None:
-                        decision = StatementDecision(
-                            raw.text, raw.sha256, raw.fingerprint, allowed, _ALLOWED
-                        )
-                        if single:
-                            self._remember(
-                                session, analysis, sql, mask, native, decision, in_transaction
-                            )
-                        decisions.append(decision)
-                        continue
-                _, findings = analysis.findings(raw, in_transaction=in_transaction)
-                if now is None:
-                    now = utcnow()
-                decision = self._decide_one(session, role, raw, findings, now)
-                if key is not None and decision.decision is _ALLOWED and decision.grant is None:
-                    analysis.remember_allowed(key, decision.findings)
-                    if single:
-                        self._remember(
-                            session, analysis, sql, mask, native, decision, in_transaction
-                        )
-                decisions.append(decision)
-        return decisions
-
-    def _decide_guarded(
-        self,
-        session: Session,
-        analysis: SessionAnalysis,
-        role: RoleConfig,
-        sql: str,
-        *,
-        in_transaction: bool,
-    ) -> list[StatementDecision]:
-        """Text that might touch standard_conforming_strings: every statement analysed
-        (no cache: its literal values matter) and refused if it could turn it off.
-        The caller holds the lock."""
-        now = utcnow()
-        decisions = []
-        for raw in split(sql):
-            _, findings = analysis.findings(raw, in_transaction=in_transaction)
-            refusal = literal_reading_refusal(raw)
-            if refusal is not None:
-                decisions.append(
-                    StatementDecision(
-                        raw.text,
-                        raw.sha256,
-                        raw.fingerprint,
-                        tuple(f.to_json() for f in findings),
-                        AuditDecision.BLOCKED,
-                        reason=refusal,
-                    )
-                )
-                continue
-            decisions.append(self._decide_one(session, role, raw, findings, now))
-        return decisions
-
-    def _decide_one(
-        self,
-        session: Session,
-        role: RoleConfig,
-        raw: RawStatement,
-        findings: tuple[Finding, ...],
-        now: datetime,
-    ) -> StatementDecision:
-        return decide_statement(
-            raw,
-            findings,
-            role=role,
-            database=session.database,
-            session_id=session.id,
-            now=now,
-            consume_grant=self.store.consume_grant,
+        return self.policy.decide(
+            session, sql, in_transaction=in_transaction, lanes=self.fast_lanes
         )
-
-    def _remember(
-        self,
-        session: Session,
-        analysis: SessionAnalysis,
-        sql: str,
-        mask: str | None,
-        native: bool,
-        decision: StatementDecision,
-        in_transaction: bool,
-    ) -> None:
-        """An ALLOW on ``sql``, one plain read: by its exact text and its literal mask
-        (and for the C lane, which serves only masks made in C, outside transactions)."""
-        analysis.remember_allowed_text(sql, decision, in_transaction=in_transaction)
-        if not in_transaction and self.fast_lanes:
-            analysis.remember_lane_text(
-                sql, statement_data_json(session.database, decision), decision
-            )
-        if mask is not None:
-            analysis.remember_allowed_shape(
-                mask, decision, native=native, in_transaction=in_transaction
-            )
-            if native and not in_transaction and self.fast_lanes:
-                analysis.remember_lane_shape(
-                    mask, statement_data_prefix(session.database, decision)
-                )
 
     def fast_lane(self, session: Session) -> FastLane | None:
         """What a connection's C lane needs (the writer's queue, the session's lane
         caches), or None: every statement goes through the Python relay."""
         if not self.fast_lanes:
             return None
-        analysis = self._analysis(session)
+        shapes, texts = self.policy.lane_caches(session)
         database = session.database
         return FastLane(
             self.writer.lane_queue,
-            analysis.lane_shapes,
-            analysis.lane_texts,
+            shapes,
+            texts,
             lambda decision: statement_data_json(database, decision),
         )
+
+    def _consume_grant(
+        self, database: str, fingerprint: str, session_id: str, now: datetime
+    ) -> Grant | None:
+        # Looked up on the store at each use, not bound once: the store's method is
+        # what a test may wrap to count the lookups.
+        return self.store.consume_grant(database, fingerprint, session_id, now)
 
     def submit_statements(
         self,
@@ -404,19 +272,6 @@ class GatewayService:
     def _event(self, session: Session | None, event: str, **data: Any) -> None:
         self.writer.append_now([self._event_entry(session, event, data)])
 
-    def _analysis(self, session: Session) -> SessionAnalysis:
-        with self._lock:
-            analysis = self._analyses.get(session.id)
-            if analysis is not None:
-                return analysis
-        facts = self._server_facts(session.database)
-        with self._lock:
-            analysis = self._analyses.setdefault(
-                session.id,
-                SessionAnalysis.start(server_version=facts.server_version, columns=facts.columns),
-            )
-        return analysis
-
     def _server_facts(self, database: str) -> ServerFacts:
         """Server version and catalog, read once per database with the held credential,
         so the gateway judges type changes and version-dependent rules as the planner
@@ -425,7 +280,7 @@ class GatewayService:
             facts = self._facts.get(database)
         if facts is not None:
             return facts
-        from runner.dbinfo import read_facts
+        from runner.dryrun.facts import read_facts
 
         upstream = self.config.databases[database].upstream()
         auth = quote(upstream.user, safe="")
@@ -484,6 +339,23 @@ class GatewayService:
             ]
         )
         return grant
+
+
+    # -- review (plans and approvals: runner.gateway.review) --------------------------------
+
+    def _plan_facts(self, database: str) -> PlanFacts:
+        facts = self._server_facts(database)
+        return PlanFacts(facts.server_version, facts.columns)
+
+    def submit_plan(
+        self, session: Session, plan: Any, target: ReviewTarget | None
+    ) -> dict[str, Any]:
+        return self.review.submit(session, self.config.roles[session.role], plan, target)
+
+    def plan_status(
+        self, session: Session, plan_hash: str, evidence: Sequence[int | str] = ()
+    ) -> dict[str, Any]:
+        return self.review.status(session, plan_hash, evidence=evidence)
 
 
 def is_usable(session: Session | None, now: datetime | None = None) -> bool:
