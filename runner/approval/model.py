@@ -7,12 +7,15 @@ gateway's own credential); nothing comes from the runner except the
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
 Platform = Literal["github", "gitlab"]
+_SEGMENT = re.compile(r"[A-Za-z0-9_.\-]+")
+_SHA = re.compile(r"[0-9a-fA-F]{40}|[0-9a-fA-F]{64}")
 PLATFORMS: tuple[Platform, ...] = ("github", "gitlab")
 
 
@@ -34,6 +37,24 @@ class Review:
     repository: str  # "owner/name" or a GitLab "group/sub/project" path
     number: int  # PR number or MR iid
     head_sha: str
+
+    def __post_init__(self) -> None:
+        # These come from the (untrusted) runner and end up in API paths.
+        if self.platform not in PLATFORMS:
+            raise ValueError(f"review platform {self.platform!r}: use github or gitlab")
+        segments = self.repository.split("/")
+        depth_ok = len(segments) == 2 if self.platform == "github" else len(segments) >= 2
+        if not depth_ok or not all(
+            _SEGMENT.fullmatch(s) and s not in (".", "..") for s in segments
+        ):
+            raise ValueError(
+                f"review repository {self.repository!r}: give owner/name (GitLab: group/…/project)"
+            )
+        if self.number < 1:
+            raise ValueError(f"review number {self.number}: give the PR number or MR iid")
+        # "" is "not known yet" (read it from the host); it never matches a head.
+        if self.head_sha and _SHA.fullmatch(self.head_sha) is None:
+            raise ValueError(f"review head_sha {self.head_sha!r}: give the full commit sha")
 
     def __str__(self) -> str:
         sign = "#" if self.platform == "github" else "!"

@@ -23,6 +23,7 @@ from sqlglot.diff import diff as sqlglot_diff
 from sqlglot.errors import SqlglotError
 
 from runner.plan.model import Plan, Statement
+from runner.plan.render import first_line
 
 ChangeKind = Literal["added", "removed", "changed", "findings"]
 _KINDS: tuple[ChangeKind, ...] = ("added", "removed", "changed", "findings")
@@ -195,16 +196,6 @@ def _where(statement: Statement) -> str:
     return f"#{statement.index} {statement.source}:{statement.line}"
 
 
-def _head_line(statement: Statement) -> str:
-    lines = [
-        line.strip()
-        for line in statement.text.splitlines()
-        if line.strip() and not line.strip().startswith("--")
-    ]
-    first = lines[0] if lines else statement.text.strip()
-    return first if len(first) <= 100 else first[:97] + "..."
-
-
 def summary(plan_diff: PlanDiff) -> str:
     if plan_diff.identical:
         return f"plan {plan_diff.new_hash[:12]} is the same as {plan_diff.old_hash[:12]}"
@@ -233,7 +224,7 @@ def _context_lines(plan_diff: PlanDiff) -> list[str]:
 def _change_detail(change: StatementChange) -> list[str]:
     if change.kind == "changed":
         assert change.old is not None and change.new is not None
-        out = [f"was: {_head_line(change.old)}", f"now: {_head_line(change.new)}"]
+        out = [f"was: {first_line(change.old)}", f"now: {first_line(change.new)}"]
         out += list(change.semantic)
         if change.semantic_note:
             out.append(f"({change.semantic_note})")
@@ -246,7 +237,7 @@ def _change_detail(change: StatementChange) -> list[str]:
             + " -> "
             + (", ".join(_rule_ids(change.new)) or "none")
         ]
-    return [_head_line(change.statement)]
+    return [first_line(change.statement)]
 
 
 def render_text(plan_diff: PlanDiff) -> str:
