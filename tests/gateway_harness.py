@@ -90,10 +90,13 @@ def running_gateway(
     monkeypatch: pytest.MonkeyPatch,
     *,
     tls: tuple[Path, Path] | None = None,
+    extra_config: str = "",
+    session_ttl: str = "15m",
 ) -> Iterator[Gateway]:
     """The whole gateway in this process (GatewayThread): SQLite state, a loopback
     OIDC issuer, the scratch database behind it with a small ``patients`` table;
-    ``tls`` (certificate, key) is offered on the PostgreSQL port."""
+    ``tls`` (certificate, key) is offered on the PostgreSQL port; ``extra_config`` is
+    appended to gateway.toml (more [[access]] rules, [code_hosts], [approvals])."""
     dbname = scratch_db_url.rsplit("/", 1)[1].split("?")[0]
     with psycopg.connect(scratch_db_url, autocommit=True) as conn:
         conn.execute("DROP ROLE IF EXISTS signoff_gw_e2e")
@@ -115,7 +118,7 @@ def running_gateway(
 [gateway]
 audience = "signoff-gateway"
 state_url = "sqlite:///{state}"
-session_ttl = "15m"
+session_ttl = "{session_ttl}"
 
 [listen]
 http = "127.0.0.1:0"
@@ -147,6 +150,7 @@ unanalysable = "needs-approval"
 locking = "allow"
 incompatible = "allow"
 rules = {{ SO104 = "deny" }}
+{extra_config}
 """
         )
         log = tmp_path / "gateway.log"

@@ -143,7 +143,7 @@ def create_app(service: GatewayService) -> FastAPI:
             role=session.role,
             pg=PgEndpoint(
                 host=service.config.public_host,
-                port=service.config.pg_port,
+                port=service.pg_port,
                 dbname=session.database,
                 user=session.id,
             ),

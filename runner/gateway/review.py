@@ -399,9 +399,17 @@ class ReviewDesk:
                     "a plan that needs approval is reviewed on its PR/MR first",
                 )
             return found
+        review = Review(target.platform, host.api_url, repository, number, head or "")
         if head is None:
-            raise ReviewRefused(422, "invalid-request", "review.head_sha: the PR/MR head commit")
-        return Review(target.platform, host.api_url, repository, number, head)
+            # A comment-triggered run names no commit: the PR/MR's head is read from
+            # the code host; a plan made from anything else has another hash.
+            client = self._host(target.platform)
+            try:
+                head = self._read(client, review, session.database).head_sha
+            finally:
+                client.close()
+            review = replace(review, head_sha=head)
+        return review
 
     def _merged(self, platform: Platform, repository: str, sha: str) -> Review | None:
         host = self._host(platform)

@@ -15,7 +15,7 @@ import uvicorn
 
 from runner.gateway.app import create_app
 from runner.gateway.config import GatewayConfig
-from runner.gateway.pgproxy import PgProxy, ProxyConfig
+from runner.gateway.proxy import PgProxy, ProxyConfig
 from runner.gateway.service import GatewayService
 from runner.gateway.store import open_store
 
@@ -78,6 +78,7 @@ async def serve(
         )
     )
     await proxy.start()
+    service.pg_port = proxy.port  # what sessions are told (the bound port, for :0)
     http_task = asyncio.create_task(http.serve())
     try:
         while not http.started:

@@ -78,6 +78,7 @@ class GatewayService:
     ) -> None:
         self.config = config
         self.store = store
+        self.pg_port = config.pg_port  # the bound port once the proxy listens
         self.validator = validator or OidcValidator(
             config.issuers, config.audience, replay=store.remember_jti
         )

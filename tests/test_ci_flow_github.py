@@ -1,0 +1,163 @@
+"""``signoff apply``'s job on GitHub, end to end over loopback HTTP: plan on the
+pull request, the gateway's sticky comment, an approval verified by the gateway,
+apply after merge and apply from the PR; and what gets no grant."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from ci_flow_harness import HEAD, MERGED, REPO, Flow, ci_flow
+
+from runner.job import JobOutcome
+
+
+@pytest.fixture
+def flow(scratch_db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Flow:
+    with ci_flow(scratch_db_url, tmp_path, monkeypatch) as made:
+        yield made  # type: ignore[misc]
+
+
+def table_exists(url: str, name: str) -> bool:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()
+        return bool(row and row[0])
+
+
+def audit_records(flow: Flow, session_id: str | None = None) -> list[dict[str, Any]]:
+    args = ["audit", "show"] + (["--session", session_id] if session_id else [])
+    shown = flow.gateway.cli(*args)
+    assert shown.returncode == 0, shown.stderr
+    return [json.loads(line) for line in shown.stdout.splitlines()]
+
+
+def plan_comments(flow: Flow, number: int = 7) -> list[str]:
+    review = flow.host.repo("github", REPO).reviews[number]
+    bot = flow.host.user("signoff-bot").id
+    return [c.body for c in review.comments if c.author == bot]
+
+
+def test_plan_on_the_pr_then_apply_after_merge(flow: Flow, scratch_db_url: str) -> None:
+    planned = flow.run(flow.pull_request_job(), plan_only=True)
+    assert planned.outcome is JobOutcome.NEEDS_APPROVAL, planned.reason
+    assert planned.exit_status == 3
+    plan = planned.plan
+    assert plan is not None
+    [comment] = plan_comments(flow)
+    assert f"/signoff approve {plan.short_hash}" in comment
+    assert "DROP TABLE visits_old" in comment
+    assert HEAD[:12] in comment
+    assert table_exists(scratch_db_url, "visits_old")  # nothing ran
+
+    flow.approve("bob", plan.hash)
+    flow.host.merge("github", REPO, 7, MERGED)
+    applied = flow.run(flow.push_job())
+    assert applied.outcome is JobOutcome.APPLIED, (applied.reason, flow.lines)
+    assert applied.exit_status == 0
+    assert not table_exists(scratch_db_url, "visits_old")
+    assert table_exists(scratch_db_url, "notes")
+    assert applied.status is not None and applied.status["state"] == "approved"
+    assert [a["login"] for a in applied.status["approvers"]] == ["bob"]
+
+    # The grant's approver and comment are in the audit record of the DROP.
+    records = audit_records(flow, applied.sessions[-1])
+    drops = [r for r in records if "DROP TABLE visits_old" in str(r.get("text"))]
+    assert len(drops) == 1, records
+    drop = drops[0]
+    assert drop["decision"] == "approved", drop
+    assert drop["grant"]["approver"] == "bob"
+    assert drop["grant"]["evidence_url"].startswith(flow.host.base_url)
+    assert any(r.get("event") == "plan-approved" for r in records)
+    # The sticky comment was not rewritten by the apply after merge.
+    assert len(plan_comments(flow)) == 1
+
+
+def test_apply_from_the_pr_on_the_approval_comment(flow: Flow, scratch_db_url: str) -> None:
+    planned = flow.run(flow.pull_request_job(), plan_only=True)
+    assert planned.plan is not None
+    comment_id = flow.approve("erin", planned.plan.hash)
+    applied = flow.run(flow.comment_job(comment_id=comment_id))
+    assert applied.outcome is JobOutcome.APPLIED, (applied.reason, flow.lines)
+    assert not table_exists(scratch_db_url, "visits_old")
+
+
+def test_waiting_times_out_with_exit_3_and_says_how_to_continue(flow: Flow) -> None:
+    result = flow.run(flow.pull_request_job(), wait_s=0.3)
+    assert result.outcome is JobOutcome.TIMED_OUT
+    assert result.exit_status == 3
+    assert "re-run this job" in result.reason
+    assert any(line.startswith("waiting for approval on acme/ehr-api#7") for line in flow.lines)
+    assert any("left)" in line for line in flow.lines)
+
+
+def test_reject_stops_the_job(flow: Flow, scratch_db_url: str) -> None:
+    planned = flow.run(flow.pull_request_job(), plan_only=True)
+    assert planned.plan is not None
+    flow.approve("bob", planned.plan.hash)
+    flow.host.add_comment("github", REPO, 7, "erin", "/signoff reject not during the audit")
+    result = flow.run(flow.pull_request_job())
+    assert result.outcome is JobOutcome.REJECTED
+    assert result.exit_status == 1
+    assert "erin" in result.reason
+    assert table_exists(scratch_db_url, "visits_old")
+
+
+@pytest.mark.parametrize(
+    ("who", "rule"),
+    [
+        ("carol", "not-author"),  # the PR's author
+        ("alice", "not-actor"),  # the job's actor (the token's actor claim)
+        ("dave", "permission"),  # read-only
+        ("renovate[bot]", "not-bot"),
+    ],
+)
+def test_approvals_that_do_not_count_give_no_grant_and_say_which_rule(
+    flow: Flow, scratch_db_url: str, caplog: pytest.LogCaptureFixture, who: str, rule: str
+) -> None:
+    caplog.set_level(logging.INFO, logger="signoff.gateway.review")
+    planned = flow.run(flow.pull_request_job(), plan_only=True)
+    assert planned.plan is not None
+    flow.approve(who, planned.plan.hash)
+    result = flow.run(flow.pull_request_job(), wait_s=0.2)
+    assert result.outcome is JobOutcome.TIMED_OUT
+    assert result.status is not None
+    assert [r["rule"] for r in result.status["refusals"]] == [rule]
+    assert f"rule={rule}" in flow.gateway_log(caplog)
+    assert table_exists(scratch_db_url, "visits_old")
+    records = audit_records(flow)
+    assert not [r for r in records if r.get("kind") == "grant" or r.get("grant")]
+    assert not [r for r in records if r.get("event") == "plan-approved"]
+
+
+def test_an_edited_stale_or_early_approval_gives_no_grant(flow: Flow, scratch_db_url: str) -> None:
+    planned = flow.run(flow.pull_request_job(), plan_only=True)
+    plan = planned.plan
+    assert plan is not None
+    edited = flow.approve("bob", "0" * 12)
+    flow.host.edit_comment("github", REPO, 7, edited, f"/signoff approve {plan.short_hash}")
+    flow.approve("erin", "f" * 12)  # another plan's hash
+    result = flow.run(flow.pull_request_job(), wait_s=0.2)
+    assert result.status is not None
+    assert sorted(r["rule"] for r in result.status["refusals"]) == ["not-edited", "plan-hash"]
+
+    # An approval made before the latest push: the plan comment is for the old head.
+    flow.approve("erin", plan.hash)
+    flow.host.push("github", REPO, 7, "f6" * 20)
+    pushed = flow.run(flow.pull_request_job(head="f6" * 20), wait_s=0.2)
+    assert pushed.outcome is JobOutcome.TIMED_OUT
+    assert pushed.status is not None
+    assert "after-plan-comment" in {r["rule"] for r in pushed.status["refusals"]}
+    assert table_exists(scratch_db_url, "visits_old")
+
+
+def test_an_approval_on_another_pr_does_not_count(flow: Flow) -> None:
+    planned = flow.run(flow.pull_request_job(), plan_only=True)
+    assert planned.plan is not None
+    flow.approve("bob", planned.plan.hash, number=8)
+    result = flow.run(flow.pull_request_job(), wait_s=0.2)
+    assert result.outcome is JobOutcome.TIMED_OUT
+    assert result.status is not None and result.status["approvers"] == []
