@@ -172,6 +172,40 @@ class Flow:
         }
         return self.github_env("issue_comment", payload, "d4" * 20, "refs/heads/main")
 
+    def gitlab_env(self, *, source: str, sha: str, ref: str, **extra: str) -> dict[str, str]:
+        """A GitLab CI job's env; its ``id_tokens:`` variable holds a token minted now."""
+        token = self.gateway.token(
+            project_path=REPO, user_login="alice", ref=ref, sha=sha, environment=None
+        )
+        return {
+            "GITLAB_CI": "true",
+            "SIGNOFF_ID_TOKEN": token,
+            "CI_PROJECT_PATH": REPO,
+            "CI_COMMIT_SHA": sha,
+            "CI_COMMIT_REF_NAME": ref,
+            "CI_PIPELINE_SOURCE": source,
+            "CI_PIPELINE_ID": "314",
+            "CI_JOB_ID": "2718",
+            "GITLAB_USER_LOGIN": "alice",
+            "CI_API_V4_URL": f"{self.host.gitlab_url}/api/v4",
+            "CI_SERVER_URL": self.host.gitlab_url,
+            **extra,
+        }
+
+    def merge_request_job(self, iid: int = 7, head: str = HEAD) -> dict[str, str]:
+        return self.gitlab_env(
+            source="merge_request_event",
+            sha=head,
+            ref="feature/drop-visits-old",
+            CI_MERGE_REQUEST_IID=str(iid),
+            CI_MERGE_REQUEST_SOURCE_BRANCH_SHA=head,
+            CI_MERGE_REQUEST_PROJECT_PATH=REPO,
+            CI_MERGE_REQUEST_SOURCE_PROJECT_PATH=REPO,
+        )
+
+    def default_branch_job(self, sha: str = MERGED) -> dict[str, str]:
+        return self.gitlab_env(source="push", sha=sha, ref="main")
+
     def run(self, env: dict[str, str], **options: Any) -> JobResult:
         defaults: dict[str, Any] = {
             "gateway_url": self.gateway.http,
