@@ -161,3 +161,25 @@ def test_an_approval_on_another_pr_does_not_count(flow: Flow) -> None:
     result = flow.run(flow.pull_request_job(), wait_s=0.2)
     assert result.outcome is JobOutcome.TIMED_OUT
     assert result.status is not None and result.status["approvers"] == []
+
+
+def test_a_second_apply_waits_for_the_first_and_fails_clearly_at_lock_wait(
+    flow: Flow, scratch_db_url: str
+) -> None:
+    from runner.apply import advisory_lock_key
+
+    planned = flow.run(flow.pull_request_job(), plan_only=True)
+    assert planned.plan is not None
+    flow.approve("bob", planned.plan.hash)
+    # Another pipeline's apply holds the database's apply lock (through the upstream).
+    with psycopg.connect(scratch_db_url, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s)", (advisory_lock_key(flow.gateway.database),))
+        blocked = flow.run(flow.pull_request_job(), lock_wait_s=1.0)
+    assert blocked.outcome is JobOutcome.FAILED
+    assert blocked.apply is not None and blocked.apply.outcome.value == "lock-timeout"
+    assert any("another apply holds the lock on" in line for line in flow.lines)
+    assert table_exists(scratch_db_url, "visits_old")
+    # Once the other apply is done, the same approval applies (the grants were never used).
+    applied = flow.run(flow.pull_request_job())
+    assert applied.outcome is JobOutcome.APPLIED, (applied.reason, flow.lines)
+    assert not table_exists(scratch_db_url, "visits_old")
