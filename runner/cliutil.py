@@ -4,6 +4,8 @@ one-line error handling, and the options and settings more than one module uses.
 from __future__ import annotations
 
 import functools
+import os
+import signal
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -34,6 +36,16 @@ def _fail(message: str, status: int = command.EXIT_USAGE) -> NoReturn:
     sys.exit(status)
 
 
+def _closed_pipe() -> NoReturn:
+    """The reader went away (``signoff rules | head -1``): end quietly, as Unix tools
+    do, with the status of a process ended by SIGPIPE, and keep Python from
+    complaining again when it flushes stdout at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    sys.exit(128 + signal.SIGPIPE)
+
+
 def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
     """One line and exit 2 for anything wrong with input or environment.
 
@@ -51,6 +63,8 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
             if debug:
                 raise
             _fail(str(error), error.exit_code)
+        except BrokenPipeError:
+            _closed_pipe()
         except (KeyboardInterrupt, click.exceptions.Exit, click.ClickException):
             raise
         except Exception as error:
