@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 import click
 
-from runner.errors import ConfigError, SignoffError
+from runner.errors import SignoffError
 
 if TYPE_CHECKING:  # imported lazily at run time: `signoff gateway --help` stays quick
     from runner.gateway.config import GatewayConfig
@@ -70,12 +70,14 @@ def gateway() -> None:
 def serve(config_path: Path) -> None:
     """Serve the HTTP API and the PostgreSQL listener until interrupted."""
     config = _load(config_path)
-    try:
-        for database in config.databases.values():
-            database.password()  # fail at start, not at the first connection
-    except SignoffError as error:
-        _fail(str(error))
-    from runner.gateway.serve import run
+    from runner.gateway.preflight import preflight
+
+    problems = preflight(config)  # fail at start, not at the first connection
+    if problems:
+        _fail(
+            problems[0] + (f" (and {len(problems) - 1} more: check-config)" if problems[1:] else "")
+        )
+    from runner.gateway.serve import StartupError, run
 
     # The gateway's own log lines (audit write failures, a repaired journal, the
     # audit totals at exit) go to stderr; uvicorn's are set up by uvicorn.
@@ -83,12 +85,10 @@ def serve(config_path: Path) -> None:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("uvicorn").propagate = False
-    click.echo(
-        f"signoff gateway: http://{config.http_host}:{config.http_port} "
-        f"postgresql://{config.pg_host}:{config.pg_port}",
-        err=True,
-    )
-    run(config)
+    try:
+        run(config)
+    except StartupError as error:
+        _fail(str(error))
 
 
 @gateway.command("check-config")
@@ -96,12 +96,14 @@ def serve(config_path: Path) -> None:
 def check_config(config_path: Path) -> None:
     """Validate the configuration and print what the gateway will enforce."""
     config = _load(config_path)
-    problems = []
-    for database in config.databases.values():
-        try:
-            database.password()
-        except ConfigError as error:
-            problems.append(str(error))
+    from runner.gateway.preflight import preflight
+
+    problems = preflight(config)
+    if problems:
+        # Nothing is "valid" until everything the gateway reads at start has answered.
+        for problem in problems:
+            click.echo(f"signoff: error: {problem}", err=True)
+        sys.exit(2)
     out = [
         f"{config_path}: valid",
         f"audience: {config.audience}",
@@ -124,6 +126,15 @@ def check_config(config_path: Path) -> None:
             + ", ".join(f"{k}={v}" for k, v in a.claims.items())
             for a in config.access
         ),
+        "approvals: "
+        f"GitHub {config.approvals.github_permission}, GitLab {config.approvals.gitlab_access}, "
+        + ", ".join(f"{n}: {config.min_approvals(n)} approver(s)" for n in config.databases),
+        "code hosts:",
+        *(
+            f"  {h.platform}: {h.api_url}, token from "
+            + (f"${h.token_env}" if h.token_env else str(h.token_file))
+            for h in config.code_hosts.values()
+        ),
         "roles:",
     ]
     for role in config.roles.values():
@@ -131,10 +142,6 @@ def check_config(config_path: Path) -> None:
         rules = ", ".join(f"{r}: {v.value}" for r, v in role.rules.items())
         out.append(f"  {role.name}: {verdicts}" + (f"; {rules}" if rules else ""))
     click.echo("\n".join(out))
-    if problems:
-        for problem in problems:
-            click.echo(f"signoff: error: {problem}", err=True)
-        sys.exit(2)
 
 
 @gateway.command()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import socket
 import ssl
 import threading
 from collections.abc import Callable
@@ -13,6 +15,7 @@ from dataclasses import dataclass, field
 
 import uvicorn
 
+from runner.errors import SignoffError
 from runner.gateway.app import create_app
 from runner.gateway.config import GatewayConfig
 from runner.gateway.proxy import PgProxy, ProxyConfig
@@ -77,15 +80,36 @@ async def serve(
             lifespan="off",
         )
     )
-    await proxy.start()
+    try:
+        await proxy.start()
+    except OSError as error:
+        service.close()
+        store.close()
+        raise _bind_error("listen.pg", config.pg_host, config.pg_port, error) from None
     service.pg_port = proxy.port  # what sessions are told (the bound port, for :0)
-    http_task = asyncio.create_task(http.serve())
+    try:
+        # Bound here, not by uvicorn, so a taken port is one line (uvicorn logs it
+        # and exits the process from inside its task).
+        http_socket = socket.create_server((config.http_host, config.http_port), backlog=2048)
+    except OSError as error:
+        await proxy.stop()
+        service.close()
+        store.close()
+        raise _bind_error("listen.http", config.http_host, config.http_port, error) from None
+    http_task = asyncio.create_task(http.serve(sockets=[http_socket]))
     try:
         while not http.started:
             if http_task.done():
                 await http_task  # raises what stopped it (port in use, ...)
                 return
             await asyncio.sleep(0.01)
+        _log.info(
+            "listening: http://%s:%d postgresql://%s:%d",
+            config.http_host,
+            http_socket.getsockname()[1],
+            config.pg_host,
+            proxy.port,
+        )
         if running is not None:
             running.pg_port = proxy.port
             running.service = service
@@ -109,6 +133,18 @@ async def serve(
             stats.requests,
             stats.lane_entries,
         )
+
+
+class StartupError(SignoffError):
+    """The gateway cannot start (a port is taken, a file is unreadable): one line."""
+
+
+def _bind_error(key: str, host: str, port: int, error: OSError) -> StartupError:
+    reason = os.strerror(error.errno) if error.errno else str(error)
+    return StartupError(
+        f"{key} {host}:{port}: cannot listen ({reason}); stop what holds the port or "
+        f"change {key} in gateway.toml"
+    )
 
 
 def run(config: GatewayConfig) -> None:
