@@ -20,7 +20,8 @@ GitHub answers under ``/api/v3`` (an Enterprise-style base URL), GitLab under
 and answers 304 to a matching ``If-None-Match``. A request without a known
 token is a 401. The server's clock starts at ``START`` and moves one second
 on every write, so comment times are distinct and ordered; ``advance()``
-moves it further. ``requests`` lists ``(method, path)`` of every request.
+moves it further. ``requests`` lists ``(method, path)`` of every request;
+``fail()`` makes the next matching requests answer an error status.
 """
 
 from __future__ import annotations
@@ -115,6 +116,7 @@ class CodeHostServer:
         self.users: dict[int, UserRecord] = {}
         self.repos: dict[tuple[str, str], RepoRecord] = {}
         self.requests: list[tuple[str, str]] = []
+        self.faults: list[tuple[str, str, int]] = []
         self._ids = 1000
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -267,6 +269,17 @@ class CodeHostServer:
                 return comment
         raise HttpError(404, "Not Found")
 
+    def fail(self, method: str, path_suffix: str, status: int, *, times: int = 1) -> None:
+        """The next ``times`` requests of ``method`` on a path ending so answer ``status``."""
+        with self.lock:
+            self.faults += [(method, path_suffix, status)] * times
+
+    def take_fault(self, method: str, path: str) -> None:
+        for n, (verb, suffix, status) in enumerate(self.faults):
+            if verb == method and path.endswith(suffix):
+                del self.faults[n]
+                raise HttpError(status, "injected fault")
+
     def authenticate(self, headers: Any) -> UserRecord:
         value = headers.get("PRIVATE-TOKEN") or ""
         if not value:
@@ -288,17 +301,10 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
-    def do_GET(self) -> None:
-        self._dispatch("GET")
+    def _handle(self) -> None:
+        self._dispatch(self.command)
 
-    def do_POST(self) -> None:
-        self._dispatch("POST")
-
-    def do_PATCH(self) -> None:
-        self._dispatch("PATCH")
-
-    def do_PUT(self) -> None:
-        self._dispatch("PUT")
+    do_GET = do_POST = do_PATCH = do_PUT = _handle
 
     def _origin(self) -> str:
         return f"http://{self.headers.get('Host') or '127.0.0.1'}"
@@ -313,6 +319,7 @@ class _Handler(BaseHTTPRequestHandler):
         headers: dict[str, str] = {}
         try:
             with self.host.lock:
+                self.host.take_fault(method, raw_path)
                 me = self.host.authenticate(self.headers)
                 api: _GitHubApi | _GitLabApi
                 if raw_path.startswith("/api/v3/"):

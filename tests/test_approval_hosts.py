@@ -313,3 +313,27 @@ def test_conditional_requests_answer_304() -> None:
         assert pull.update() is True
         assert pull.head.sha == "f" * 40
         gh.close()
+
+
+def _retrying_host(world: World) -> CodeHost:
+    token = world.server.token_of("signoff-gateway")
+    if world.platform == "github":
+        return GitHubHost(token, world.server.github_url)  # the default retry policy
+    return GitLabHost(token, world.server.gitlab_url)
+
+
+def test_reads_are_retried_and_writes_are_not(world: World) -> None:
+    host = _retrying_host(world)
+    comments = "/7/comments" if world.platform == "github" else "/7/notes"
+    world.server.fail("GET", comments, 502)
+    assert host.find_plan_comment(world.review, database=DB) is None  # read again: fine
+    assert world.requests("GET", comments) == 2
+    # A lost answer to a POST may have created the comment: never sent twice.
+    world.server.fail("POST", comments, 502)
+    with pytest.raises(CodeHostError, match="502"):
+        post_plan(host, world.review, PLAN, database=DB)
+    assert world.requests("POST", comments) == 1
+    post_plan(host, world.review, PLAN, database=DB)
+    assert world.requests("POST", comments) == 2
+    assert len(world.server.repo(world.platform, REPO).reviews[7].comments) == 1
+    host.close()
