@@ -8,6 +8,7 @@ bearer token (``Authorization: Bearer <secret>``).
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -21,11 +22,19 @@ from runner.gateway.auditlog import merge_records
 from runner.gateway.model import Session, utcnow
 from runner.gateway.review import ReviewRefused, ReviewTarget
 from runner.gateway.service import ExchangeRefused, GatewayService
+from runner.gateway.text import bounded, storable_text
+
+_SESSION_ID = re.compile(r"so_[0-9a-f]{24}")
+_MAX_DETAIL = 500
 
 
 class SessionRequest(BaseModel):
-    token: str = Field(description="The CI job's OIDC ID token (a JWT).")
-    database: str = Field(description="A database name from the gateway's configuration.")
+    token: str = Field(description="The CI job's OIDC ID token (a JWT).", max_length=65536)
+    database: str = Field(
+        description="A database name from the gateway's configuration.",
+        min_length=1,
+        max_length=255,
+    )
 
 
 class PgEndpoint(BaseModel):
@@ -80,6 +89,7 @@ class ApiError(Exception):
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "A body that is not UTF-8 JSON."},
     401: {"model": ErrorBody},
     403: {"model": ErrorBody},
     404: {"model": ErrorBody},
@@ -97,24 +107,39 @@ def create_app(service: GatewayService) -> FastAPI:
         title="Signoff gateway",
         version=__version__,
         description="OIDC token exchange, short-lived PostgreSQL sessions, audit.",
+        # No redirect to the slashed path: it would copy the client's Host header
+        # into Location (an open redirect), and no client needs it.
+        redirect_slashes=False,
     )
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse({"error": exc.error, "detail": exc.detail}, status_code=exc.status)
+        return JSONResponse(
+            {"error": exc.error, "detail": bounded(exc.detail, _MAX_DETAIL)}, status_code=exc.status
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         detail = f"{where}: {first.get('msg', 'invalid')}" if where else "invalid request body"
+        detail = bounded(storable_text(detail), _MAX_DETAIL)
+        if request.url.path == "/v1/sessions":
+            # A refused exchange is on the record whatever made it fail.
+            await asyncio.to_thread(
+                service.record_refusal, "exchange-refused", reason="invalid-request", detail=detail
+            )
         return JSONResponse({"error": "invalid-request", "detail": detail}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        error = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
+        error = {400: "bad-request", 404: "not-found", 405: "method-not-allowed"}.get(
+            exc.status_code, "http-error"
+        )
         return JSONResponse(
-            {"error": error, "detail": str(exc.detail)}, status_code=exc.status_code
+            {"error": error, "detail": bounded(str(exc.detail), _MAX_DETAIL)},
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),  # 405's Allow
         )
 
     @app.exception_handler(Exception)
@@ -150,6 +175,9 @@ def create_app(service: GatewayService) -> FastAPI:
         )
 
     async def authenticated(request: Request, session_id: str, *, allow_ended: bool) -> Session:
+        if _SESSION_ID.fullmatch(session_id) is None:
+            # Not a session id at all (a NUL, a megabyte): no store is asked.
+            raise ApiError(401, "unauthenticated", "unknown session or wrong secret")
         header = request.headers.get("authorization", "")
         scheme, _, secret = header.partition(" ")
         if scheme.lower() != "bearer" or not secret:

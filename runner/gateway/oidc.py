@@ -182,6 +182,26 @@ def github_issuer(**kwargs: Any) -> IssuerConfig:
     return IssuerConfig(**{"name": "github", "issuer": GITHUB_ISSUER, **kwargs})
 
 
+def _not_text(value: Any, where: str = "claims") -> str | None:
+    """The path of the first value whose text is not storable (a lone surrogate, a NUL)."""
+    if isinstance(value, str):
+        bad = "\x00" in value or any("\ud800" <= c <= "\udfff" for c in value)
+        return where if bad else None
+    items: list[tuple[str, Any]] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if _not_text(str(key)) is not None:
+                return where + "[key]"
+            items.append((f"{where}.{key}", item))
+    elif isinstance(value, list):
+        items = [(f"{where}[{n}]", item) for n, item in enumerate(value)]
+    for path, item in items:
+        found = _not_text(item, path)
+        if found is not None:
+            return found
+    return None
+
+
 class TokenRejected(Exception):
     """A token that does not authenticate anyone.
 
@@ -327,6 +347,11 @@ class OidcValidator:
         except jwt.PyJWTError as exc:
             raise TokenRejected("malformed", f"token is malformed ({type(exc).__name__})") from None
 
+        bad = _not_text(claims)
+        if bad is not None:
+            # A lone surrogate or a NUL cannot be stored or audited as text; such a
+            # token is refused (and the refusal recorded) rather than half-accepted.
+            raise TokenRejected("malformed", f"token {_show(bad)} holds text that is not valid")
         now = self._clock()
         exp = _numeric(claims, "exp")
         iat = _numeric(claims, "iat")

@@ -49,6 +49,7 @@ from runner.gateway.model import (
 from runner.gateway.oidc import OidcValidator, TokenRejected, claims_match
 from runner.gateway.policy import GatewayPolicy, ServerFacts
 from runner.gateway.review import ReviewDesk, ReviewTarget
+from runner.gateway.text import bounded, storable, storable_text
 from runner.plan.build import ServerFacts as PlanFacts
 
 
@@ -134,10 +135,12 @@ class GatewayService:
                 "exchange-refused",
                 reason="unknown-database",
                 principal=principal.to_json(),
-                database=database,
+                database=bounded(database),
             )
             raise ExchangeRefused(
-                404, "unknown-database", f"no database {database!r} behind this gateway"
+                404,
+                "unknown-database",
+                f"no database {bounded(storable_text(database))!r} behind this gateway",
             )
         rule = self._access_rule(principal, database)
         if rule is None:
@@ -265,10 +268,14 @@ class GatewayService:
     def _event_entry(
         self, session: Session | None, event: str, data: Mapping[str, Any]
     ) -> NewEntry:
-        body = {"event": event, **data}
+        body = {"event": event, **storable(dict(data))}
         if session is not None and "principal" not in body:
             body["principal"] = session.principal.to_json()
         return NewEntry(EntryKind.SESSION, session.id if session else None, body)
+
+    def record_refusal(self, event: str, **data: Any) -> None:
+        """An audit event for a request refused before it reached the service."""
+        self._event(None, event, **data)
 
     def _event(self, session: Session | None, event: str, **data: Any) -> None:
         self.writer.append_now([self._event_entry(session, event, data)])
