@@ -56,3 +56,10 @@ def test_a_huge_plan_fits_in_one_comment() -> None:
     assert len(body) <= MAX_BODY
     assert body.rstrip().endswith(f"(full: `{huge.hash}`)")
     assert f"/signoff approve {huge.short_hash}" in body
+
+
+def test_each_rule_is_explained_once() -> None:
+    many = lint_text("DROP TABLE a;\nDROP TABLE b;\nDROP TABLE c;\n", "m.sql")
+    body = plan_comment(many, database="ehr", head_sha=HEAD)
+    assert body.count("SO101 drop-table") == 3
+    assert body.count("Why: ") == 1

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
+from runner.errors import SignoffError
 from runner.plan.build import lint_text
-from runner.plan.diff import diff_plans, diff_texts, render_markdown, render_text
+from runner.plan.diff import diff_files, diff_plans, diff_texts, render_markdown, render_text
 
 OLD = lint_text(
     "CREATE TABLE t (a int);\n"
@@ -79,3 +81,15 @@ def test_diff_of_plan_files_checks_them() -> None:
     tampered["statements"][0]["text"] = "DROP TABLE t"
     with pytest.raises(ValueError, match="sha256 does not match"):
         diff_texts(OLD.dumps(), json.dumps(tampered))
+
+
+def test_plan_files_and_their_errors(tmp_path: Path) -> None:
+    old, new = tmp_path / "old.json", tmp_path / "new.json"
+    old.write_text(OLD.dumps())
+    new.write_text(NEW.dumps())
+    assert diff_files(old, new) == render_text(diff_plans(OLD, NEW))
+    new.write_text('{"format": "something else"}')
+    with pytest.raises(SignoffError, match=r"new.json: not a valid plan \(not a Signoff plan"):
+        diff_files(old, new)
+    with pytest.raises(SignoffError, match=r"missing.json: cannot be read"):
+        diff_files(tmp_path / "missing.json", new)

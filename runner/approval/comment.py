@@ -161,6 +161,7 @@ def _statements_needing_approval(plan: Plan) -> list[str]:
     if not flagged:
         return []
     rules = catalogue()
+    explained: set[str] = set()  # each rule's rationale once: a plan may drop many tables
     out = ["#### Statements that need approval", ""]
     for statement in flagged:
         out.append(
@@ -172,7 +173,8 @@ def _statements_needing_approval(plan: Plan) -> list[str]:
         for finding in statement.findings:
             out.append(f"- {_inline(finding_line(finding))}")
             rule = rules.get(finding.rule)
-            if rule is not None:
+            if rule is not None and rule.id not in explained:
+                explained.add(rule.id)
                 out.append(f"  - Why: {_inline(rule.rationale)}")
                 out.append(f"  - Safer: {_inline(rule.safer)}")
         out.append("")

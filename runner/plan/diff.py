@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import sqlglot
@@ -22,6 +23,7 @@ from sqlglot.diff import Insert, Move, Remove, Update
 from sqlglot.diff import diff as sqlglot_diff
 from sqlglot.errors import SqlglotError
 
+from runner.errors import SignoffError
 from runner.plan.model import Plan, Statement
 from runner.plan.render import first_line
 
@@ -261,6 +263,24 @@ def render_markdown(plan_diff: PlanDiff) -> list[str]:
 
 def _code(value: str) -> str:
     return value.replace("`", "'")
+
+
+def load_plan_file(path: Path) -> Plan:
+    """A plan JSON file, or a one-line error naming the file and the fix."""
+    try:
+        return Plan.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise SignoffError(f"{path}: cannot be read ({error.strerror or error})") from error
+    except (ValueError, KeyError, TypeError) as error:
+        detail = f"missing {error}" if isinstance(error, KeyError) else str(error).splitlines()[0]
+        raise SignoffError(
+            f"{path}: not a valid plan ({detail}); write one with 'signoff plan --format json'"
+        ) from error
+
+
+def diff_files(old: Path, new: Path) -> str:
+    """``signoff diff OLD.json NEW.json`` as text."""
+    return render_text(diff_plans(load_plan_file(old), load_plan_file(new)))
 
 
 def diff_texts(old_json: str, new_json: str) -> str:
