@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 
 from sqlglot import exp
 
-from runner.plan.rules.base import Context, StatementView, ident, table_name
+from runner.plan.rules.base import Context, StatementView, ident, table_name, version_text
 
 
 def is_new(context: Context, relation: str | None) -> bool:
@@ -100,13 +100,7 @@ def constraint_label(kind: str, name: str) -> str:
 
 def server_version_text(context: Context) -> str:
     """``PostgreSQL 15.4``, or a note that the version is unknown."""
-    version = context.server_version
-    if version is None:
-        return "server version unknown"
-    major, minor = divmod(version, 10000)
-    if major < 10:  # 9.6.24 is 90624
-        return f"PostgreSQL {major}.{minor // 100}.{minor % 100}"
-    return f"PostgreSQL {major}.{minor}"
+    return version_text(context.server_version)
 
 
 def in_transaction_block(view: StatementView, context: Context) -> str | None:

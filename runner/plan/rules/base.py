@@ -35,6 +35,21 @@ class Example:
     columns: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     apply_lock_timeout: bool = True
 
+    @property
+    def version_text(self) -> str:
+        """``PostgreSQL 11.0``, or that the version is unknown (the rule assumes the worst)."""
+        return version_text(self.server_version)
+
+
+def version_text(version: int | None) -> str:
+    """``server_version_num`` in words: 110000 -> ``PostgreSQL 11.0``, 90624 -> ``9.6.24``."""
+    if version is None:
+        return "server version unknown"
+    major, minor = divmod(version, 10000)
+    if major < 10:
+        return f"PostgreSQL {major}.{minor // 100}.{minor % 100}"
+    return f"PostgreSQL {major}.{minor}"
+
 
 @dataclass
 class StatementView:
@@ -165,6 +180,12 @@ class Rule:
     # The statement kinds (StatementView.kind; None for unrecognised) the check
     # can fire on. The engine skips the rule for any other kind; None: every kind.
     kinds: frozenset[str | None] | None = None
+
+    @property
+    def version_dependent(self) -> bool:
+        """Whether the examples are judged on more than one server version: the same SQL
+        may then be flagged on one and not on another, so every example says its version."""
+        return len({e.server_version for e in (*self.triggers, *self.passes)}) > 1
 
 
 CATALOGUE: dict[str, Rule] = {}
