@@ -103,7 +103,7 @@ def test_policy_settings_are_checked() -> None:
     assert ApprovalPolicy(gitlab_access_level=40).required_name("gitlab") == "maintainer"
 
 
-def _state(*comments: ApprovalComment, plan_hash: str = HASH) -> ReviewState:
+def _state(*comments: ApprovalComment, plan_hash: str = HASH, state: str = "open") -> ReviewState:
     plan = PlanComment(
         id=10,
         url="u/10",
@@ -120,7 +120,7 @@ def _state(*comments: ApprovalComment, plan_hash: str = HASH) -> ReviewState:
         review=Review("github", "https://api.github.com", "acme/ehr", 7, HEAD),
         author=AUTHOR,
         head_sha=HEAD,
-        state="open",
+        state=state,
         comments=comments,
         plan_comment=plan,
         permissions=writers,
@@ -175,6 +175,9 @@ def test_with_evidence_only_the_named_comments_count() -> None:
     assert not verdict.granted
     assert [(r.comment_url, r.rule_id) for r in verdict.refusals] == [("u#note_99", "this-review")]
     assert evaluate(state, HASH, policy=ApprovalPolicy(), actor=None, evidence=[20]).granted
+    chatter = _state(_comment(21, BOB, "looks good to me"))
+    verdict = evaluate(chatter, HASH, policy=ApprovalPolicy(), actor=None, evidence=["21"])
+    assert [(r.comment_url, r.rule_id) for r in verdict.refusals] == [("u/21", "command-format")]
 
 
 def test_log_lines_name_each_rule() -> None:
@@ -185,3 +188,9 @@ def test_log_lines_name_each_rule() -> None:
         lines[1]
         == "approval refused rule=not-author comment=u/20: carol wrote the change under review"
     )
+
+
+def test_a_review_closed_without_merging_approves_nothing() -> None:
+    approval = _comment(20, ALICE, f"/signoff approve {HASH[:12]}")
+    assert _verdict(_state(approval, state="closed")) == [("u/20", "review-state")]
+    assert _verdict(_state(approval, state="merged")) == []

@@ -34,6 +34,7 @@ MIN_PREFIX = 12
 
 # Stable rule ids: they appear in log lines and API answers; never renamed.
 RULE_COMMAND = "command-format"
+RULE_STATE = "review-state"
 RULE_HEAD = "head-current"
 RULE_PLAN_COMMENT = "plan-comment-current"
 RULE_HASH = "plan-hash"
@@ -172,7 +173,7 @@ def evidence_comment_id(value: int | str) -> int:
     if isinstance(value, int):
         return value
     text = value.strip()
-    if text.isdigit():
+    if re.fullmatch(r"[0-9]{1,19}", text):
         return int(text)
     match = re.search(r"(?:#issuecomment-|/issues/comments/|#note_|/notes/)(\d+)$", text)
     if match is None:
@@ -195,6 +196,14 @@ class Context:
 
 
 CommentRule = Callable[[Context, ApprovalComment, Command], "str | None"]
+
+
+def review_state(ctx: Context, comment: ApprovalComment, command: Command) -> str | None:
+    """Open, or merged (apply on the default branch after merge); a review closed
+    without merging approves nothing."""
+    if ctx.state.state not in ("open", "merged"):
+        return f"{ctx.state.review} is {ctx.state.state}"
+    return None
 
 
 def head_current(ctx: Context, comment: ApprovalComment, command: Command) -> str | None:
@@ -287,6 +296,7 @@ def has_permission(ctx: Context, comment: ApprovalComment, command: Command) -> 
 
 # In this order: the first refusal is the one reported.
 APPROVAL_RULES: tuple[tuple[str, CommentRule], ...] = (
+    (RULE_STATE, review_state),
     (RULE_HEAD, head_current),
     (RULE_PLAN_COMMENT, plan_comment_current),
     (RULE_HASH, plan_hash_matches),
@@ -346,7 +356,8 @@ def evaluate(
             comment_id = evidence_comment_id(item)
             wanted.add(comment_id)
             if comment_id not in on_review:
-                where = item if isinstance(item, str) and not item.isdigit() else f"comment {item}"
+                named_by_url = isinstance(item, str) and not item.strip().isdigit()
+                where = item if named_by_url else f"comment {comment_id}"
                 refusals.append(
                     Refusal(
                         str(where),
@@ -360,6 +371,10 @@ def evaluate(
     for comment in sorted(state.comments, key=lambda c: (c.created_at, c.id)):
         commands = parse_commands(comment.body)
         if not commands:
+            if wanted is not None and comment.id in wanted:
+                refusals.append(
+                    Refusal(comment.url, RULE_COMMAND, "the comment holds no /signoff command")
+                )
             continue
         rejects = [c for c in commands if c.verb == "reject"]
         if rejects:
