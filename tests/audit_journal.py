@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from runner.gateway.store import JOURNAL_SUFFIX
+from runner.gateway.store.journal import JOURNAL_SUFFIX
 from runner.plan.model import canonical_json
 
 

@@ -103,3 +103,60 @@ def test_data_given_as_a_dict_is_encoded_to_the_vectors_text(vector: dict[str, A
     assert [p[4] for p in prepared] == [json.loads(e["data"]) for e in vector["entries"]]
     rows = chain_rows(prepared, vector["last_seq"], vector["last_hash"], vector["ts"])
     assert rows[-1][7] == vector["entries"][-1]["hash"]
+
+
+def _entries(vector: dict[str, Any]) -> list[AuditEntry]:
+    ts = vector["ts"]
+    return [
+        AuditEntry(
+            e["seq"],
+            ts,
+            EntryKind(e["kind"]),
+            e["session_id"],
+            json.loads(e["data"]),
+            e["prev_hash"],
+            e["hash"],
+            e["ref"],
+        )
+        for e in vector["entries"]
+    ]
+
+
+def test_the_vectors_verify_and_an_edit_does_not() -> None:
+    from runner.audit.verify import verify_chain
+
+    genesis, tail = CHAINS
+    report = verify_chain(_entries(genesis))
+    assert report.ok and report.count == len(genesis["entries"]) and report.incomplete == ()
+    assert report.last_hash == genesis["entries"][-1]["hash"]
+    # The tail is a format vector (its outcomes refer to no statement of theirs):
+    # its links verify after the entry it follows, up to the first such outcome.
+    after = (tail["last_seq"], tail["last_hash"])
+    report = verify_chain(_entries(tail), after=after)
+    assert report.first_bad_seq == 44 and "outcome refers to entry 42" in str(report.problem)
+    assert verify_chain(_entries(tail)).problem == "seqs 1-41 missing (gap after 0)"
+
+    edited = _entries(genesis)
+    statement = next(n for n, e in enumerate(edited) if e.kind is EntryKind.STATEMENT)
+    data = dict(edited[statement].data, text="SELECT 2")
+    edited[statement] = AuditEntry(**{**edited[statement].__dict__, "data": data})
+    report = verify_chain(edited)
+    assert not report.ok and report.first_bad_seq == edited[statement].seq
+    assert report.problem == f"entry {edited[statement].seq}: hash does not match its contents"
+
+
+def test_verifying_needs_nothing_of_the_gateway() -> None:
+    """An auditor checks a chain with runner.audit alone: no gateway module is imported
+    (the writer is the one part that serves the gateway)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, runner.audit.chain, runner.audit.verify, runner.audit.records, "
+        "runner.audit.entries; "
+        "print(sorted(m for m in sys.modules if m.startswith('runner.gateway')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "[]"

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from runner.gateway.auditlog import (
+from runner.audit.entries import (
     outcome_data,
     outcome_data_json,
     statement_data,

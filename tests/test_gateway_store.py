@@ -24,13 +24,10 @@ import psycopg
 import pytest
 from audit_journal import delete_entries, edit_entry, journal_path
 
-from runner.gateway.auditlog import (
-    AuditWriter,
-    event_entry,
-    merge_records,
-    outcome_entry,
-    verify_chain,
-)
+from runner.audit.entries import event_entry, outcome_entry
+from runner.audit.records import merge_records
+from runner.audit.verify import verify_chain
+from runner.audit.writer import AuditWriter
 from runner.gateway.model import (
     AuditEntry,
     EntryKind,
@@ -536,17 +533,17 @@ def test_two_processes_share_one_chain(store_url: str) -> None:
 class CountingSqlite(SqliteStore):
     calls = 0
 
-    def append(self, entries: Sequence[NewEntry]) -> list[AuditEntry]:
+    def append_seqs(self, entries: Sequence[NewEntry]) -> list[int]:  # the writer's append
         self.calls += 1
-        return super().append(entries)
+        return super().append_seqs(entries)
 
 
 class CountingPostgres(PostgresStore):
     calls = 0
 
-    def append(self, entries: Sequence[NewEntry]) -> list[AuditEntry]:
+    def append_seqs(self, entries: Sequence[NewEntry]) -> list[int]:  # the writer's append
         self.calls += 1
-        return super().append(entries)
+        return super().append_seqs(entries)
 
 
 def counting_store(url: str) -> CountingSqlite | CountingPostgres:
@@ -561,15 +558,15 @@ def test_audit_writer_concurrent_appenders(store_url: str, inline: bool) -> None
     writer = AuditWriter(store, inline=inline)
     tasks, rounds = 50, 6
 
-    async def appender(t: int) -> list[AuditEntry]:
-        mine: list[AuditEntry] = []
+    async def appender(t: int) -> list[int]:
+        mine: list[int] = []
         for r in range(rounds):
             [st] = await writer.append([statement(f"so_{t}", r)])
             mine.append(st)
-            mine.extend(await writer.append([outcome(f"so_{t}", st.seq)]))
+            mine.extend(await writer.append([outcome(f"so_{t}", st)]))
         return mine
 
-    async def main() -> list[list[AuditEntry]]:
+    async def main() -> list[list[int]]:
         return await asyncio.gather(*(appender(t) for t in range(tasks)))
 
     try:
@@ -580,7 +577,7 @@ def test_audit_writer_concurrent_appenders(store_url: str, inline: bool) -> None
     assert writer.stats.requests == requests
     assert writer.stats.entries == requests
     assert store.calls == writer.stats.batches
-    assert store.calls < requests / 2, f"{store.calls} store.append calls for {requests} requests"
+    assert store.calls < requests / 2, f"{store.calls} store appends for {requests} requests"
 
     entries = store.entries()
     store.close()
@@ -588,10 +585,10 @@ def test_audit_writer_concurrent_appenders(store_url: str, inline: bool) -> None
     report = verify_chain(entries)
     assert report.ok and report.incomplete == ()
     for t, mine in enumerate(results):
-        seqs = [e.seq for e in mine]
-        assert seqs == sorted(seqs)
+        assert mine == sorted(mine)
         stored = [e for e in entries if e.session_id == f"so_{t}"]
-        assert stored == mine
+        assert [e.seq for e in stored] == mine
+        assert [e.ref for e in stored if e.kind is EntryKind.OUTCOME] == mine[::2]
         assert [e.data["n"] for e in stored if e.kind is EntryKind.STATEMENT] == list(range(rounds))
 
 
@@ -599,7 +596,7 @@ def test_audit_writer_concurrent_appenders(store_url: str, inline: bool) -> None
 def test_audit_writer_errors_and_close(store: StateStore, inline: bool) -> None:
     writer = AuditWriter(store, inline=inline)
 
-    async def main() -> tuple[list[AuditEntry] | BaseException, ...]:
+    async def main() -> tuple[list[int] | BaseException, ...]:
         return await asyncio.gather(
             writer.append([statement("so_a", 0)]),
             writer.append([NewEntry(EntryKind.SESSION, "so_b", {"bad": object()})]),
@@ -611,8 +608,8 @@ def test_audit_writer_errors_and_close(store: StateStore, inline: bool) -> None:
     assert isinstance(bad, TypeError)
     assert isinstance(good_a, list) and isinstance(good_c, list)
     assert len(good_a) == len(good_c) == 1
-    now = writer.append_now([event_entry("so_a", "closed", reason="client quit")])
-    assert now[0].data == {"event": "closed", "reason": "client quit"}
+    [now] = writer.append_now([event_entry("so_a", "closed", reason="client quit")])
+    assert store.entries(after_seq=now - 1)[0].data == {"event": "closed", "reason": "client quit"}
     assert writer.append_now([]) == []
     writer.close()
     writer.close()
@@ -627,7 +624,7 @@ def test_audit_writer_failure_reaches_every_caller(tmp_path: Path, inline: bool)
     writer = AuditWriter(store, inline=inline)
     store.close()  # every write now fails
 
-    async def main() -> list[list[AuditEntry] | BaseException]:
+    async def main() -> list[list[int] | BaseException]:
         return await asyncio.gather(
             *(writer.append([statement("so_a", n)]) for n in range(5)), return_exceptions=True
         )
@@ -665,8 +662,8 @@ def test_merge_records(store: StateStore) -> None:
 def test_chained_hash_equals_the_contract_over_odd_data() -> None:
     """The store writes each body's canonical JSON by hand (one encoding per entry):
     it must be exactly entry_hash(prev_hash, body()) as DESIGN.md defines it."""
+    from runner.audit.chain import build_entries
     from runner.gateway.model import GENESIS_HASH, EntryKind, NewEntry, entry_hash
-    from runner.gateway.store import build_entries
 
     entries = [
         NewEntry(
@@ -686,21 +683,21 @@ def test_append_timestamp_is_the_fixed_width_rfc3339_form() -> None:
     """The append path stamps entries without strftime: same text, same width."""
     from datetime import UTC, datetime
 
-    from runner.gateway.store import _from_rfc3339, _now_rfc3339, rfc3339
+    from runner.audit.chain import now_rfc3339, parse_rfc3339, rfc3339
 
     before = datetime.now(UTC)
-    stamp = _now_rfc3339()
+    stamp = now_rfc3339()
     after = datetime.now(UTC)
     assert len(stamp) == len(rfc3339(before)) == 27 and stamp.endswith("Z")
     assert rfc3339(before) <= stamp <= rfc3339(after)
-    assert rfc3339(_from_rfc3339(stamp)) == stamp
+    assert rfc3339(parse_rfc3339(stamp)) == stamp
 
 
 def test_canonical_data_is_json_dumps_sorted_compact() -> None:
     """canonical_data reuses one encoder: its text is json.dumps's, byte for byte."""
     import json
 
-    from runner.gateway.store import canonical_data
+    from runner.audit.chain import canonical_data
 
     data = {"z": [1, 2.5, None, True], "a": {"y": "é\n", "b": "✓"}, "m": ("t", 1)}
     text, plain = canonical_data(data)
@@ -719,7 +716,7 @@ def test_inline_writer_commits_a_statement_and_an_outcome_started_alongside_once
     write: both land in one commit (one batch), in a verifying chain."""
     import asyncio
 
-    from runner.gateway.auditlog import AuditWriter
+    from runner.audit.writer import AuditWriter
     from runner.gateway.model import EntryKind, NewEntry
     from runner.gateway.store import SqliteStore
 
@@ -735,13 +732,14 @@ def test_inline_writer_commits_a_statement_and_an_outcome_started_alongside_once
         await asyncio.sleep(0)
         # ... then this one starts its outcome write and awaits its next statement's.
         outcome = loop.create_task(
-            writer.append([NewEntry(EntryKind.OUTCOME, "so_1", {"ok": True}, ref=first.seq)])
+            writer.append([NewEntry(EntryKind.OUTCOME, "so_1", {"ok": True}, ref=first)])
         )
         (second,) = await writer.append([NewEntry(EntryKind.STATEMENT, "so_1", {"n": 2})])
         (done,) = await outcome
         await other
         assert writer.stats.batches == 2 and writer.stats.entries == 4  # one commit for 3
-        assert done.ref == first.seq and done.seq > first.seq and second.seq > first.seq
+        by_seq = {entry.seq: entry for entry in store.entries()}
+        assert by_seq[done].ref == first and done > first and second > first
 
     try:
         asyncio.run(scenario())
@@ -753,29 +751,30 @@ def test_inline_writer_commits_a_statement_and_an_outcome_started_alongside_once
 
 @pytest.mark.parametrize("inline", [False, True], ids=["thread", "inline"])
 def test_append_seqs_writes_the_same_chain(store_url: str, inline: bool) -> None:
-    """Seqs-only appends (the proxy's statements and outcomes) chain exactly like
-    append(), alone or in one batch with callers that want the entries."""
+    """The writer's appends (store.append_seqs: the proxy's statements and outcomes)
+    chain exactly like store.append(), alone or several in one batch."""
     import asyncio
 
     store = open_store(store_url)
     writer = AuditWriter(store, inline=inline)
 
     async def scenario() -> None:
-        seqs = await writer.append_seqs(
+        seqs = await writer.append(
             [statement("so_a", 0), NewEntry(EntryKind.OUTCOME, "so_a", {"x": 1}, ref=1)]
         )
         assert seqs == [1, 2]
         mixed = await asyncio.gather(
-            writer.append_seqs([statement("so_b", 1)]),
+            writer.append([statement("so_b", 1)]),
             writer.append([statement("so_c", 2)]),
-            writer.append_seqs([NewEntry(EntryKind.SESSION, "so_d", {"bad": object()})]),
-            writer.append_seqs([]),
+            writer.append([NewEntry(EntryKind.SESSION, "so_d", {"bad": object()})]),
+            writer.append([]),
             return_exceptions=True,
         )
         assert isinstance(mixed[2], TypeError) and mixed[3] == []
-        (b_seq,), (c_entry,) = mixed[0], mixed[1]  # type: ignore[misc]
-        assert isinstance(b_seq, int) and isinstance(c_entry, AuditEntry)
-        assert {b_seq, c_entry.seq} == {3, 4}
+        (b_seq,), (c_seq,) = mixed[0], mixed[1]  # type: ignore[misc]
+        assert isinstance(b_seq, int) and isinstance(c_seq, int)
+        assert {b_seq, c_seq} == {3, 4}
+        assert store.append([statement("so_e", 3)])[0].seq == 5
 
     try:
         asyncio.run(scenario())
@@ -783,7 +782,7 @@ def test_append_seqs_writes_the_same_chain(store_url: str, inline: bool) -> None
         writer.close()
     entries = store.entries()
     report = verify_chain(entries)
-    assert report.ok and report.count == 4, report.problem
+    assert report.ok and report.count == 5, report.problem
     assert [e.data for e in entries][:2] == [statement("so_a", 0).data, {"x": 1}]
     store.close()
 
@@ -800,14 +799,14 @@ def test_outcomes_whose_write_failed_go_with_the_next_write(tmp_path: Path, inli
     refused: list[list[int] | None] = []
 
     async def scenario() -> None:
-        assert await writer.append_seqs([statement("so_a", 0)]) == [1]
+        assert await writer.append([statement("so_a", 0)]) == [1]
         journal = store._journal
         assert journal is not None
         real, broken = journal.fd, os.open(os.devnull, os.O_RDONLY)
         journal.fd = broken
         try:
-            writer.submit_seqs([outcome("so_a", 1)])
-            writer.submit_seqs([statement("so_a", 9)], refused.append)
+            writer.submit([outcome("so_a", 1)])
+            writer.submit([statement("so_a", 9)], refused.append)
             for _ in range(50):  # the inline writer: two loop turns; the thread: a moment
                 await asyncio.sleep(0.01)
                 if refused:
@@ -815,7 +814,7 @@ def test_outcomes_whose_write_failed_go_with_the_next_write(tmp_path: Path, inli
         finally:
             journal.fd = real
             os.close(broken)
-        assert await writer.append_seqs([statement("so_a", 2)]) == [3]
+        assert await writer.append([statement("so_a", 2)]) == [3]
 
     try:
         asyncio.run(scenario())
@@ -1089,8 +1088,8 @@ CREATE INDEX audit_session ON audit (session_id, seq);
 
 def schema_1_store(path: Path, pairs: int) -> list[AuditEntry]:
     """A schema-1 state file whose audit table holds ``pairs`` statements with outcomes."""
+    from runner.audit.chain import build_entries
     from runner.gateway.model import GENESIS_HASH
-    from runner.gateway.store import build_entries
 
     news = [
         new for n in range(pairs) for new in (statement("so_old", n), outcome("so_old", 2 * n + 1))
@@ -1179,8 +1178,8 @@ def test_schema_1_move_refuses_a_journal_with_other_entries(tmp_path: Path) -> N
 
 def test_canonical_json_data_hashes_like_the_same_dict(store: StateStore) -> None:
     """CanonicalJson data is used as the text it is: the same hash as the dict."""
+    from runner.audit.chain import build_entries
     from runner.gateway.model import GENESIS_HASH, CanonicalJson
-    from runner.gateway.store import build_entries
 
     data = {"text": "SELECT 'é'", "n": [1, 2.5, None], "z": {"b": True, "a": "✓"}}
     text = CanonicalJson(canonical_json(data))
@@ -1196,9 +1195,41 @@ def test_canonical_json_data_hashes_like_the_same_dict(store: StateStore) -> Non
 
     [appended] = store.append([NewEntry(EntryKind.STATEMENT, "so_a", text)])
     assert appended.data == data
-    seqs_only = getattr(store, "append_seqs", None)
-    if seqs_only is not None:
-        assert seqs_only([NewEntry(EntryKind.OUTCOME, "so_a", text, ref=1)]) == [2]
+    assert store.append_seqs([NewEntry(EntryKind.OUTCOME, "so_a", text, ref=1)]) == [2]
     read = store.entries()
     assert all(e.data == data for e in read)
     assert verify_chain(read).ok
+
+
+def test_both_backends_store_what_chain_rows_makes(tmp_path: Path, pg_store_url: str) -> None:
+    """One chain shape: PostgreSQL's ``audit`` rows and the SQLite store's journal
+    lines are, byte for byte, what chain_rows makes of the same entries."""
+    from runner.audit.chain import ROW_COLUMNS, chain_rows
+
+    news = [event_entry("so_a", "authenticated"), statement("so_a", 0), outcome("so_a", 2)]
+    stores: list[SqliteStore | PostgresStore] = [
+        PostgresStore(pg_store_url),
+        SqliteStore(str(tmp_path / "state.db")),
+    ]
+    for store in stores:
+        try:
+            store.append(news[:2])
+            store.append_seqs(news[2:])
+            written = store.entries()
+        finally:
+            store.close()
+        assert [e.seq for e in written] == [1, 2, 3] and verify_chain(written).ok
+        if isinstance(store, PostgresStore):
+            rows = raw_sql(pg_store_url, f"SELECT {ROW_COLUMNS} FROM audit ORDER BY seq")
+        else:
+            lines = journal_path(tmp_path / "state.db").read_bytes().splitlines(keepends=True)
+        for n, entry in enumerate(written):
+            data = canonical_json(dict(entry.data))
+            item = (entry.kind, entry.session_id, entry.ref, data, None)
+            made: list[str] = []
+            [row] = chain_rows([item], entry.seq - 1, entry.prev_hash, entry.ts, made)
+            assert row[7] == entry.hash
+            if isinstance(store, PostgresStore):
+                assert tuple(rows[n]) == row
+            else:
+                assert lines[n] == made[0].encode()

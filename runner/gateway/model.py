@@ -188,7 +188,8 @@ class StateStore(Protocol):
     """Sessions, seen token ids, grants and the audit chain (SQLite or PostgreSQL).
 
     Every method is safe to call from several threads and, for PostgreSQL, from
-    several gateway processes at once.
+    several gateway processes at once. The audit writer (runner/audit/writer.py)
+    uses ``append_seqs`` and ``append_prepared``.
     """
 
     def create_session(self, session: Session) -> None: ...
@@ -213,6 +214,16 @@ class StateStore(Protocol):
 
     def append(self, entries: Sequence[NewEntry]) -> list[AuditEntry]:
         """Append entries to the chain atomically, in order; return them with seq and hash."""
+        ...
+
+    def append_seqs(self, entries: Sequence[NewEntry]) -> list[int]:
+        """``append`` returning only the seqs (the same rows; no entry objects built)."""
+        ...
+
+    def append_prepared(self, items: list[Any]) -> int:
+        """Append entries already prepared as tuples whose first four fields are (kind,
+        session_id, ref, canonical data text), as the proxy's C lanes queue them
+        (runner/_native/_lane.c); the first new seq."""
         ...
 
     def entries(self, *, session_id: str | None = None, after_seq: int = 0) -> list[AuditEntry]: ...
