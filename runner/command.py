@@ -22,8 +22,8 @@ from runner.plan.rules import catalogue
 from runner.plan.rules.base import Rule
 
 if TYPE_CHECKING:
-    from runner.dbinfo import DatabaseFacts
-    from runner.dryrun import StatementRun
+    from runner.dryrun.executor import StatementRun
+    from runner.dryrun.facts import DatabaseFacts
     from runner.plan.source import RevisionSQL
 
 EXIT_OK = 0
@@ -72,7 +72,7 @@ def plan(
     and the analysis knows its server version and catalog; without one,
     ``from_revision`` (default: base) says where the target is.
     """
-    from runner.dbinfo import read_facts
+    from runner.dryrun.facts import read_facts
     from runner.plan.source import offline_sql
 
     if database_url and from_revision:
@@ -169,10 +169,12 @@ def dry_run(
     and the plan's statements are run exactly as apply will run them. The
     target's own data is never touched.
     """
-    from runner import migrate
-    from runner.dbinfo import read_facts, redact
-    from runner.dryrun import execute_plan
-    from runner.pg import embedded_server_url, scratch_database
+    from runner.dryrun import migrate
+    from runner.dryrun.executor import execute_plan
+    from runner.dryrun.facts import read_facts
+    from runner.dryrun.scratch import scratch_database
+    from runner.dryrun.server import embedded_server_url
+    from runner.pgurl import redact
     from runner.plan.source import offline_sql
 
     if database_url and from_revision:

@@ -1,7 +1,7 @@
 """The one PostgreSQL fixture every database test uses.
 
 ``pg_url`` is the server at 127.0.0.1:5432 when one answers there (CI starts
-one), else the embedded server from pgserver (``runner.pg.embedded_server_url``).
+one), else the embedded server from pgserver (``runner.dryrun.server.embedded_server_url``).
 Tests never touch a database they did not create: they ask for
 ``scratch_db_url``, a fresh database that is dropped afterwards.
 """
@@ -14,7 +14,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from runner import pg
+from runner.dryrun.scratch import scratch_database
+from runner.dryrun.server import embedded_server_url
 
 LOCAL_SERVER_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -42,13 +43,13 @@ def pg_url() -> str:
     """URL of a PostgreSQL server the tests may create databases on."""
     if _answers(LOCAL_SERVER_URL):
         return LOCAL_SERVER_URL
-    return pg.embedded_server_url()
+    return embedded_server_url()
 
 
 @pytest.fixture
 def scratch_db_url(pg_url: str) -> Iterator[str]:
     """A fresh, empty database for one test; dropped afterwards."""
-    with pg.scratch_database(pg_url, prefix="signoff_test") as url:
+    with scratch_database(pg_url, prefix="signoff_test") as url:
         yield url
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import psycopg
 from click.testing import CliRunner
 
-from runner import migrate
 from runner.cli import main
+from runner.dryrun import migrate
 
 BEFORE_DROP = "159bd3e0d7b6"
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from runner import migrate
 from runner.cli import main
+from runner.dryrun import migrate
 from runner.plan.model import Plan
 
 FIRST = "0d5b4ef5d34c"  # create clinicians and patients

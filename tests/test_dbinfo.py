@@ -1,4 +1,4 @@
-"""runner.dbinfo and runner.migrate against a real PostgreSQL server.
+"""runner.dryrun.facts, runner.dryrun.migrate and runner.pgurl against a real PostgreSQL server.
 
 ``pg_url`` (a server) and ``scratch_db_url`` (a fresh database on it, dropped
 afterwards) come from tests/conftest.py.
@@ -19,9 +19,10 @@ import psycopg
 import pytest
 from alembic import command
 
-from runner.dbinfo import DatabaseFacts, read_facts, redact, to_psycopg_conninfo
+from runner.dryrun.facts import DatabaseFacts, read_facts
+from runner.dryrun.migrate import upgrade
 from runner.errors import DatabaseError, SourceError
-from runner.migrate import upgrade
+from runner.pgurl import redact, to_psycopg_conninfo
 from runner.plan.source import alembic_config, offline_sql, preserve_logging
 
 SAMPLE_INI = Path(__file__).resolve().parent.parent / "sample_migrations" / "alembic.ini"

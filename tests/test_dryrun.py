@@ -1,4 +1,4 @@
-"""runner.dryrun against real PostgreSQL, with plans built by hand."""
+"""runner.dryrun.executor (the dry-run) against real PostgreSQL, with plans built by hand."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import psycopg
 import pytest
 from psycopg.pq import TransactionStatus
 
-from runner import dryrun
-from runner.dryrun import LockTaken, execute_plan
+from runner.dryrun import executor
+from runner.dryrun.executor import LockTaken, execute_plan
 from runner.errors import DatabaseError
 from runner.plan.model import AnalysisBasis, Plan, Statement, sha256_hex
 
@@ -119,13 +119,13 @@ def test_failure_stops_the_run_and_rolls_back(
     scratch_db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     after_rollback: list[TransactionStatus] = []
-    real_rollback = dryrun._rollback_open_transaction
+    real_rollback = executor._rollback_open_transaction
 
     def spy(conn: psycopg.Connection[Any]) -> None:
         real_rollback(conn)
         after_rollback.append(conn.info.transaction_status)
 
-    monkeypatch.setattr(dryrun, "_rollback_open_transaction", spy)
+    monkeypatch.setattr(executor, "_rollback_open_transaction", spy)
     plan = make_plan(
         [
             ("BEGIN", "begin", 1),

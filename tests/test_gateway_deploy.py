@@ -20,7 +20,7 @@ import psycopg
 import pytest
 from oidc_issuer import OidcIssuer
 
-from runner import migrate
+from runner.dryrun import migrate
 from runner.errors import SignoffError
 from runner.gateway.auditlog import verify_chain
 from runner.gateway.config import load_gateway_config

@@ -42,7 +42,7 @@ from pgclient import RawClient, auth_codes, bind, describe_portal, error_of, exe
 from psycopg import errors, sql
 from psycopg.conninfo import conninfo_to_dict
 
-from runner import pg
+from runner.dryrun.scratch import scratch_database
 from runner.gateway import upstream as upstream_mod
 from runner.gateway import wire
 from runner.gateway.model import (
@@ -305,7 +305,7 @@ def upstream_db(pg_url: str, loop_thread: LoopThread) -> Iterator[tuple[Upstream
             )
         )
     try:
-        with pg.scratch_database(pg_url, prefix="signoff_proxy") as url:
+        with scratch_database(pg_url, prefix="signoff_proxy") as url:
             dbname = str(conninfo_to_dict(url)["dbname"])
             with psycopg.connect(url, autocommit=True) as admin:
                 admin.execute(

@@ -1,4 +1,5 @@
-"""runner.pg against real PostgreSQL: the embedded server and scratch databases."""
+"""runner.dryrun.server and .scratch against real PostgreSQL: the embedded server and
+scratch databases; the URL helpers they use (runner.pgurl)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from runner import pg
+from runner import pgurl
+from runner.dryrun import server as pg
+from runner.dryrun.scratch import scratch_database
 from runner.errors import DatabaseError
 
 
@@ -67,7 +70,7 @@ def test_embedded_server_starts_answers_and_stops(
     assert pg.embedded_server_url() == url
 
     # Scratch databases work on it like on any server.
-    with pg.scratch_database(url) as scratch, psycopg.connect(scratch) as conn:
+    with scratch_database(url) as scratch, psycopg.connect(scratch) as conn:
         row = conn.execute("SELECT current_database()").fetchone()
         assert row is not None and row[0].startswith("signoff_dryrun_")
 
@@ -77,7 +80,7 @@ def test_embedded_server_starts_answers_and_stops(
 
 
 def test_scratch_database_creates_and_drops(pg_url: str) -> None:
-    with pg.scratch_database(pg_url, prefix="signoff_test") as url:
+    with scratch_database(pg_url, prefix="signoff_test") as url:
         name = _dbname(url)
         assert name.startswith("signoff_test_")
         assert _database_exists(pg_url, name)
@@ -93,7 +96,7 @@ def test_scratch_database_dropped_on_error_and_with_open_sessions(pg_url: str) -
     class Boom(Exception):
         pass
 
-    with pytest.raises(Boom), pg.scratch_database(pg_url, prefix="signoff_test") as url:
+    with pytest.raises(Boom), scratch_database(pg_url, prefix="signoff_test") as url:
         name = _dbname(url)
         lingering = psycopg.connect(url)  # still connected when the drop happens
         lingering.execute("SELECT 1")
@@ -104,15 +107,15 @@ def test_scratch_database_dropped_on_error_and_with_open_sessions(pg_url: str) -
 
 def test_scratch_database_names_are_unique(pg_url: str) -> None:
     with (
-        pg.scratch_database(pg_url, prefix="signoff_test") as one,
-        pg.scratch_database(pg_url, prefix="signoff_test") as two,
+        scratch_database(pg_url, prefix="signoff_test") as one,
+        scratch_database(pg_url, prefix="signoff_test") as two,
     ):
         assert _dbname(one) != _dbname(two)
 
 
 def test_scratch_database_unreachable_server_names_host_port_not_password() -> None:
     url = "postgresql://postgres:hunter2secret@127.0.0.1:1/postgres"
-    with pytest.raises(DatabaseError) as info, pg.scratch_database(url):
+    with pytest.raises(DatabaseError) as info, scratch_database(url):
         pass
     message = str(info.value)
     assert "127.0.0.1:1" in message
@@ -132,7 +135,7 @@ def test_scratch_database_without_createdb_says_how_to_fix(pg_url: str) -> None:
             psycopg.connect(role_url, connect_timeout=5).close()
         except psycopg.OperationalError:
             pytest.skip("the test server does not let a fresh role log in without a password")
-        with pytest.raises(DatabaseError) as info, pg.scratch_database(role_url):
+        with pytest.raises(DatabaseError) as info, scratch_database(role_url):
             pass
         assert "CREATEDB" in str(info.value)
         assert role in str(info.value)
@@ -142,24 +145,27 @@ def test_scratch_database_without_createdb_says_how_to_fix(pg_url: str) -> None:
 
 
 def test_scratch_database_rejects_unsafe_prefix(pg_url: str) -> None:
-    with pytest.raises(ValueError), pg.scratch_database(pg_url, prefix='x"; DROP DATABASE y; --'):
+    with pytest.raises(ValueError), scratch_database(pg_url, prefix='x"; DROP DATABASE y; --'):
         pass
 
 
 def test_database_url_replaces_only_the_database() -> None:
     assert (
-        pg.database_url("postgresql://u:p@h:5433/postgres?sslmode=disable", "x_1")
+        pgurl.database_url("postgresql://u:p@h:5433/postgres?sslmode=disable", "x_1")
         == "postgresql://u:p@h:5433/x_1?sslmode=disable"
     )
     assert (
-        pg.database_url("postgresql://postgres@/postgres?host=/tmp/a b/pgdata&port=5432", "x_1")
+        pgurl.database_url("postgresql://postgres@/postgres?host=/tmp/a b/pgdata&port=5432", "x_1")
         == "postgresql://postgres@/x_1?host=/tmp/a+b/pgdata&port=5432"
     )
     converted = psycopg.conninfo.conninfo_to_dict(
-        pg.database_url("host=h port=5433 dbname=postgres user=u", "x_1")
+        pgurl.database_url("host=h port=5433 dbname=postgres user=u", "x_1")
     )
     assert converted == {"host": "h", "port": "5433", "dbname": "x_1", "user": "u"}
-    assert pg.describe_server("postgresql://u:secret@db.example:6543/app") == "db.example:6543"
+    assert (
+        pgurl.describe("postgresql://u:secret@db.example:6543/app", database=False)
+        == "db.example:6543"
+    )
 
 
 def test_private_copy_of_the_binaries_runs_where_the_wheel_is_unreachable(tmp_path: Path) -> None:

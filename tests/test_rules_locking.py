@@ -483,3 +483,51 @@ def test_locking_checks_are_cheap() -> None:
             for _ in rule.check(view, context):
                 pass
     assert time.perf_counter() - start < 1.0
+
+
+def test_create_trigger_takes_share_row_exclusive_on_a_real_postgresql(
+    scratch_db_url: str,
+) -> None:
+    """SO227's premise, checked: the lock a CREATE [OR REPLACE] TRIGGER holds until COMMIT."""
+    with psycopg.connect(scratch_db_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE trig_target (id int)")
+        conn.execute(
+            "CREATE FUNCTION trig_fn() RETURNS trigger LANGUAGE plpgsql "
+            "AS $$ BEGIN RETURN NEW; END $$"
+        )
+        for verb in ("CREATE", "CREATE OR REPLACE"):
+            with conn.transaction():
+                conn.execute(
+                    f"{verb} TRIGGER trig_t AFTER INSERT ON trig_target "
+                    "FOR EACH ROW EXECUTE FUNCTION trig_fn()"
+                )
+                modes = {
+                    row[0]
+                    for row in conn.execute(
+                        "SELECT mode FROM pg_locks WHERE relation = 'trig_target'::regclass "
+                        "AND pid = pg_backend_pid()"
+                    )
+                }
+            assert "ShareRowExclusiveLock" in modes, (verb, modes)
+            assert "AccessExclusiveLock" not in modes, (verb, modes)
+
+
+def test_create_trigger_reports_the_lock_unless_the_plan_created_the_table() -> None:
+    sql = (
+        "BEGIN;\nCREATE OR REPLACE TRIGGER audit AFTER UPDATE ON public.patients "
+        "FOR EACH ROW EXECUTE FUNCTION audit_row();\nCOMMIT;\n"
+        "CREATE TRIGGER audit2 AFTER UPDATE ON patients FOR EACH ROW EXECUTE FUNCTION f();\n"
+        "CREATE TABLE fresh (id int);\n"
+        "CREATE TRIGGER fresh_audit AFTER UPDATE ON fresh FOR EACH ROW EXECUTE FUNCTION f();\n"
+    )
+    plan = lint_text(sql, policy=Policy(server_version=150000, apply_lock_timeout=False))
+    so227 = [(s.index, f) for s, f in plan.findings if f.rule == "SO227"]
+    assert [index for index, _ in so227] == [1, 3]
+    replaced, created = so227[0][1], so227[1][1]
+    assert replaced.message.startswith("replaces trigger audit on public.patients")
+    assert "SHARE ROW EXCLUSIVE" in replaced.message and "until COMMIT" in replaced.message
+    assert "no lock_timeout" in created.message and "until COMMIT" not in created.message
+    assert replaced.category is Category.LOCKING and replaced.decision is Decision.WARN
+    # SO401 speaks for the unbounded wait too, but not for the new table's trigger.
+    so401 = [s.index for s, f in plan.findings if f.rule == "SO401"]
+    assert 3 in so401 and 6 not in so401

@@ -3,10 +3,12 @@
 * ``literal_shape``: whenever C answers, the statement text is the one the
   splitter gives, and texts that share a C mask share a fingerprint (what makes
   the mask a sound cache key). Texts C cannot read plainly get None.
-* ``chain_lines``: the journal lines and the last hash are byte for byte what
-  ``store._chain_rows`` makes, and hashlib agrees with its SHA-256.
-* ``journal_append``: those lines, stamped now, written under the flock only
-  while the file ends where the caller believes it does.
+* ``chain_lines``: the journal lines and the last hash are byte for byte the
+  audit chain's published vectors (runner/audit/chain_vectors.json, the ones
+  ``audit.chain.chain_rows`` is checked against), and what ``chain_rows`` makes of
+  random entries; hashlib agrees with its SHA-256.
+* ``journal_append``: the vectors' entries, stamped now, written under the flock
+  only while the file ends where the caller believes it does.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ import re
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from runner._native.loader import extension
-from runner.gateway.model import CanonicalJson, EntryKind
-from runner.gateway.store import _chain_rows
+from runner.audit import chain
+from runner.audit.chain import CanonicalJson, EntryKind
+from runner.audit.chain import chain_rows as _chain_rows
 from runner.plan.statements import split_statements, tokenize
 
 _built = extension()
@@ -178,6 +182,30 @@ def _prepared(rng: random.Random, count: int) -> list[_Prep]:
     return out
 
 
+# The audit chain's published vectors: the inputs of each append and its exact lines.
+VECTORS: dict[str, Any] = json.loads(
+    Path(chain.__file__).with_name("chain_vectors.json").read_text(encoding="utf-8")
+)
+CHAINS: list[dict[str, Any]] = VECTORS["chains"]
+
+
+def _vector_inputs(vector: dict[str, Any]) -> list[_Prep]:
+    return [
+        (EntryKind(e["kind"]), e["session_id"], e["ref"], CanonicalJson(e["data"]), None)
+        for e in vector["entries"]
+    ]
+
+
+@pytest.mark.parametrize("vector", CHAINS, ids=[v["name"] for v in CHAINS])
+def test_chain_lines_give_the_vectors_bytes(vector: dict[str, Any]) -> None:
+    prepared = _vector_inputs(vector)
+    data, last = speedups.chain_lines(
+        prepared, vector["last_seq"], vector["last_hash"], vector["ts"]
+    )
+    assert data.decode() == "".join(e["journal_line"] for e in vector["entries"])
+    assert last == vector["entries"][-1]["hash"]
+
+
 @pytest.mark.parametrize("count", [1, 2, 7, 50])
 def test_chain_lines_are_what_the_python_chain_writes(count: int) -> None:
     rng = random.Random(count)
@@ -190,18 +218,22 @@ def test_chain_lines_are_what_the_python_chain_writes(count: int) -> None:
     assert last == rows[-1][7]
 
 
-def test_journal_append_writes_those_lines_stamped_now(tmp_path: Path) -> None:
-    prepared = _prepared(random.Random(3), 5)
-    last_hash = hashlib.sha256(b"y").hexdigest()
+@pytest.mark.parametrize("vector", CHAINS, ids=[v["name"] for v in CHAINS])
+def test_journal_append_writes_the_vectors_entries_stamped_now(
+    tmp_path: Path, vector: dict[str, Any]
+) -> None:
+    prepared = _vector_inputs(vector)
+    last_seq, last_hash = vector["last_seq"], vector["last_hash"]
     path = tmp_path / "j.audit.jsonl"
     path.write_bytes(b"0123456789")  # where this process believes the file ends
     fd = os.open(path, os.O_RDWR | os.O_APPEND)
     try:
         before = datetime.now(UTC)
-        end, last = speedups.journal_append(fd, prepared, 41, last_hash, 10, True)
+        end, last = speedups.journal_append(fd, prepared, last_seq, last_hash, 10, True)
         after = datetime.now(UTC)
         # Another process appended meanwhile: nothing is written, the caller re-reads.
-        assert speedups.journal_append(fd, prepared, 46, last, 10, False) is None
+        following = last_seq + len(prepared)
+        assert speedups.journal_append(fd, prepared, following, last, 10, False) is None
     finally:
         os.close(fd)
     written = path.read_bytes()
@@ -210,10 +242,21 @@ def test_journal_append_writes_those_lines_stamped_now(tmp_path: Path) -> None:
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", ts)
     stamped = datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
     assert before - timedelta(seconds=1) <= stamped <= after + timedelta(seconds=1)
-    lines: list[str] = []
-    rows = _chain_rows(prepared, 41, last_hash, ts, lines)
-    assert written[10:] == "".join(lines).encode()
-    assert last == rows[-1][7]
+    # the vector's lines but for the stamp (and so the hashes): what chain_lines
+    # gives with this stamp, which is what the Python chain gives
+    lines, expected_last = speedups.chain_lines(prepared, last_seq, last_hash, ts)
+    assert written[10:] == lines
+    assert last == expected_last
+    python_lines: list[str] = []
+    rows = _chain_rows(prepared, last_seq, last_hash, ts, python_lines)
+    assert lines == "".join(python_lines).encode() and rows[-1][7] == last
+    for line, entry in zip(written[10:].splitlines(), vector["entries"], strict=True):
+        got = json.loads(line)
+        assert (got["seq"], got["kind"], got["session_id"], got["ref"]) == (
+            entry["seq"], entry["kind"], entry["session_id"], entry["ref"]
+        )  # fmt: skip
+        assert json.dumps(got["data"], sort_keys=True, separators=(",", ":"),
+                          ensure_ascii=False) == entry["data"]  # fmt: skip
 
 
 def test_journal_append_reports_the_failed_call(tmp_path: Path) -> None:

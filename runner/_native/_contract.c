@@ -32,9 +32,20 @@ enum {
     SLOT_ROWS,       /* the tag's row count, or null */
     SLOT_SHA256,     /* 64 hex digits, bare */
     SLOT_TEXT,       /* the statement's text, a JSON string */
+    SLOT_DATA,       /* an entry's data: its canonical JSON text, as it is */
+    SLOT_KIND,       /* an entry's kind, a JSON string */
+    SLOT_PREV_HASH,  /* the previous entry's hash: 64 hex digits, bare */
+    SLOT_REF,        /* an integer, or null */
+    SLOT_SEQ,        /* an integer */
+    SLOT_SESSION_ID, /* a JSON string, or null */
+    SLOT_TS,         /* the append's stamp, a JSON string */
+    SLOT_HASH,       /* the entry's hash: 64 hex digits, bare */
 };
 
-static const char *const SLOT_NAMES[] = {"", "duration_ms", "tag", "rows", "sha256", "text"};
+static const char *const SLOT_NAMES[] = {
+    "",     "duration_ms", "tag", "rows", "sha256",     "text", "data",
+    "kind", "prev_hash",   "ref", "seq",  "session_id", "ts",   "hash",
+};
 
 typedef struct {
     char text[PIECE_SIZE]; /* literal text before the slot */
@@ -52,6 +63,8 @@ static WordList guard_words;  /* policy.LITERAL_GUARD_WORDS */
 static WordList row_commands; /* the commands whose tag ends with a row count */
 static Layout outcome_layout; /* outcome_data_json of a completed statement */
 static Layout statement_tail; /* statement_data_json after statement_data_prefix */
+static Layout chain_hashed;   /* what an entry's hash is taken over (audit.chain) */
+static Layout chain_line;     /* an entry's journal line, its newline included */
 
 int contract_ready(void) {
     if (configured) return 1;
@@ -140,14 +153,20 @@ static int read_layout(PyObject *layout, const char *what, const int *allowed, L
     return 0;
 }
 
-/* configure(guard_words, row_commands, outcome_layout, statement_tail): once. */
+/* configure(guard_words, row_commands, outcome_layout, statement_tail, chain_hashed,
+ *           chain_line): once. */
 static PyObject *configure(PyObject *module, PyObject *args) {
     (void)module;
     static const int outcome_slots[] = {SLOT_DURATION, SLOT_TAG, SLOT_ROWS, SLOT_NONE};
     static const int statement_slots[] = {SLOT_SHA256, SLOT_TEXT, SLOT_NONE};
-    PyObject *guard, *rows, *outcome, *statement;
-    if (!PyArg_ParseTuple(args, "O!O!O!O!:configure", &PyTuple_Type, &guard, &PyTuple_Type, &rows,
-                          &PyTuple_Type, &outcome, &PyTuple_Type, &statement)) {
+    static const int hashed_slots[] = {SLOT_DATA, SLOT_KIND,       SLOT_PREV_HASH, SLOT_REF,
+                                       SLOT_SEQ,  SLOT_SESSION_ID, SLOT_TS,        SLOT_NONE};
+    static const int line_slots[] = {SLOT_DATA,       SLOT_KIND, SLOT_PREV_HASH, SLOT_REF, SLOT_SEQ,
+                                     SLOT_SESSION_ID, SLOT_TS,   SLOT_HASH,      SLOT_NONE};
+    PyObject *guard, *rows, *outcome, *statement, *hashed, *line;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!O!:configure", &PyTuple_Type, &guard, &PyTuple_Type,
+                          &rows, &PyTuple_Type, &outcome, &PyTuple_Type, &statement,
+                          &PyTuple_Type, &hashed, &PyTuple_Type, &line)) {
         return NULL;
     }
     if (configured) { /* lanes may be running on what was handed over */
@@ -157,7 +176,9 @@ static PyObject *configure(PyObject *module, PyObject *args) {
     if (read_words(guard, "guard_words", 1, &guard_words) < 0 ||
         read_words(rows, "row_commands", 0, &row_commands) < 0 ||
         read_layout(outcome, "outcome_layout", outcome_slots, &outcome_layout) < 0 ||
-        read_layout(statement, "statement_tail", statement_slots, &statement_tail) < 0) {
+        read_layout(statement, "statement_tail", statement_slots, &statement_tail) < 0 ||
+        read_layout(hashed, "chain_hashed", hashed_slots, &chain_hashed) < 0 ||
+        read_layout(line, "chain_line", line_slots, &chain_line) < 0) {
         return NULL;
     }
     configured = 1;
@@ -233,14 +254,25 @@ typedef struct {
     long long us;
     const char *tag;
     Py_ssize_t tag_size;
-    long long rows;
+    long long rows; /* < 0: null */
     const char *sha256;
     const unsigned char *text;
     Py_ssize_t text_size;
+    /* an audit entry */
+    const char *data, *kind, *session_id, *ts; /* session_id NULL: null */
+    Py_ssize_t data_size, kind_size, session_id_size, ts_size;
+    const char *prev_hash, *hash;
+    long long ref, seq;
+    int has_ref;
 } SlotValues;
 
-static int render(Buffer *b, const Layout *layout, const SlotValues *v) {
+static int add_integer(Buffer *b, long long value) {
     char number[32];
+    int n = snprintf(number, sizeof number, "%lld", value);
+    return buffer_add(b, number, (size_t)n);
+}
+
+static int render(Buffer *b, const Layout *layout, const SlotValues *v) {
     for (int i = 0; i < layout->count; i++) {
         const Piece *piece = &layout->items[i];
         if (buffer_add(b, piece->text, piece->size) < 0) return -1;
@@ -249,17 +281,24 @@ static int render(Buffer *b, const Layout *layout, const SlotValues *v) {
             case SLOT_DURATION: failed = add_duration(b, v->us); break;
             case SLOT_TAG: failed = buffer_add_json_string(b, v->tag, v->tag_size); break;
             case SLOT_ROWS:
-                if (v->rows < 0) {
-                    failed = ADD_LITERAL(b, "null");
-                } else {
-                    int n = snprintf(number, sizeof number, "%lld", v->rows);
-                    failed = buffer_add(b, number, (size_t)n);
-                }
+                failed = v->rows < 0 ? ADD_LITERAL(b, "null") : add_integer(b, v->rows);
                 break;
             case SLOT_SHA256: failed = buffer_add(b, v->sha256, 64); break;
             case SLOT_TEXT:
                 failed = buffer_add_json_string(b, (const char *)v->text, v->text_size);
                 break;
+            case SLOT_DATA: failed = buffer_add(b, v->data, (size_t)v->data_size); break;
+            case SLOT_KIND: failed = buffer_add_json_string(b, v->kind, v->kind_size); break;
+            case SLOT_PREV_HASH: failed = buffer_add(b, v->prev_hash, 64); break;
+            case SLOT_REF: failed = v->has_ref ? add_integer(b, v->ref) : ADD_LITERAL(b, "null"); break;
+            case SLOT_SEQ: failed = add_integer(b, v->seq); break;
+            case SLOT_SESSION_ID:
+                failed = v->session_id == NULL
+                             ? ADD_LITERAL(b, "null")
+                             : buffer_add_json_string(b, v->session_id, v->session_id_size);
+                break;
+            case SLOT_TS: failed = buffer_add_json_string(b, v->ts, v->ts_size); break;
+            case SLOT_HASH: failed = buffer_add(b, v->hash, 64); break;
             default: break;
         }
         if (failed < 0) return -1;
@@ -301,6 +340,48 @@ PyObject *contract_statement_data(PyObject *prefix, const unsigned char *text, P
     digest_hex(text, (size_t)size, 0, digest);
     SlotValues v = {.sha256 = digest, .text = text, .text_size = size};
     return render_text(&statement_tail, &v, prefix);
+}
+
+int contract_chain_into(Buffer *out, PyObject *prepared, long long seq, char prev[64],
+                        const char *ts, Py_ssize_t ts_size) {
+    if (!contract_ready()) return -1;
+    Buffer hashed = {NULL, 0, 0};
+    Py_ssize_t count = PyList_GET_SIZE(prepared);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *item = PyList_GET_ITEM(prepared, i);
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) < 4) {
+            PyErr_SetString(PyExc_TypeError, "prepared entries must be tuples");
+            goto fail;
+        }
+        PyObject *kind = PyTuple_GET_ITEM(item, 0);
+        PyObject *session = PyTuple_GET_ITEM(item, 1);
+        PyObject *ref = PyTuple_GET_ITEM(item, 2);
+        SlotValues v = {.prev_hash = prev, .ts = ts, .ts_size = ts_size, .seq = ++seq};
+        v.kind = PyUnicode_AsUTF8AndSize(kind, &v.kind_size);
+        v.data = v.kind ? PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(item, 3), &v.data_size) : NULL;
+        if (v.data == NULL) goto fail;
+        if (session != Py_None) {
+            v.session_id = PyUnicode_AsUTF8AndSize(session, &v.session_id_size);
+            if (v.session_id == NULL) goto fail;
+        }
+        if (ref != Py_None) {
+            v.has_ref = 1;
+            v.ref = PyLong_AsLongLong(ref);
+            if (v.ref == -1 && PyErr_Occurred()) goto fail;
+        }
+        char digest[64];
+        hashed.size = 0;
+        if (render(&hashed, &chain_hashed, &v) < 0) goto fail;
+        digest_hex((const uint8_t *)hashed.data, hashed.size, 0, digest);
+        v.hash = digest;
+        if (render(out, &chain_line, &v) < 0) goto fail;
+        memcpy(prev, digest, 64);
+    }
+    PyMem_Free(hashed.data);
+    return 0;
+fail:
+    PyMem_Free(hashed.data);
+    return -1;
 }
 
 static uint32_t be32(const unsigned char *p) {
@@ -463,8 +544,8 @@ static PyObject *statement_data_py(PyObject *module, PyObject *args) {
 
 static PyMethodDef contract_methods[] = {
     {"configure", configure, METH_VARARGS,
-     "configure(guard_words, row_commands, outcome_layout, statement_tail): Python's values, "
-     "once"},
+     "configure(guard_words, row_commands, outcome_layout, statement_tail, chain_hashed, "
+     "chain_line): Python's values, once"},
     {"outcome_data", outcome_data_py, METH_VARARGS,
      "outcome_data(tag, duration_us) -> a completed statement's outcome data, as the lane "
      "writes it"},

@@ -1,9 +1,10 @@
 /* What the C code must agree on with Python (runner/_native/_contract.c).
  *
  * Every value here is Python's: runner/_native/loader.py hands it over once with
- * configure() (the literal guard's words from runner.gateway.policy, the commands
- * whose tag counts rows from runner.gateway.wire, the outcome's and the statement's
- * JSON layouts from runner.gateway.auditlog). Until then a Lane cannot be made and
+ * configure() (the literal guard's words from runner.gateway.policy.guard, the
+ * commands whose tag counts rows from runner.gateway.wire, the outcome's and the
+ * statement's JSON layouts from runner.audit.entries, an audit entry's hashed text
+ * and journal line from runner.audit.chain). Until then a Lane cannot be made and
  * the readers below refuse. The readers each have a Python twin that stays the
  * reference (runner/_native/reference.py, tests/test_native_properties.py). */
 #ifndef SIGNOFF_CONTRACT_H
@@ -11,6 +12,8 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+
+#include "_speedups_core.h"
 
 /* 1 once configure() has run; else 0 with a RuntimeError set. */
 int contract_ready(void);
@@ -31,6 +34,12 @@ PyObject *contract_outcome_data(const char *tag, Py_ssize_t size, long long us);
  * its sha256, auditlog.statement_data_prefix), completed with the text's sha256 and
  * the text as statement_data_json lays them out. */
 PyObject *contract_statement_data(PyObject *prefix, const unsigned char *text, Py_ssize_t size);
+
+/* Append the journal lines of ``prepared`` (audit.chain's (kind, session_id, ref,
+ * data text, ...) tuples) chained after (seq, prev) to ``out``, as chain_rows writes
+ * them; ``prev`` becomes the last entry's hash. 0, or -1 with an exception set. */
+int contract_chain_into(Buffer *out, PyObject *prepared, long long seq, char prev[64],
+                        const char *ts, Py_ssize_t ts_size);
 
 /* One simple Query message, exactly d[0:n], that the lane may look up in its cache:
  * its text's [start, end) within d and its literal mask (a new reference) in *key;

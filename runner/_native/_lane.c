@@ -36,6 +36,11 @@
  * same client sessions with the lane and without it and requires the same bytes
  * to the client and the same audit records.
  *
+ * What the lane must read and write exactly as Python does (the literal guard's
+ * words, the row count of a tag, the outcome's and the statement's data, the
+ * one-shot shape) is in _contract.c, with the values Python hands over once
+ * (runner/_native/contract.py); no Lane is made before.
+ *
  * AuditQueue: the entries the lanes append during one loop iteration; the
  * audit writer's inline flush writes them in one journal append (chain_lines
  * takes the items as they are) and ``deliver`` tells each held statement its seq.

@@ -15,11 +15,13 @@
  *
  *   chain_lines(prepared: list, last_seq: int, last_hash: str, ts: str)
  *       -> tuple[bytes, str]
- *       The audit journal lines of ``prepared`` (store._Prepared tuples:
+ *       The audit journal lines of ``prepared`` (audit.chain's prepared tuples:
  *       kind, session_id, ref, canonical data text, ...) chained after
  *       (last_seq, last_hash), and the last entry's hash: exactly what
- *       store._chain_rows writes, hash = sha256(prev_hash + canonical body).
+ *       audit.chain.chain_rows writes, in the layouts it hands over at configure()
+ *       (_contract.c), checked against runner/audit/chain_vectors.json.
  */
+#include "_contract.h"
 #include "_speedups_core.h"
 
 #include <errno.h>
@@ -29,83 +31,6 @@
 #include <unistd.h>
 
 /* ------------------------------------------------------------ chain_lines */
-
-/* Append the chained journal lines of ``prepared`` after (seq, prev) to ``out``;
- * ``prev`` becomes the last entry's hash. 0, or -1 with an exception set. */
-static int chain_into(Buffer *out, PyObject *prepared, long long seq, char prev[64],
-                      const char *ts, Py_ssize_t ts_size) {
-    Buffer body = {NULL, 0, 0};
-    Py_ssize_t count = PyList_GET_SIZE(prepared);
-    for (Py_ssize_t i = 0; i < count; i++) {
-        PyObject *item = PyList_GET_ITEM(prepared, i);
-        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) < 4) {
-            PyErr_SetString(PyExc_TypeError, "prepared entries must be tuples");
-            goto fail;
-        }
-        PyObject *kind = PyTuple_GET_ITEM(item, 0);
-        PyObject *session = PyTuple_GET_ITEM(item, 1);
-        PyObject *ref = PyTuple_GET_ITEM(item, 2);
-        PyObject *data = PyTuple_GET_ITEM(item, 3);
-        Py_ssize_t kind_size, data_size, session_size = 0;
-        const char *kind_text = PyUnicode_AsUTF8AndSize(kind, &kind_size);
-        const char *data_text = kind_text ? PyUnicode_AsUTF8AndSize(data, &data_size) : NULL;
-        const char *session_text = NULL;
-        if (data_text && session != Py_None) {
-            session_text = PyUnicode_AsUTF8AndSize(session, &session_size);
-            if (session_text == NULL) goto fail;
-        }
-        if (data_text == NULL) goto fail;
-        long long ref_value = 0;
-        if (ref != Py_None) {
-            ref_value = PyLong_AsLongLong(ref);
-            if (ref_value == -1 && PyErr_Occurred()) goto fail;
-        }
-        seq += 1;
-        char number[32];
-        body.size = 0;
-        /* the hash is taken over prev_hash + body: keep them contiguous */
-        if (buffer_add(&body, prev, 64) < 0 || ADD_LITERAL(&body, "{\"data\":") < 0 ||
-            buffer_add(&body, data_text, data_size) < 0 ||
-            ADD_LITERAL(&body, ",\"kind\":") < 0 ||
-            buffer_add_json_string(&body, kind_text, kind_size) < 0 ||
-            ADD_LITERAL(&body, ",\"prev_hash\":\"") < 0 || buffer_add(&body, prev, 64) < 0 ||
-            ADD_LITERAL(&body, "\",\"ref\":") < 0) {
-            goto fail;
-        }
-        if (ref == Py_None) {
-            if (ADD_LITERAL(&body, "null") < 0) goto fail;
-        } else {
-            int n = snprintf(number, sizeof number, "%lld", ref_value);
-            if (buffer_add(&body, number, (size_t)n) < 0) goto fail;
-        }
-        int n = snprintf(number, sizeof number, "%lld", seq);
-        if (ADD_LITERAL(&body, ",\"seq\":") < 0 || buffer_add(&body, number, (size_t)n) < 0 ||
-            ADD_LITERAL(&body, ",\"session_id\":") < 0) {
-            goto fail;
-        }
-        if (session_text == NULL) {
-            if (ADD_LITERAL(&body, "null") < 0) goto fail;
-        } else if (buffer_add_json_string(&body, session_text, session_size) < 0) {
-            goto fail;
-        }
-        if (ADD_LITERAL(&body, ",\"ts\":") < 0 || buffer_add_json_string(&body, ts, ts_size) < 0 ||
-            ADD_LITERAL(&body, "}") < 0) {
-            goto fail;
-        }
-        digest_hex((const uint8_t *)body.data, body.size, 0, prev);
-        /* the line: the body with "hash" added last */
-        if (buffer_add(out, body.data + 64, body.size - 65) < 0 ||
-            ADD_LITERAL(out, ",\"hash\":\"") < 0 || buffer_add(out, prev, 64) < 0 ||
-            ADD_LITERAL(out, "\"}\n") < 0) {
-            goto fail;
-        }
-    }
-    PyMem_Free(body.data);
-    return 0;
-fail:
-    PyMem_Free(body.data);
-    return -1;
-}
 
 static PyObject *chain_lines(PyObject *module, PyObject *args) {
     (void)module;
@@ -124,7 +49,7 @@ static PyObject *chain_lines(PyObject *module, PyObject *args) {
     char prev[64];
     memcpy(prev, prev_in, 64);
     Buffer out = {NULL, 0, 0};
-    if (chain_into(&out, prepared, seq, prev, ts, ts_size) < 0) {
+    if (contract_chain_into(&out, prepared, seq, prev, ts, ts_size) < 0) {
         PyMem_Free(out.data);
         return NULL;
     }
@@ -185,6 +110,7 @@ static PyObject *journal_append(PyObject *module, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "last_hash must be 64 hex digits");
         return NULL;
     }
+    if (!contract_ready()) return NULL; /* before the lock: the layouts are Python's */
     char prev[64], ts[28];
     memcpy(prev, prev_in, 64);
     Buffer out = {NULL, 0, 0};
@@ -196,7 +122,7 @@ static PyObject *journal_append(PyObject *module, PyObject *args) {
         Py_RETURN_NONE;
     }
     if (utc_now(ts) < 0) goto os_error;
-    if (chain_into(&out, prepared, seq, prev, ts, 27) < 0) {
+    if (contract_chain_into(&out, prepared, seq, prev, ts, 27) < 0) {
         lock_file(fd, LOCK_UN);
         PyMem_Free(out.data);
         return NULL;

@@ -62,6 +62,8 @@ def configure(
     row_commands: tuple[str, ...],
     outcome_layout: tuple[str, ...],
     statement_tail: tuple[str, ...],
+    chain_hashed: tuple[str, ...],
+    chain_line: tuple[str, ...],
     /,
 ) -> None: ...
 def outcome_data(tag: str, duration_us: int, /) -> str: ...

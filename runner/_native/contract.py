@@ -11,7 +11,10 @@ on both sides is Python's and handed to C once (``_speedups.configure``):
 * ``outcome_layout``: ``outcome_data_json`` of a completed statement, as literal
   text and slots (``duration_ms``, ``tag``, ``rows``);
 * ``statement_tail``: ``statement_data_json`` after ``statement_data_prefix`` (the
-  part the lane completes per text: ``sha256``, ``text``).
+  part the lane completes per text: ``sha256``, ``text``);
+* ``chain_hashed`` and ``chain_line``: what an audit entry's hash is taken over and
+  its journal line, as ``audit.chain.chain_rows`` makes them (slots ``data``,
+  ``kind``, ``prev_hash``, ``ref``, ``seq``, ``session_id``, ``ts``; ``hash``).
 
 The layouts are read off Python's own output for marker values, so a change to
 the Python encoders changes what C writes, with no C edit.
@@ -27,6 +30,12 @@ _ROWS = 918273645546372819
 _DURATION_MS = 777777.777
 _SHA256 = "SIGNOFF-SLOT-SHA256"
 _TEXT = "SIGNOFF-SLOT-TEXT"
+_DATA = '{"SIGNOFF-SLOT-DATA":0}'
+_PREV_HASH = "SIGNOFF-SLOT-PREV-HASH"
+_REF = 918273645546372811
+_SEQ = 818273645546372819
+_SESSION_ID = "SIGNOFF-SLOT-SESSION-ID"
+_TS = "SIGNOFF-SLOT-TS"
 
 
 class ContractError(RuntimeError):
@@ -38,6 +47,8 @@ class Contract(NamedTuple):
     row_commands: tuple[str, ...]
     outcome_layout: tuple[str, ...]
     statement_tail: tuple[str, ...]
+    chain_hashed: tuple[str, ...]
+    chain_line: tuple[str, ...]
 
 
 def layout(rendered: str, markers: dict[str, str], expected: dict[str, int]) -> tuple[str, ...]:
@@ -62,7 +73,7 @@ def layout(rendered: str, markers: dict[str, str], expected: dict[str, int]) -> 
 def contract() -> Contract:
     """Python's values, read from the modules that own them (imported here, not at
     this module's import: they import the loader themselves)."""
-    from runner.gateway.auditlog import (
+    from runner.audit.entries import (
         outcome_data_json,
         statement_data_json,
         statement_data_prefix,
@@ -85,4 +96,37 @@ def contract() -> Contract:
     tail = layout(
         data[len(prefix) :], {_SHA256: "sha256", f'"{_TEXT}"': "text"}, {"sha256": 1, "text": 1}
     )
-    return Contract(LITERAL_GUARD_WORDS, tuple(sorted(_ROW_COMMANDS)), outcome_layout, tail)
+    hashed, line = chain_layouts()
+    return Contract(
+        LITERAL_GUARD_WORDS, tuple(sorted(_ROW_COMMANDS)), outcome_layout, tail, hashed, line
+    )
+
+
+def chain_layouts() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(what an entry's hash is taken over, its journal line) as ``chain_rows`` makes
+    them; the hashed text is checked against the hash chain_rows gives."""
+    from runner.audit.chain import CanonicalJson, EntryKind, chain_rows, row_entries
+    from runner.plan.model import canonical_json, sha256_hex
+
+    kind = EntryKind.STATEMENT
+    prepared = [(kind, _SESSION_ID, _REF, CanonicalJson(_DATA), None)]
+    lines: list[str] = []
+    (row,) = chain_rows(prepared, _SEQ - 1, _PREV_HASH, _TS, lines)
+    digest = row[7]
+    (entry,) = row_entries(prepared, [row])
+    hashed = _PREV_HASH + canonical_json(entry.body())
+    if sha256_hex(hashed) != digest:
+        raise ContractError("an entry's hash is not sha256(prev_hash + its canonical body)")
+    markers = {
+        _DATA: "data",
+        f'"{kind.value}"': "kind",
+        _PREV_HASH: "prev_hash",
+        str(_REF): "ref",
+        str(_SEQ): "seq",
+        f'"{_SESSION_ID}"': "session_id",
+        f'"{_TS}"': "ts",
+    }
+    once = dict.fromkeys(markers.values(), 1)
+    hashed_layout = layout(hashed, markers, {**once, "prev_hash": 2})
+    line_layout = layout(lines[0], {**markers, digest: "hash"}, {**once, "hash": 1})
+    return hashed_layout, line_layout

@@ -5,89 +5,70 @@ None where it was not built (no compiler at install time) or when
 to rule the C code out while debugging). Both give the same results
 (tests/test_speedups.py, tests/test_native_properties.py).
 
-The extension refuses to make a Lane before it has Python's values
-(``contract``); ``native`` hands them over at its first AuditQueue or Lane, when
-the modules that own them have been imported (they import this one).
+The extension refuses to make a Lane or chain a journal line before it has
+Python's values (``contract``); ``native`` hands them over at the first call
+that needs them, when the modules that own them have been imported (some of
+them import this one, so it cannot be done at this module's import).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from types import ModuleType
-from typing import Any, Protocol
+from typing import Any, TypeVar, cast
 
 from runner._native.contract import contract
 
-
-class Native(Protocol):
-    def literal_shape(self, sql: str, /) -> tuple[str, int, int] | None: ...
-
-    def chain_lines(
-        self, prepared: list[tuple[Any, ...]], last_seq: int, last_hash: str, ts: str, /
-    ) -> tuple[bytes, str]: ...
-
-    def journal_append(
-        self,
-        fd: int,
-        prepared: list[tuple[Any, ...]],
-        last_seq: int,
-        last_hash: str,
-        known_end: int,
-        sync: bool,
-        /,
-    ) -> tuple[int, str] | None: ...
-
-    # runner/_native/_lane.c: the proxy's fast lane (the extension's types, made
-    # once Python's values are handed over)
-    def Lane(self, *args: Any) -> Any: ...
-
-    def AuditQueue(self, *args: Any) -> Any: ...
-
-    def outcome_data(self, tag: str, duration_us: int, /) -> str: ...
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
-class _Configured:
-    """The extension's functions as they are (the per-statement calls stay direct C
-    calls), and its lane types behind configure()."""
+class Native:
+    """The extension's functions and types (typed by its stub, _speedups.pyi), with
+    Python's values handed over at the first call that needs them; from then on
+    its own, called directly (the per-statement calls never pass through here)."""
 
-    def __init__(self, module: ModuleType) -> None:
-        self.module = module
+    def __init__(self) -> None:
+        from runner._native import _speedups as extension  # ImportError: not built
+
+        self.module: ModuleType = extension
         self.configured = False
-        self.literal_shape = module.literal_shape
-        self.chain_lines = module.chain_lines
-        self.journal_append = module.journal_append
+        self.literal_shape = extension.literal_shape  # needs none of Python's values
+        self.chain_lines = self._first(extension.chain_lines)
+        self.journal_append = self._first(extension.journal_append)
+        self.outcome_data = self._first(extension.outcome_data)
+        self.Lane = self._first(extension.Lane)
+        self.AuditQueue = self._first(extension.AuditQueue)
+
+    def _first(self, function: _F) -> _F:
+        name = function.__name__
+
+        def configure_then_call(*args: Any) -> Any:
+            return getattr(self.configure(), name)(*args)
+
+        return cast(_F, configure_then_call)
 
     def configure(self) -> ModuleType:
         if not self.configured:
             self.module.configure(*contract())
             self.configured = True
+            for name in ("chain_lines", "journal_append", "outcome_data", "Lane", "AuditQueue"):
+                setattr(self, name, getattr(self.module, name))
         return self.module
-
-    def AuditQueue(self, *args: Any) -> Any:
-        return self.configure().AuditQueue(*args)
-
-    def Lane(self, *args: Any) -> Any:
-        return self.configure().Lane(*args)
-
-    def outcome_data(self, tag: str, duration_us: int, /) -> str:
-        text: str = self.configure().outcome_data(tag, duration_us)
-        return text
 
 
 def extension() -> ModuleType | None:
     """The extension module, configured (for the tests of its readers), or None."""
-    return None if _native is None else _native.configure()
+    return None if native is None else native.configure()
 
 
-def _load() -> _Configured | None:
+def _load() -> Native | None:
     if os.environ.get("SIGNOFF_PURE_PYTHON", "") not in ("", "0"):
         return None
     try:
-        from runner._native import _speedups
+        return Native()
     except ImportError:
         return None
-    return _Configured(_speedups)
 
 
-_native = _load()
-native: Native | None = _native
+native = _load()

@@ -14,6 +14,7 @@ environment variable or file that holds it, and the gateway reads it at start.
     http = "127.0.0.1:8080"
     pg = "127.0.0.1:6432"
     # tls_cert = "...", tls_key = "..."   (offered on the PostgreSQL port)
+    # http_header_timeout = "10s", http_body_timeout = "30s", http_max_connections = 256
     # public_host = "gateway.internal"    (what sessions tell clients to connect to)
 
     [[issuers]]
@@ -92,7 +93,17 @@ GITHUB_PERMISSIONS = ("read", "triage", "write", "maintain", "admin")
 GITLAB_ACCESS_LEVELS = {"reporter": 20, "developer": 30, "maintainer": 40, "owner": 50}
 _DEFAULT_API_URLS = {"github": "https://api.github.com", "gitlab": "https://gitlab.com"}
 _GATEWAY_KEYS = {"audience", "state_url", "signing_key", "session_ttl", "max_session_ttl"}
-_LISTEN_KEYS = {"http", "pg", "tls_cert", "tls_key", "public_host", "allow_cleartext_on_loopback"}
+_LISTEN_KEYS = {
+    "http",
+    "pg",
+    "tls_cert",
+    "tls_key",
+    "public_host",
+    "allow_cleartext_on_loopback",
+    "http_header_timeout",
+    "http_body_timeout",
+    "http_max_connections",
+}
 _ISSUER_KEYS = {"name", "issuer", "jwks_uri", "algorithms", "require_jti"}
 _DATABASE_KEYS = {
     "name",
@@ -216,6 +227,10 @@ class GatewayConfig:
     access: tuple[AccessRule, ...]
     roles: Mapping[str, RoleConfig]
     approvals: ApprovalSettings = field(default_factory=ApprovalSettings)
+    # What one HTTP client can hold: its request head, its body, and connections.
+    http_header_timeout: timedelta = timedelta(seconds=10)
+    http_body_timeout: timedelta = timedelta(seconds=30)
+    http_max_connections: int = 256
     code_hosts: Mapping[str, CodeHostConfig] = field(default_factory=dict)
     path: Path | None = None
 
@@ -305,6 +320,15 @@ def parse_gateway_config(
         access=access,
         roles=roles,
         approvals=_approvals(data.get("approvals", {}), where),
+        http_header_timeout=_duration(
+            listen.get("http_header_timeout", "10s"), where, "listen.http_header_timeout"
+        ),
+        http_body_timeout=_duration(
+            listen.get("http_body_timeout", "30s"), where, "listen.http_body_timeout"
+        ),
+        http_max_connections=fields.positive_int(
+            listen.get("http_max_connections", 256), where, "listen.http_max_connections"
+        ),
         code_hosts=_code_hosts(data.get("code_hosts", {}), where),
         path=path,
     )

@@ -18,6 +18,7 @@ import uvicorn
 from runner.errors import SignoffError
 from runner.gateway.app import create_app
 from runner.gateway.config import GatewayConfig
+from runner.gateway.httpguard import BodyTimeout, guarded_protocol
 from runner.gateway.proxy import PgProxy, ProxyConfig
 from runner.gateway.service import GatewayService
 from runner.gateway.store import open_store
@@ -72,12 +73,14 @@ async def serve(
     )
     http = uvicorn.Server(
         uvicorn.Config(
-            create_app(service),
+            BodyTimeout(create_app(service), config.http_body_timeout.total_seconds()),
             host=config.http_host,
             port=config.http_port,
             log_level="warning",
             access_log=False,
             lifespan="off",
+            http=guarded_protocol(config.http_header_timeout.total_seconds()),
+            limit_concurrency=config.http_max_connections,
         )
     )
     try:

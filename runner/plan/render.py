@@ -1,20 +1,29 @@
 """Render a Plan: text (terminal), markdown (PR comment, job summary), JSON,
-GitHub workflow annotations, and SARIF 2.1.0 (code scanning).
+GitHub workflow annotations, and SARIF 2.1.0 (code scanning); the rule
+catalogue (``signoff rules``), the dry-run report (``signoff dry-run``) and
+the apply report.
 
-Pure functions from a Plan to a string; nothing here prints or reads.
+Pure functions from a result to a string; nothing here prints or reads.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from runner import __version__
 from runner.plan.model import Decision, Finding, Plan, Severity, Statement
 from runner.plan.rules import catalogue
 
+if TYPE_CHECKING:
+    from runner.apply import ApplyReport
+    from runner.command import DryRunReport
+    from runner.plan.rules.base import Example, Rule
+
 FORMATS = ("text", "json", "markdown", "github", "sarif")
+RULES_FORMATS = ("text", "markdown", "json")
+DRY_RUN_FORMATS = ("text", "json")
 
 _DECISION_LABEL = {
     Decision.DENY: "DENIED",
@@ -302,4 +311,243 @@ def rules_table(rules: Iterable[Any]) -> str:
             f"| {rule.id} | {rule.name} | {rule.category.value} | {rule.severity.value} "
             f"| {_md_escape(rule.summary)} |"
         )
+    return "\n".join(out) + "\n"
+
+
+# --------------------------------------------------------------------------
+# the rule catalogue (`signoff rules [ID]`)
+# --------------------------------------------------------------------------
+
+
+def rule_catalogue(selected: Sequence[Rule], fmt: str, *, explain: bool) -> str:
+    """The catalogue (or, with ``explain``, the one rule in ``selected``) in ``fmt``."""
+    if fmt == "json":
+        return rules_json(selected)
+    if fmt == "markdown":
+        return rule_explained_markdown(selected[0]) if explain else rules_table(selected)
+    if explain:
+        return rule_explained(selected[0])
+    return "".join(f"{r.id}  {r.name:<44} {r.category.value:<13} {r.summary}\n" for r in selected)
+
+
+def _example_json(example: Example) -> dict[str, Any]:
+    return {
+        "sql": example.sql,
+        "server_version_num": example.server_version,
+        "server_version": example.version_text,
+    }
+
+
+def rules_json(selected: Iterable[Rule]) -> str:
+    return (
+        json.dumps(
+            [
+                {
+                    "id": r.id,
+                    "name": r.name,
+                    "category": r.category.value,
+                    "severity": r.severity.value,
+                    "summary": r.summary,
+                    "rationale": r.rationale,
+                    "safer": r.safer,
+                    "version_dependent": r.version_dependent,
+                    "examples": {
+                        "flags": [_example_json(e) for e in r.triggers],
+                        "does_not_flag": [_example_json(e) for e in r.passes],
+                    },
+                }
+                for r in selected
+            ],
+            indent=2,
+        )
+        + "\n"
+    )
+
+
+def _shown_examples(rule: Rule, examples: Sequence[Example]) -> Sequence[Example]:
+    # A version-dependent rule shows more: the same SQL may sit on both sides.
+    return examples[: 4 if rule.version_dependent else 3]
+
+
+def _example_text(rule: Rule, example: Example) -> str:
+    body = "    " + example.sql.replace("\n", "\n    ")
+    if not rule.version_dependent:
+        return body
+    return f"  on {example.version_text}:\n{body}"
+
+
+def rule_explained(rule: Rule) -> str:
+    """Why the rule matters, the safer way, and SQL that it flags and does not flag
+    (with the server version each example assumes, when that decides it)."""
+    out = [
+        f"{rule.id} {rule.name} ({rule.category.value}, {rule.severity.value})",
+        "",
+        rule.summary,
+        "",
+        f"Why: {rule.rationale}",
+        "",
+        f"Safer: {rule.safer}",
+        "",
+    ]
+    if rule.version_dependent:
+        out += ["What it flags depends on the server version; each example says which.", ""]
+    out += [
+        "Flags, for example:",
+        *(_example_text(rule, e) for e in _shown_examples(rule, rule.triggers)),
+        "Does not flag, for example:",
+        *(_example_text(rule, e) for e in _shown_examples(rule, rule.passes)),
+    ]
+    return "\n".join(out) + "\n"
+
+
+def rule_explained_markdown(rule: Rule) -> str:
+    """One rule explained for a PR comment or a wiki page."""
+    out = [
+        f"### {rule.id} {rule.name} ({rule.category.value}, {rule.severity.value})",
+        "",
+        _md_escape(rule.summary),
+        "",
+        f"**Why:** {_md_escape(rule.rationale)}",
+        "",
+        f"**Safer:** {_md_escape(rule.safer)}",
+        "",
+    ]
+    for title, examples in (
+        ("Flags, for example:", rule.triggers),
+        ("Does not flag, for example:", rule.passes),
+    ):
+        out += [f"**{title}**", ""]
+        for example in _shown_examples(rule, examples):
+            if rule.version_dependent:
+                out += [f"On {example.version_text}:", ""]
+            out += ["```sql", example.sql, "```", ""]
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------
+# the dry-run report (`signoff dry-run`)
+# --------------------------------------------------------------------------
+
+
+def dry_run(report: DryRunReport, fmt: str) -> str:
+    return dry_run_json(report) if fmt == "json" else dry_run_text(report)
+
+
+def dry_run_json(report: DryRunReport) -> str:
+    statements = {s.index: s for s in report.plan.statements}
+    return (
+        json.dumps(
+            {
+                "plan_hash": report.plan.hash,
+                "server": report.server,
+                "embedded": report.embedded,
+                "migrated_to": list(report.migrated_to),
+                "statements": [
+                    {
+                        "index": run.index,
+                        "revision": statements[run.index].revision,
+                        "kind": statements[run.index].kind,
+                        "duration_ms": round(run.duration_ms, 3),
+                        "outcome": run.outcome,
+                        "error": run.error,
+                        "locks": None
+                        if run.locks is None
+                        else [
+                            {"locktype": lk.locktype, "relation": lk.relation, "mode": lk.mode}
+                            for lk in run.locks
+                        ],
+                        "rules": [f.rule for f in statements[run.index].findings],
+                    }
+                    for run in report.runs
+                ],
+                "failed": None if report.failed is None else report.failed.index,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+
+
+def dry_run_text(report: DryRunReport) -> str:
+    statements = {s.index: s for s in report.plan.statements}
+    where = "an embedded PostgreSQL" if report.embedded else report.server
+    base = ", ".join(report.migrated_to) or "base"
+    out = [
+        f"Dry run of plan {report.plan.short_hash} on a scratch database on {where} "
+        f"(migrated to {base} first; dropped afterwards)",
+        "",
+        f"{'#':>4} {'ms':>9}  {'outcome':<22} locks taken / statement",
+    ]
+    current_revision: str | None = None
+    for run in report.runs:
+        statement = statements[run.index]
+        if statement.revision != current_revision:
+            current_revision = statement.revision
+            out.append(f"-- revision {current_revision}")
+        locks = (
+            "(ran outside a transaction: not observable)"
+            if run.locks is None
+            else ", ".join(f"{lk.mode} on {lk.relation or lk.locktype}" for lk in run.locks) or "-"
+        )
+        out.append(
+            f"{run.index:>4} {run.duration_ms:>9.2f}  {run.outcome[:22]:<22} "
+            f"{first_line(statement)}"
+        )
+        if not statement.is_transaction_control:
+            out.append(f"{'':>38}locks: {locks}")
+        for finding in statement.findings:
+            out.append(f"{'':>38}{finding_line(finding)}")
+    out.append("")
+    if report.failed is not None:
+        statement = statements[report.failed.index]
+        out.append(
+            f"FAILED at statement #{report.failed.index} ({statement.source}:{statement.line}): "
+            f"{report.failed.error}"
+        )
+    else:
+        total = sum(run.duration_ms for run in report.runs)
+        out.append(
+            f"All {len(report.runs)} statements applied in {total:.1f} ms; "
+            f"plan verdict: {verdict(report.plan)}."
+        )
+    return "\n".join(out) + "\n"
+
+
+# --------------------------------------------------------------------------
+# the apply report
+# --------------------------------------------------------------------------
+
+
+def apply_report(report: ApplyReport, plan: Plan, fmt: str) -> str:
+    """The apply report as JSON, or as text for a CI log (``plan`` is the applied one)."""
+    if fmt == "json":
+        return json.dumps(report.to_json(), indent=2) + "\n"
+    statements = {s.index: s for s in plan.statements}
+    timeouts = ", ".join(f"{name} {value}" for name, value in report.timeouts.items())
+    out = [
+        f"Apply of plan {plan.short_hash} to {report.database}: {report.outcome.value}",
+        f"  {report.reason}",
+        f"  {timeouts or 'server timeouts'}; "
+        f"waited {report.lock_waited_s:.1f} s for the apply lock",
+    ]
+    if report.statements or report.failure is not None:
+        out += ["", f"{'#':>4} {'ms':>9}  {'tag':<18} {'rows':>6}  statement"]
+    current_revision: str | None = None
+    rows = [(s.index, s.duration_ms, s.tag, s.rows) for s in report.statements]
+    if report.failure is not None:
+        failure = report.failure
+        rows.append((failure.index, failure.duration_ms, f"ERROR {failure.sqlstate}", None))
+    for index, duration_ms, tag, count in rows:
+        statement = statements[index]
+        if statement.revision != current_revision:
+            current_revision = statement.revision
+            out.append(f"-- revision {current_revision}")
+        mark = "  (rolled back)" if index in report.rolled_back else ""
+        out.append(
+            f"{index:>4} {duration_ms:>9.2f}  {tag[:18]:<18} {'' if count is None else count:>6}  "
+            f"{first_line(statement)}{mark}"
+        )
+    if report.not_run:
+        revisions = ", ".join(report.not_applied_revisions) or "-"
+        out += ["", f"Not run: {len(report.not_run)} statement(s); not applied: {revisions}"]
     return "\n".join(out) + "\n"

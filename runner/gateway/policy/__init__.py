@@ -53,9 +53,10 @@ from .decide import (
     role_verdict,
     split,
 )
-from .guard import SCS_REFUSAL, literal_reading_refusal, needs_literal_guard
+from .guard import LITERAL_GUARD_WORDS, SCS_REFUSAL, literal_reading_refusal, needs_literal_guard
 
 __all__ = [
+    "LITERAL_GUARD_WORDS",
     "SCS_REFUSAL",
     "EntryData",
     "GatewayPolicy",

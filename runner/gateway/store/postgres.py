@@ -28,7 +28,7 @@ from runner.audit.chain import (
 )
 from runner.gateway.store.base import Connection, SqlStore, closed, first_line, migrate
 from runner.gateway.store.tables import POSTGRES, Statements, StoreError, schema_v1
-from runner.pg import describe_server
+from runner.pgurl import describe
 
 POSTGRES_SCHEMA_VERSION = 1
 
@@ -52,7 +52,7 @@ class PostgresStore(SqlStore):
 
     def __init__(self, conninfo: str, *, pool_size: int = 10, connect_timeout: int = 10) -> None:
         super().__init__()
-        self.where = describe_server(conninfo)
+        self.where = describe(conninfo, database=False)
         options: dict[str, Any] = {"autocommit": True, "connect_timeout": connect_timeout}
         # The schema is brought up to date on a connection of its own, so a server that
         # cannot be reached fails here, at once, with libpq's reason (the pool would

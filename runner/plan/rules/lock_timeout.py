@@ -13,6 +13,7 @@ from sqlglot import exp
 
 from runner.plan.model import Category, Severity
 from runner.plan.rules.base import Context, Example, StatementView, rule, table_name
+from runner.plan.rules.create_trigger import trigger_target
 
 ACCESS_EXCLUSIVE = "ACCESS EXCLUSIVE"
 SHARE = "SHARE"
@@ -85,6 +86,10 @@ def _locks(view: StatementView, context: Context) -> Iterator[tuple[str, str]]:
             and not_created(table_name(indexed))
         ):
             yield table_name(indexed), SHARE
+    elif kind == "create_trigger" and isinstance(node, exp.Create):
+        target = trigger_target(node)
+        if target is not None and not_created(table_name(target)):
+            yield table_name(target), SHARE_ROW_EXCLUSIVE
     elif view.shape is None:
         return
     elif kind == "vacuum" and "full" in view.shape.flags:
@@ -112,7 +117,8 @@ def _locks(view: StatementView, context: Context) -> Iterator[tuple[str, str]]:
     rationale="""
         ALTER TABLE, DROP TABLE, TRUNCATE, VACUUM FULL, CLUSTER, REFRESH
         MATERIALIZED VIEW and LOCK take an ACCESS EXCLUSIVE lock; CREATE INDEX and
-        REINDEX take SHARE (no writes). If one long transaction holds any lock on
+        REINDEX take SHARE (no writes), CREATE TRIGGER SHARE ROW EXCLUSIVE. If one
+        long transaction holds any lock on
         the table, the DDL waits, and every query that arrives after it queues
         behind the DDL: even a "instant" ALTER TABLE then stalls all reads and
         writes of the table for as long as that transaction lasts. A
@@ -130,6 +136,10 @@ def _locks(view: StatementView, context: Context) -> Iterator[tuple[str, str]]:
         Example("TRUNCATE audit_staging", apply_lock_timeout=False),
         Example("VACUUM FULL orders", apply_lock_timeout=False),
         Example("LOCK TABLE orders IN EXCLUSIVE MODE", apply_lock_timeout=False),
+        Example(
+            "CREATE TRIGGER t_audit AFTER INSERT ON orders FOR EACH ROW EXECUTE FUNCTION f()",
+            apply_lock_timeout=False,
+        ),
         Example(
             "SET lock_timeout = '2s';\nSET lock_timeout = 0;\nDROP INDEX idx_orders_user_id",
             apply_lock_timeout=False,
@@ -162,6 +172,11 @@ def _locks(view: StatementView, context: Context) -> Iterator[tuple[str, str]]:
             "ALTER TABLE users VALIDATE CONSTRAINT users_email_check", apply_lock_timeout=False
         ),
         Example("SELECT * FROM users", apply_lock_timeout=False),
+        Example(
+            "CREATE TABLE notes (id bigint);\n"
+            "CREATE TRIGGER notes_audit AFTER INSERT ON notes FOR EACH ROW EXECUTE FUNCTION f()",
+            apply_lock_timeout=False,
+        ),
     ],
 )
 def missing_lock_timeout(view: StatementView, context: Context) -> Iterator[str]:

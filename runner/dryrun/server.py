@@ -1,4 +1,4 @@
-"""The PostgreSQL edges of dry-run: an embedded server and scratch databases.
+"""Embedded server supervision: a PostgreSQL from the ``pgserver`` wheel for dry-run.
 
 ``embedded_server_url()`` runs PostgreSQL from the binaries bundled in the
 ``pgserver`` wheel, in a data directory under ``$SIGNOFF_HOME/pgdata`` (default
@@ -12,9 +12,6 @@ are), the cluster is owned and run by an unprivileged system user,
 ``signoff-pg``, created on first use; the directories on the way to the data
 directory and to the bundled binaries get the search bit for others (``o+x``,
 never read) so that user can reach them.
-
-``scratch_database()`` creates a uniquely named database on a server, yields
-its URL and drops it afterwards, whatever happened in between.
 """
 
 from __future__ import annotations
@@ -26,7 +23,6 @@ import importlib.util
 import json
 import os
 import re
-import secrets
 import shlex
 import shutil
 import stat
@@ -42,8 +38,6 @@ from pathlib import Path
 from typing import IO, Any
 
 import psycopg
-from psycopg import errors, sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from runner.errors import DatabaseError
 
@@ -55,11 +49,6 @@ _START_TIMEOUT_S = 60
 _CONNECT_TIMEOUT_S = 10
 # A scratch cluster holds nothing worth keeping: trade durability for speed.
 _SERVER_SETTINGS = ("fsync=off", "full_page_writes=off", "synchronous_commit=off")
-
-
-# --------------------------------------------------------------------------
-# embedded server
-# --------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -589,118 +578,3 @@ def _last_error_line(text: str) -> str:
 
 def _one_line(text: str) -> str:
     return " ".join(text.split()) or "no details"
-
-
-# --------------------------------------------------------------------------
-# scratch databases
-# --------------------------------------------------------------------------
-
-_PREFIX = re.compile(r"[a-z_][a-z0-9_]{0,40}")
-
-
-@contextmanager
-def scratch_database(server_url: str, *, prefix: str = "signoff_dryrun") -> Iterator[str]:
-    """CREATE DATABASE <prefix>_<random hex>, yield its URL, DROP it afterwards.
-
-    The drop happens even when the body raises (WITH (FORCE) on PostgreSQL 13+,
-    after terminating leftover sessions on older servers). Only the database
-    created here is ever dropped.
-    """
-    if not _PREFIX.fullmatch(prefix):
-        raise ValueError(f"scratch database prefix must match {_PREFIX.pattern}: {prefix!r}")
-    name = f"{prefix}_{secrets.token_hex(6)}"
-    where = describe_server(server_url)
-    with _admin_connection(server_url, where) as conn:
-        try:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        except errors.InsufficientPrivilege as exc:
-            user = conn.info.user
-            raise DatabaseError(
-                f"role {user} on {where} may not create databases; grant it with "
-                f"ALTER ROLE {user} CREATEDB, or point dry-run at a server where it can"
-            ) from exc
-        except psycopg.Error as exc:
-            raise DatabaseError(
-                f"cannot create a scratch database on {where}: {_first_line(exc)}"
-            ) from exc
-    try:
-        yield database_url(server_url, name)
-    except BaseException as exc:
-        try:
-            _drop(server_url, where, name)
-        except DatabaseError as drop_exc:
-            exc.add_note(str(drop_exc))
-        raise
-    else:
-        _drop(server_url, where, name)
-
-
-def database_url(server_url: str, dbname: str) -> str:
-    """server_url with its database replaced by dbname (URL or key=value form)."""
-    if server_url.startswith(("postgresql://", "postgres://")):
-        parts = urllib.parse.urlsplit(server_url)
-        query = [
-            (k, v)
-            for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-            if k != "dbname"
-        ]
-        return urllib.parse.urlunsplit(
-            (
-                parts.scheme,
-                parts.netloc,
-                "/" + urllib.parse.quote(dbname, safe=""),
-                urllib.parse.urlencode(query, safe="/"),
-                parts.fragment,
-            )
-        )
-    return make_conninfo(server_url, dbname=dbname)
-
-
-def describe_server(url: str) -> str:
-    """host:port of a connection string, never its password."""
-    try:
-        params = conninfo_to_dict(url)
-    except psycopg.Error:
-        return "the database server (unparsable connection string)"
-    host = str(params.get("host") or os.environ.get("PGHOST") or "localhost")
-    port = str(params.get("port") or os.environ.get("PGPORT") or _PORT)
-    return f"{host}:{port}"
-
-
-@contextmanager
-def _admin_connection(url: str, where: str) -> Iterator[psycopg.Connection[Any]]:
-    try:
-        conn = psycopg.connect(url, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_S)
-    except psycopg.Error as exc:
-        raise DatabaseError(
-            f"cannot connect to PostgreSQL at {where}: {_first_line(exc)}; start the server or "
-            "pass the URL of one that answers"
-        ) from exc
-    with conn:
-        yield conn
-
-
-def _drop(server_url: str, where: str, name: str) -> None:
-    with _admin_connection(server_url, where) as conn:
-        try:
-            if conn.info.server_version >= 130000:
-                conn.execute(
-                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-                )
-            else:
-                conn.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = %s AND pid <> pg_backend_pid()",
-                    (name,),
-                )
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
-        except psycopg.Error as exc:
-            raise DatabaseError(
-                f"could not drop the scratch database {name} on {where}: {_first_line(exc)}; "
-                f"drop it by hand (DROP DATABASE {name})"
-            ) from exc
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,4 +1,4 @@
-"""Run alembic online (``alembic upgrade REV``) against a database.
+"""Migrate: run alembic online (``alembic upgrade REV``) against a database.
 
 Used by dry-run to bring a scratch database to the target database's current
 revision before the planned SQL is tried on it. The URL reaches the project's
@@ -14,8 +14,9 @@ import sqlalchemy.exc
 from alembic import command
 from alembic.util import CommandError
 
-from runner.dbinfo import connect, describe, redact, scrub
+from runner.dryrun.facts import connect
 from runner.errors import DatabaseError, SignoffError, SourceError
+from runner.pgurl import describe, redact, scrub
 from runner.plan.source import alembic_config, load_script, preserve_logging
 
 __all__ = ["upgrade"]

@@ -1,4 +1,4 @@
-"""Facts read from a live PostgreSQL database (psycopg 3, sync).
+"""The database facts: what the planner and dry-run read from a live PostgreSQL.
 
 This is the I/O edge the pure planner (:mod:`runner.plan`) is fed from: the
 current alembic heads, the server version, and the columns and row estimates
@@ -12,27 +12,17 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import make_conninfo
 from psycopg.rows import TupleRow
 
 from runner.errors import DatabaseError
+from runner.pgurl import describe, scrub, to_psycopg_conninfo
 
-__all__ = ["DatabaseFacts", "read_facts", "redact", "to_psycopg_conninfo"]
+__all__ = ["DatabaseFacts", "connect", "current_heads", "read_facts"]
 
-_SCHEMES = {
-    "postgresql": "postgresql",
-    "postgres": "postgresql",
-    "postgresql+psycopg": "postgresql",
-    "postgresql+psycopg2": "postgresql",
-    "postgresql+psycopg2cffi": "postgresql",
-    "postgres+psycopg": "postgresql",
-    "postgres+psycopg2": "postgresql",
-}
-_SECRET_PARAMS = {"password", "sslpassword"}
 _CONNECT_TIMEOUT_S = 10
 
 
@@ -48,78 +38,6 @@ class DatabaseFacts:
     """"schema.table" (and "table" when visible on the search_path) -> column -> type."""
     populated: dict[str, int]
     """Same keys -> ``pg_class.reltuples`` estimate (-1: never vacuumed/analysed)."""
-
-
-def to_psycopg_conninfo(url: str) -> str:
-    """A libpq connection URI for a SQLAlchemy-style or libpq PostgreSQL URL.
-
-    Accepts ``postgresql://``, ``postgres://``, ``postgresql+psycopg://`` and
-    ``postgresql+psycopg2://``; the driver suffix is dropped.
-    """
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        raise DatabaseError(
-            f"database URL {redact(url)!r} is not a URL; use postgresql://user@host:5432/dbname"
-        )
-    libpq_scheme = _SCHEMES.get(scheme.lower())
-    if libpq_scheme is None:
-        raise DatabaseError(
-            f"unsupported database URL scheme {scheme!r} in {redact(url)!r}; use "
-            "postgresql://user@host:5432/dbname"
-        )
-    return f"{libpq_scheme}://{rest}"
-
-
-def redact(url: str) -> str:
-    """``url`` with its password (in the user info or the query) replaced by ***."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable database URL>"
-    netloc = parts.netloc
-    userinfo, at, hostinfo = netloc.rpartition("@")
-    if at and ":" in userinfo:
-        user = userinfo.split(":", 1)[0]
-        netloc = f"{user}:***@{hostinfo}"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        if any(key in _SECRET_PARAMS for key, _ in pairs):
-            query = urlencode(
-                [(key, "***" if key in _SECRET_PARAMS else value) for key, value in pairs],
-                safe="*/",
-            )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
-def describe(url: str) -> str:
-    """``host:port/dbname`` of ``url``, for messages."""
-    try:
-        params = conninfo_to_dict(to_psycopg_conninfo(url))
-    except (psycopg.Error, DatabaseError):
-        return redact(url)
-    host = str(params.get("host") or params.get("hostaddr") or "localhost")
-    port = str(params.get("port") or "5432")
-    dbname = str(params.get("dbname") or params.get("user") or "")
-    return f"{host}:{port}/{dbname}"
-
-
-def scrub(text: str, url: str) -> str:
-    """``text`` with every spelling of the password in ``url`` replaced by ***."""
-    secrets: set[str] = set()
-    try:
-        parts = urlsplit(url)
-        if parts.password:
-            secrets.add(parts.password)
-        secrets.update(v for k, v in parse_qsl(parts.query) if k in _SECRET_PARAMS)
-    except ValueError:
-        pass
-    for secret in list(secrets):
-        secrets.update({unquote(secret), quote(secret, safe=""), quote(secret)})
-    for secret in sorted(secrets, key=len, reverse=True):
-        if secret:
-            text = text.replace(secret, "***")
-    return text
 
 
 def connect(url: str) -> psycopg.Connection[TupleRow]:
@@ -150,7 +68,7 @@ def read_facts(
                 cur.execute("SHOW server_version_num")
                 row = cur.fetchone()
                 server_version_num = int(str(row[0])) if row else 0
-                heads = _current_heads(cur, version_table, version_schema)
+                heads = current_heads(cur, version_table, version_schema)
                 columns, populated = _tables(cur)
         except psycopg.Error as exc:
             raise DatabaseError(
@@ -169,9 +87,8 @@ def read_facts(
     )
 
 
-def _current_heads(
-    cur: psycopg.Cursor[TupleRow], table: str, schema: str | None
-) -> tuple[str, ...]:
+def current_heads(cur: psycopg.Cursor[TupleRow], table: str, schema: str | None) -> tuple[str, ...]:
+    """The rows of the alembic version table (sorted); () when the table does not exist."""
     name = sql.Identifier(schema, table) if schema else sql.Identifier(table)
     cur.execute(sql.SQL("SELECT to_regclass({})").format(sql.Literal(name.as_string(cur))))
     row = cur.fetchone()
