@@ -1,7 +1,7 @@
 """The schema as the analysis knows it at each point of the plan.
 
 It starts from the database's catalog when one was read (``pg_attribute``,
-through ``runner.dbinfo`` at the edge) and follows the plan's own statements:
+through ``runner.dryrun.facts`` at the edge) and follows the plan's own statements:
 a table created earlier in the plan is new and empty, a column's type is the
 one the last statement gave it. Names are kept as PostgreSQL folds them
 (unquoted lower-cased, ``public.`` dropped) so ``Patients`` and
