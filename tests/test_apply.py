@@ -424,3 +424,50 @@ def test_the_lock_key_is_the_documented_hash_of_the_database_name() -> None:
     assert advisory_lock_key("ehr") == int.from_bytes(digest[:8], "big", signed=True)
     assert advisory_lock_key("ehr") != advisory_lock_key("ehr2")
     assert -(2**63) <= advisory_lock_key("x") < 2**63
+
+
+def test_a_connection_lost_mid_plan_is_reported_as_such(versioned_db: str) -> None:
+    plan = revisions_plan(
+        [
+            ("r1", "CREATE TABLE one (id int);"),
+            ("r2", "CREATE TABLE two (id int);\nSELECT pg_sleep(30);"),
+        ]
+    )
+    sleep = next(s for s in plan.statements if "pg_sleep" in s.text)
+    killed: list[bool] = []
+    killers: list[threading.Thread] = []
+
+    def kill_when_sleeping(event: ApplyEvent) -> None:
+        if isinstance(event, StatementStarting) and event.statement.index == sleep.index:
+            killer = threading.Thread(target=lambda: killed.append(_terminate_apply(versioned_db)))
+            killer.start()
+            killers.append(killer)
+
+    report = apply_plan(versioned_db, plan, progress=kill_when_sleeping)
+    for killer in killers:
+        killer.join(15)
+
+    assert killed == [True]
+    assert report.outcome is Outcome.FAILED
+    assert report.failure is not None and report.failure.index == sleep.index
+    assert report.failure.connection_lost
+    assert "connection was lost" in report.reason
+    assert report.applied_revisions == ("r1",)
+    assert version_of(versioned_db) == ["r1"]
+    assert not exists(versioned_db, "two")  # the server rolled the open transaction back
+
+
+def _terminate_apply(url: str) -> bool:
+    """Terminate the apply's backend once its sleep is running (as a failover would)."""
+    deadline = time.monotonic() + 10
+    with psycopg.connect(url, autocommit=True) as admin:
+        while time.monotonic() < deadline:
+            row = admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name = 'signoff apply' AND datname = current_database()"
+                " AND query LIKE 'SELECT pg_sleep%'"
+            ).fetchone()
+            if row is not None and row[0]:
+                return True
+            time.sleep(0.02)
+    return False
