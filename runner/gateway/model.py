@@ -276,7 +276,8 @@ class FastLane(NamedTuple):
     """What a proxy connection's C lane (runner/_lane.c) reads: the audit writer's
     lane queue, and the session's caches of allowed plain reads, by literal mask
     (simple Query: mask -> statement data up to its sha256) and by exact text
-    (Parse: text -> (statement data, decision)). Filled by the service only."""
+    (Parse: text -> (statement data, decision)). Filled by the policy only
+    (runner/gateway/policy/caches.py), changed in place, never rebound."""
 
     queue: Any
     shapes: dict[str, str]
