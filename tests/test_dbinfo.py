@@ -22,7 +22,7 @@ from alembic import command
 from runner.dryrun.facts import DatabaseFacts, read_facts
 from runner.dryrun.migrate import upgrade
 from runner.errors import DatabaseError, SourceError
-from runner.pgurl import redact, to_psycopg_conninfo
+from runner.pgurl import describe, redact, scrub, to_psycopg_conninfo
 from runner.plan.source import alembic_config, offline_sql, preserve_logging
 
 SAMPLE_INI = Path(__file__).resolve().parent.parent / "sample_migrations" / "alembic.ini"
@@ -444,3 +444,24 @@ def test_redact() -> None:
     )
     assert redact("postgresql://ehr:a@b@db/ehr") == "postgresql://ehr:***@db/ehr"
     assert redact("postgresql://ehr:@db/ehr") == "postgresql://ehr:***@db/ehr"
+
+
+def test_describe_names_host_port_and_database_never_the_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("PGHOST", raising=False)
+    monkeypatch.delenv("PGPORT", raising=False)
+    assert describe("postgresql+psycopg://ehr:s3cret@db:6543/ehr") == "db:6543/ehr"
+    assert describe("postgresql://ehr:s3cret@db/ehr", database=False) == "db:5432"
+    assert describe("host=db port=6000 dbname=app user=u password=s3cret") == "db:6000/app"
+    assert describe("postgresql://ses_1@gw:6432") == "gw:6432/ses_1"  # libpq's default dbname
+    unparsable = describe("host='unterminated password=s3cret")
+    assert "s3cret" not in unparsable and "unparsable" in unparsable
+    monkeypatch.setenv("PGHOST", "/run/postgresql")
+    assert describe("postgresql:///ehr", database=False) == "/run/postgresql:5432"
+
+
+def test_redact_and_scrub_key_value_connection_strings() -> None:
+    assert "hunter2" not in redact("host=db password=hunter2 user=u")
+    assert "password=***" in redact("host=db password=hunter2 user=u")
+    assert scrub("auth failed for hunter2", "host=db password=hunter2") == "auth failed for ***"
