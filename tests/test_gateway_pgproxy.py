@@ -58,7 +58,7 @@ from runner.gateway.model import (
     new_session_id,
     utcnow,
 )
-from runner.gateway.pgproxy import PgProxy, ProxyConfig
+from runner.gateway.proxy import PgProxy, ProxyConfig
 from runner.plan.build import lint_text
 
 T = TypeVar("T")

@@ -13,10 +13,10 @@ itself) body``. Strings are NUL-terminated. Nothing here logs.
 
 from __future__ import annotations
 
-import asyncio
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 PROTOCOL_3_0 = 3 << 16  # 196608
 SSL_REQUEST_CODE = 80877103
@@ -106,7 +106,14 @@ class StartupPacket:
         return self.version & 0xFFFF
 
 
-async def read_startup(reader: asyncio.StreamReader) -> StartupPacket:
+class ExactReader(Protocol):
+    """What the readers below read from: an asyncio.StreamReader, or the proxy's
+    own client stream (runner.gateway.proxy.stream)."""
+
+    async def readexactly(self, n: int) -> bytes: ...
+
+
+async def read_startup(reader: ExactReader) -> StartupPacket:
     """Read SSLRequest / GSSENCRequest / CancelRequest / StartupMessage.
 
     Raises ProtocolError for a malformed packet; asyncio.IncompleteReadError
@@ -144,7 +151,7 @@ def parse_startup_parameters(data: bytes) -> dict[str, str]:
 
 
 async def read_message(
-    reader: asyncio.StreamReader, *, max_length: int = MAX_MESSAGE_LENGTH
+    reader: ExactReader, *, max_length: int = MAX_MESSAGE_LENGTH
 ) -> tuple[int, bytes]:
     """One typed message: (type byte, body without the header)."""
     header = await reader.readexactly(5)

@@ -1,0 +1,601 @@
+"""The relay: the steady state of a connection, client -> server and server -> client.
+
+After the startup both sockets get a small protocol whose data_received does the
+work (no reader buffers, no task switch per message). Upstream -> client runs
+entirely in the upstream transport's callback. Client -> upstream runs in the
+client transport's callback until a statement needs its audit entries: the bytes
+before it are forwarded, the rest is held (client bytes arriving meanwhile are
+queued), and the audit log's commit calls back into the relay, which forwards
+the statement and goes on. The connection's task only waits for the end
+(``ended``) and closes up.
+
+* client -> upstream: every message is parsed (type + length). A simple Query
+  and a Parse are decided; an Execute of an allowed statement is recorded
+  (awaited: durable before anything is forwarded). A blocked statement is never
+  forwarded: a text that fails at parse time upstream ("SIGNOFF BLOCKED") goes
+  in its place, so the server's state (failed transaction block, extended
+  protocol skip-until-Sync) is exactly what a real error makes it, and the
+  server's error for it is replaced by the gateway's own (SQLSTATE 42501).
+* upstream -> client: bytes are forwarded untouched, in large writes; only the
+  message headers are read, and the bodies of CommandComplete, ErrorResponse,
+  ReadyForQuery and ParameterStatus. The FIFO of pending.Bookkeeping lines
+  responses up with statements, pipelined or not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import struct
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from runner.gateway import wire
+from runner.gateway.model import Outcome, StatementDecision
+from runner.gateway.proxy.events import record_event
+from runner.gateway.proxy.pending import (
+    IDLE,
+    K_BIND,
+    K_CLOSE,
+    K_DESCRIBE,
+    K_EXECUTE,
+    K_PARSE,
+    K_QUERY,
+    K_SYNC,
+    Pending,
+    blocked_outcome,
+    ms,
+    refusal,
+)
+from runner.gateway.proxy.state import (
+    BACKLOG,
+    CLIENT_BACKLOG_MAX,
+    UPSTREAM_FULL,
+    RelayCore,
+    end_reason,
+)
+
+if TYPE_CHECKING:
+    from runner.gateway.proxy.lane import LaneGlue
+
+_MAX_CLIENT_MESSAGE = wire.MAX_MESSAGE_LENGTH
+_U32 = struct.Struct("!I")
+_DATA_ROW = wire.DATA_ROW
+_ROW_DESCRIPTION = wire.ROW_DESCRIPTION
+_COMMAND_COMPLETE = wire.COMMAND_COMPLETE
+_READY_FOR_QUERY = wire.READY_FOR_QUERY
+_ERROR_RESPONSE = wire.ERROR_RESPONSE
+# Upstream messages whose body the relay reads (all small); the others pass through.
+_NEED_BODY = frozenset(
+    {_COMMAND_COMPLETE, _READY_FOR_QUERY, _ERROR_RESPONSE, wire.PARAMETER_STATUS}
+)
+
+
+class ClientSide(asyncio.Protocol):
+    """The client socket during the relay: bytes are handled in this callback (by
+    the connection's C lane first, when it has one)."""
+
+    def __init__(self, relay: Relay, lane: Any) -> None:
+        self.relay = relay
+        self.data_received = (  # type: ignore[method-assign]
+            relay.client_bytes if lane is None else lane.client_data
+        )
+
+    def data_received(self, data: bytes) -> None:  # replaced per instance
+        self.relay.client_bytes(data)
+
+    def eof_received(self) -> bool:
+        return False  # close the transport: a client that stops sending is gone
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        relay = self.relay
+        if not relay.client_closed.done():
+            relay.client_closed.set_result(None)
+        relay.client_lost()
+
+    def pause_writing(self) -> None:  # the client is slow to read results
+        with contextlib.suppress(Exception):
+            self.relay.ut.pause_reading()
+
+    def resume_writing(self) -> None:
+        with contextlib.suppress(Exception):
+            self.relay.ut.resume_reading()
+
+
+class UpstreamSide(asyncio.Protocol):
+    """The upstream socket during the relay: bytes are relayed in this callback."""
+
+    def __init__(self, relay: Relay, lane: Any) -> None:
+        self.relay = relay
+        self.data_received = (  # type: ignore[method-assign]
+            relay.upstream_data if lane is None else lane.upstream_data
+        )
+
+    def data_received(self, data: bytes) -> None:  # replaced per instance
+        self.relay.upstream_data(data)
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.relay.upstream_lost()
+
+    def pause_writing(self) -> None:  # the upstream is slow to take client bytes
+        self.relay.block_client(UPSTREAM_FULL)
+
+    def resume_writing(self) -> None:
+        self.relay.unblock_client(UPSTREAM_FULL)
+
+
+class ClientToServer(RelayCore):
+    """Client bytes: decided, recorded, forwarded (or refused)."""
+
+    def client_bytes(self, data: bytes) -> None:
+        """Client bytes, or queued while a statement waits for its audit record."""
+        if self.hold is None:
+            if self.end_reason is None:
+                self.feed(data)
+            return
+        self.chunks.append(data)
+        self.backlog += len(data)
+        if self.backlog > CLIENT_BACKLOG_MAX:
+            self.block_client(BACKLOG)
+
+    def feed(self, data: bytes) -> None:
+        """Handle a run of client bytes (in a callback): any error ends the connection."""
+        try:
+            ended = self._client_data(data)
+        except Exception as exc:
+            ended = end_reason(exc)
+        if ended is not None:
+            self.end(ended)
+
+    def _hold_for_record(
+        self,
+        data: bytes,
+        start: int,
+        pos: int,
+        end: int,
+        decisions: Sequence[StatementDecision],
+        then: Callable[[list[int] | None], bytes | None],
+    ) -> None:
+        """Hold the message data[pos:end] and what follows it until the statement
+        entries of ``decisions`` are durable; then ``then(seqs)`` (None: the audit log
+        failed) gives what goes upstream in its place (None: the message itself).
+        The messages before it not yet forwarded (data[start:pos]: a Parse, Bind and
+        Describe before an Execute) go with it, in one write: the server is woken
+        once per round trip, not twice."""
+        assert self.session is not None
+        self.hold = (data, start, pos, end)
+        self.backend.submit_statements(
+            self.session, decisions, lambda seqs: self.recorded(seqs, then)
+        )
+
+    def recorded(
+        self, seqs: list[int] | None, then: Callable[[list[int] | None], bytes | None]
+    ) -> None:
+        """The held statement's entries are durable (or failed): forward, go on."""
+        hold = self.hold
+        self.hold = None
+        if hold is None:
+            return
+        if self.end_reason is not None:  # the connection ended meanwhile: not run
+            if seqs:
+                self.submit_outcomes([(seq, Outcome(status="not-run")) for seq in seqs])
+            if self.hold_done is not None and not self.hold_done.done():
+                self.hold_done.set_result(None)  # the close may go on
+            return
+        data, start, pos, end = hold
+        try:
+            replacement = then(seqs)
+            if replacement is None:
+                self.ut.write(data[start:end])
+            else:
+                self.ut.write(data[start:pos] + replacement)
+        except Exception as exc:
+            self.end(end_reason(exc))
+            return
+        rest = data[end:]
+        chunks = self.chunks
+        if chunks:
+            rest = b"".join([rest, *chunks])
+            chunks.clear()
+            self.backlog = 0
+            if self.read_blocks & BACKLOG:
+                self.unblock_client(BACKLOG)
+        if rest:
+            self.feed(rest)
+
+    def _client_data(self, data: bytes) -> str | None:
+        """Handle a run of client bytes; the end reason when the client said Terminate.
+        Returns early, holding the rest, when a statement must be recorded first."""
+        up = self.ut
+        passthrough = self.client_passthrough
+        if passthrough:
+            if len(data) <= passthrough:
+                self.client_passthrough = passthrough - len(data)
+                up.write(data)
+                return None
+            pos = passthrough
+            self.client_passthrough = 0
+        elif self.client_leftover:
+            leftover = self.client_leftover
+            if len(leftover) + len(data) < self.client_need:
+                # A large message still arriving: gather without reparsing.
+                if isinstance(leftover, bytes):
+                    leftover = self.client_leftover = bytearray(leftover)
+                leftover += data
+                return None
+            data = bytes(leftover + data)
+            self.client_leftover = b""
+            self.client_need = 0
+            pos = 0
+        else:
+            pos = 0
+        n = len(data)
+        start = 0
+        pending = self.pending
+        while n - pos >= 5:
+            kind = data[pos]
+            (length,) = _U32.unpack_from(data, pos + 1)
+            end = pos + 1 + length
+            if length < 4 or length > _MAX_CLIENT_MESSAGE:
+                raise wire.ProtocolError(f"invalid message length for type {chr(kind)!r}")
+            if end > n:
+                if kind == wire.COPY_DATA:
+                    self.client_passthrough = end - n
+                    pos = n
+                else:
+                    self.client_need = end - pos
+                break
+            if kind == wire.QUERY:
+                decisions = self._decide(data[pos + 5 : end - 1])
+                entry = Pending(K_QUERY)
+                entry.results = []
+                entry.decisions = decisions
+                if decisions:
+                    glue = self.lane_glue
+                    if (
+                        start == pos == 0
+                        and end == n
+                        and glue is not None
+                        and glue.carries(data, decisions)
+                    ):
+                        return None
+                    self._hold_for_record(
+                        data,
+                        start,
+                        pos,
+                        end,
+                        decisions,
+                        functools.partial(self.query_recorded, entry),
+                    )
+                    return None
+                entry.t0 = time.perf_counter()  # an empty query: nothing to record
+                pending.append(entry)
+            elif kind == wire.COPY_DATA or kind == wire.FLUSH:
+                pass
+            elif kind == wire.PARSE:
+                decided = None
+                glue = self.lane_glue
+                if pos == 0 and glue is not None:
+                    text = glue.one_shot_text(data)
+                    if text is not None:
+                        decided = self._decide(text)
+                        if glue.carries_one_shot(data, decided):
+                            return None
+                message = wire.parse_parse(data[pos + 5 : end])
+                if decided is None:
+                    decided = self._decide(message.text)
+                recording = self._on_parse(message, decided)
+                if recording is not None:
+                    self._hold_for_record(data, start, pos, end, *recording)
+                    return None
+            elif kind == wire.BIND:
+                self._on_bind(data[pos + 5 : end])
+            elif kind == wire.EXECUTE:
+                recording = self._on_execute(data[pos + 5 : end])
+                if recording is not None:
+                    self._hold_for_record(data, start, pos, end, *recording)
+                    return None
+            elif kind == wire.SYNC:
+                entry = Pending(K_SYNC)
+                entry.copy_ends = self.copy_ends
+                pending.append(entry)
+            elif kind == wire.DESCRIBE:
+                pending.append(Pending(K_DESCRIBE))
+            elif kind == wire.CLOSE:
+                self._on_close(data[pos + 5 : end])
+            elif kind == wire.COPY_DONE or kind == wire.COPY_FAIL:
+                self.copy_ends += 1
+            elif kind == wire.TERMINATE:
+                up.write(data[start:end])
+                return "terminated"
+            elif kind == wire.FUNCTION_CALL:
+                if start < pos:
+                    up.write(data[start:pos])
+                up.write(self._on_function_call())
+                start = end
+            else:
+                raise wire.ProtocolError(f"unexpected message type {chr(kind)!r}")
+            pos = end
+        if start < pos:
+            up.write(data if start == 0 and pos == n else data[start:pos])
+        if pos < n and not self.client_passthrough:
+            self.client_leftover = data[pos:]
+        return None
+
+    def _decide(self, raw: bytes) -> list[StatementDecision]:
+        assert self.session is not None
+        try:
+            text = raw.decode(self.codec)
+        except (UnicodeDecodeError, LookupError):
+            return [
+                refusal(
+                    raw.decode("utf-8", "replace"),
+                    "the statement text is not valid in the client encoding; refused",
+                )
+            ]
+        if not self.literals_as_server:
+            return [
+                refusal(
+                    text,
+                    "standard_conforming_strings is off on this connection, so the server "
+                    "reads backslashes in string literals differently from the gateway's "
+                    "analysis; refused: reconnect (it is on by default)",
+                )
+            ]
+        if b"\\" in raw and not self._settled():
+            return [
+                refusal(
+                    text,
+                    "a text with a backslash sent before the statements ahead of it have "
+                    "answered: if one of them turned standard_conforming_strings off, the "
+                    "server would read its string literals differently from the gateway's "
+                    "analysis; refused: send it once they have answered, or pass the value "
+                    "as a parameter",
+                )
+            ]
+        try:
+            decisions = self.backend.decide(self.session, text, in_transaction=self.txn != IDLE)
+            return decisions if type(decisions) is list else list(decisions)
+        except Exception as exc:
+            return [
+                refusal(
+                    text,
+                    "the gateway's policy failed on this statement "
+                    f"({type(exc).__name__}); refused",
+                )
+            ]
+
+    def _on_function_call(self) -> bytes:
+        # Nothing is forwarded, so nothing waits for the event's record.
+        task = asyncio.get_running_loop().create_task(
+            record_event(self.backend, self.session, "function-call-refused")
+        )
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+        return self._refused_function_call()
+
+
+class ServerToClient(RelayCore):
+    """Upstream bytes: relayed untouched, read enough to line answers up."""
+
+    def upstream_data(self, data: bytes) -> None:
+        """Relay upstream bytes to the client (in the upstream transport's callback)."""
+        if self.detached:
+            return
+        client = self.ct
+        passthrough = self.up_passthrough
+        if passthrough:
+            if len(data) <= passthrough:
+                self.up_passthrough = passthrough - len(data)
+                client.write(data)
+                return
+            pos = passthrough
+            self.up_passthrough = 0
+        else:
+            if self.up_leftover:
+                data = self.up_leftover + data
+                self.up_leftover = b""
+            pos = 0
+        n = len(data)
+        start = 0
+        pieces: list[bytes] | None = None
+        try:
+            while n - pos >= 5:
+                kind = data[pos]
+                (length,) = _U32.unpack_from(data, pos + 1)
+                end = pos + 1 + length
+                if kind == _DATA_ROW:
+                    if end > n:
+                        self.up_passthrough = end - n
+                        pos = n
+                        break
+                    pos = end
+                    continue
+                if kind == _ROW_DESCRIPTION and end <= n:
+                    pending = self.pending
+                    if pending and pending[0].kind == K_DESCRIBE:
+                        pending.popleft()
+                    pos = end
+                    continue
+                if length < 4:
+                    raise wire.ProtocolError("invalid message length from the upstream")
+                if kind in _NEED_BODY:
+                    if end > n:
+                        break
+                    if kind == _COMMAND_COMPLETE:
+                        self._on_complete(data, pos + 5, end)
+                    elif kind == _READY_FOR_QUERY:
+                        self._on_ready(data[pos + 5])
+                    elif kind == _ERROR_RESPONSE:
+                        replacement = self._on_error(data[pos + 5 : end])
+                        if replacement is not None:
+                            if pieces is None:
+                                pieces = []
+                            pieces.append(data[start:pos])
+                            pieces.append(replacement)
+                            start = end
+                    else:
+                        self._on_parameter_status(data[pos + 5 : end])
+                else:
+                    self._on_header(kind)
+                    if end > n:
+                        self.up_passthrough = end - n
+                        pos = n
+                        break
+                pos = end
+        except wire.ProtocolError:
+            self.ut.abort()
+            self.end("protocol: the upstream broke the protocol")
+            return
+        if pieces is not None:
+            pieces.append(data[start:pos])
+            client.write(b"".join(pieces))
+        elif pos:
+            client.write(data if pos == n else data[:pos])
+        if pos < n and not self.up_passthrough:
+            self.up_leftover = data[pos:]
+
+    def _on_parameter_status(self, body: bytes) -> None:
+        name, value = wire.parse_parameter_status(body)
+        if name == "standard_conforming_strings":
+            self.literals_as_server = value == "on"
+        elif name == "client_encoding":
+            codec = wire.python_codec(value)
+            self.codec = "utf-8" if codec in (None, "ascii") else codec
+
+    def _on_header(self, kind: int) -> None:
+        """Messages whose body the proxy does not need."""
+        pending = self.pending
+        if not pending:
+            return
+        head = pending[0]
+        if kind == wire.PARSE_COMPLETE:
+            if head.kind == K_PARSE:
+                pending.popleft()
+        elif kind == wire.BIND_COMPLETE:
+            if head.kind == K_BIND:
+                pending.popleft()
+        elif kind == wire.ROW_DESCRIPTION or kind == wire.NO_DATA:
+            if head.kind == K_DESCRIBE:
+                pending.popleft()
+        elif kind == wire.CLOSE_COMPLETE:
+            if head.kind == K_CLOSE:
+                pending.popleft()
+        elif kind == wire.EMPTY_QUERY_RESPONSE:
+            self._statement_done(head, None, None)
+        elif kind == wire.PORTAL_SUSPENDED:
+            if head.kind == K_EXECUTE:
+                self._statement_done(head, None, None)
+        elif kind == wire.COPY_IN_RESPONSE and head.kind == K_EXECUTE:
+            head.copy_in = True
+
+    def _on_complete(self, data: bytes, start: int, end: int) -> None:
+        if self.pending:
+            tag = data[start : end - 1].decode("utf-8", "replace")
+            self._statement_done(self.pending[0], tag, wire.rows_from_tag(tag))
+
+    def _on_ready(self, status: int) -> None:
+        self.txn = status
+        pending = self.pending
+        if self.discarding:
+            self.discarding = False
+            while pending:
+                entry = pending.popleft()
+                if entry.kind == K_SYNC:
+                    break
+                self._discarded(entry)
+        else:
+            while pending:
+                entry = pending.popleft()
+                if entry.kind == K_QUERY:
+                    self._finish_query(entry)
+                    break
+                if entry.kind == K_SYNC:
+                    break
+                self._discarded(entry)
+        if not self.settled and not any(
+            entry.kind == K_QUERY or entry.kind == K_EXECUTE for entry in pending
+        ):
+            self.settled = True  # whatever changed a setting has been reported by now
+        if self.batch:
+            # Written with the next commit of the audit log, not waited for.
+            self.submit_outcomes(self.batch)
+            self.batch = []
+
+    def _on_error(self, body: bytes) -> bytes | None:
+        """Attribute an ErrorResponse; the replacement bytes for a blocked statement's."""
+        fields = wire.parse_error_fields(body)
+        severity = fields.get("V") or fields.get("S") or "ERROR"
+        if severity in ("FATAL", "PANIC"):
+            self.fatal_seen = True  # not an answer to a message: the server is leaving
+            return None
+        pending = self.pending
+        if not pending:
+            return None
+        sqlstate = fields.get("C")
+        head = pending[0]
+        now = time.perf_counter()
+        if head.kind == K_QUERY:
+            if head.blocked_error is not None:
+                return head.blocked_error
+            if len(head.results) < len(head.seqs):
+                head.results.append(
+                    Outcome(sqlstate=sqlstate, status="failed", duration_ms=ms(head.t0, now))
+                )
+            else:  # every statement completed: the implicit commit failed
+                head.results[:] = [
+                    r._replace(sqlstate=sqlstate, status="failed") if r.status == "completed" else r
+                    for r in head.results
+                ]
+            return None
+        if head.kind == K_SYNC:  # the commit at Sync failed: nothing of the batch stays
+            self.batch = [
+                (
+                    seq,
+                    o._replace(sqlstate=sqlstate, status="failed")
+                    if o.status == "completed"
+                    else o,
+                )
+                for seq, o in self.batch
+            ]
+            return None
+        # An extended-protocol message failed: the server skips to the next Sync.
+        pending.popleft()
+        replacement = head.blocked_error
+        if head.kind == K_PARSE:
+            for i, seq in enumerate(head.seqs):
+                self.batch.append((seq, blocked_outcome(head, i)))
+            # A failed Parse leaves a named statement as it was; the unnamed one is gone.
+            self._revert(self.statements, head, head.prev if head.name else None)
+        elif head.kind == K_BIND:
+            self._revert(self.portals, head, head.prev if head.name else None)
+        elif head.kind == K_EXECUTE:
+            duration = ms(head.t0, now)
+            for i, seq in enumerate(head.seqs):
+                if replacement is not None:
+                    self.batch.append((seq, blocked_outcome(head, i)))
+                else:
+                    self.batch.append(
+                        (seq, Outcome(sqlstate=sqlstate, status="failed", duration_ms=duration))
+                    )
+            if head.copy_in:
+                self._drop_syncs_read_during_copy(head)
+        self.discarding = True
+        while pending and pending[0].kind != K_SYNC:
+            self._discarded(pending.popleft())
+        return replacement
+
+
+class Relay(ClientToServer, ServerToClient):
+    """One connection's relay, both directions (the connection's protocols call it)."""
+
+    def attach_lane(self, glue: LaneGlue) -> None:
+        """From now on the C lane takes what it can (see runner.gateway.proxy.lane)."""
+        self.lane = glue.lane
+        self.lane_glue = glue
+        glue.lane.quiet = self.quiet()
