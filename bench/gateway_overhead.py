@@ -589,18 +589,17 @@ _COMPONENTS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ),
     (
         "authentication (SCRAM, session lookup, upstream login)",
-        ("runner/gateway/upstream.py",),
+        ("runner/gateway/upstream.py", "runner/gateway/proxy/auth.py"),
         (
-            "_ScramExchange",
-            "_ClientConnection._auth",
-            "_ClientConnection._startup",
+            "ScramExchange",
+            "ClientConnection._startup",
             "ScramVerifier",
             "GatewayService.session",
         ),
     ),
     (
-        "relay (pgproxy/wire message handling)",
-        ("runner/gateway/pgproxy.py", "runner/gateway/wire.py"),
+        "relay (proxy/wire message handling)",
+        ("runner/gateway/proxy/", "runner/gateway/wire.py"),
         (),
     ),
     ("HTTP API", ("runner/gateway/app.py", "fastapi", "starlette", "uvicorn"), ()),
