@@ -233,9 +233,16 @@ class Flow:
 CODE_HOSTS = """
 [[access]]
 database = "ehr"
-role = "deployer"
+role = "planner"
 issuer = "ci"
 claims = {{ repository = "acme/ehr-api", ref = "refs/pull/*/merge" }}
+
+[roles.planner]             # the pull_request job runs the PR's code: it changes nothing
+destructive = "deny"
+unanalysable = "deny"
+locking = "deny"
+incompatible = "deny"
+review_as = "deployer"      # its plans are reviewed as the role that will apply them
 
 [[access]]
 database = "ehr"

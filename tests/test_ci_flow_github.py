@@ -99,7 +99,7 @@ def test_reject_stops_the_job(flow: Flow, scratch_db_url: str) -> None:
     assert planned.plan is not None
     flow.approve("bob", planned.plan.hash)
     flow.host.add_comment("github", REPO, 7, "erin", "/signoff reject not during the audit")
-    result = flow.run(flow.pull_request_job())
+    result = flow.run(flow.comment_job())
     assert result.outcome is JobOutcome.REJECTED
     assert result.exit_status == 1
     assert "erin" in result.reason
@@ -174,12 +174,25 @@ def test_a_second_apply_waits_for_the_first_and_fails_clearly_at_lock_wait(
     # Another pipeline's apply holds the database's apply lock (through the upstream).
     with psycopg.connect(scratch_db_url, autocommit=True) as other:
         other.execute("SELECT pg_advisory_lock(%s)", (advisory_lock_key(flow.gateway.database),))
-        blocked = flow.run(flow.pull_request_job(), lock_wait_s=1.0)
+        blocked = flow.run(flow.comment_job(), lock_wait_s=1.0)
     assert blocked.outcome is JobOutcome.FAILED
     assert blocked.apply is not None and blocked.apply.outcome.value == "lock-timeout"
     assert any("another apply holds the lock on" in line for line in flow.lines)
     assert table_exists(scratch_db_url, "visits_old")
     # Once the other apply is done, the same approval applies (the grants were never used).
-    applied = flow.run(flow.pull_request_job())
+    applied = flow.run(flow.comment_job())
     assert applied.outcome is JobOutcome.APPLIED, (applied.reason, flow.lines)
     assert not table_exists(scratch_db_url, "visits_old")
+
+
+def test_the_pull_request_job_plans_as_the_deployer_but_can_change_nothing(
+    flow: Flow, scratch_db_url: str
+) -> None:
+    planned = flow.run(flow.pull_request_job(), plan_only=True)
+    assert planned.outcome is JobOutcome.NEEDS_APPROVAL  # not "denied": reviewed as deployer
+    assert planned.plan is not None
+    flow.approve("bob", planned.plan.hash)
+    # Even approved, the PR's own job cannot apply: its role denies what it would run.
+    result = flow.run(flow.pull_request_job())
+    assert result.outcome is JobOutcome.FAILED, (result.reason, flow.lines)
+    assert table_exists(scratch_db_url, "visits_old")

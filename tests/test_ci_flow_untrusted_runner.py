@@ -143,7 +143,7 @@ def test_a_session_that_ends_during_the_wait_is_renewed_with_a_fresh_token(
         approver = threading.Timer(4.0, lambda: flow.approve("bob", plan_hash_))
         approver.start()
         try:
-            result = flow.run(flow.pull_request_job(), wait_s=15.0)
+            result = flow.run(flow.comment_job(), wait_s=15.0)
         finally:
             approver.cancel()
         assert result.outcome is JobOutcome.APPLIED, (result.reason, flow.lines)

@@ -77,6 +77,7 @@ def test_a_token_that_is_not_there_names_the_variable(monkeypatch: pytest.Monkey
         ('[approvals]\ngitlab_access = "guest"\n', "approvals.gitlab_access = 'guest'"),
         ("[approvals]\nmin_approvals = 0\n", "approvals.min_approvals = 0"),
         ("[approvals]\nquorum = 2\n", "unknown key approvals.quorum"),
+        ('[roles.planner]\nreview_as = "nobody"\n', "review_as = 'nobody' is not a role"),
     ],
 )
 def test_mistakes_are_one_line(extra: str, message: str) -> None:
@@ -85,3 +86,10 @@ def test_mistakes_are_one_line(extra: str, message: str) -> None:
     assert message in str(raised.value)
     assert "\n" not in str(raised.value)
     assert "ghp_x" not in str(raised.value)
+
+
+def test_a_planning_role_names_the_role_its_plans_are_reviewed_as() -> None:
+    text = GOOD + '[roles.planner]\ndestructive = "deny"\nreview_as = "deployer"\n'
+    config = parse_gateway_config(tomllib.loads(text), where="gateway.toml")
+    assert config.roles["planner"].review_as == "deployer"
+    assert config.roles["deployer"].review_as is None

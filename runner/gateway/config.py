@@ -161,6 +161,9 @@ class RoleConfig:
     name: str
     categories: Mapping[Category, Verdict]
     rules: Mapping[str, Verdict] = field(default_factory=dict)
+    # A planning role (the pull_request job, which runs the PR's code and must not
+    # change the database) submits plans for review as the role that will apply them.
+    review_as: str | None = None
 
     def verdict(self, rule_id: str, category: Category) -> Verdict:
         if rule_id in self.rules:
@@ -293,6 +296,12 @@ def parse_gateway_config(
         name: _role(name, raw, where)
         for name, raw in fields.table(data.get("roles", {}), where, "roles").items()
     }
+    for role in roles.values():
+        if role.review_as is not None and role.review_as not in roles:
+            raise ConfigError(
+                f"{where}: roles.{role.name}.review_as = {role.review_as!r} is not a role "
+                "under [roles]"
+            )
     access = tuple(
         _access(raw, where, n, databases, roles, issuer_names)
         for n, raw in enumerate(_list(data, "access", where))
@@ -428,7 +437,11 @@ def _role(name: str, raw: Any, where: str) -> RoleConfig:
     categories = dict(DEFAULT_ROLE_VERDICTS)
     rules: dict[str, Verdict] = {}
     known_rules = catalogue()
+    review_as: str | None = None
     for key, value in table.items():
+        if key == "review_as":
+            review_as = fields.string(value, where, f"roles.{name}.review_as")
+            continue
         if key == "rules":
             for rule_id, verdict in fields.table(value, where, f"roles.{name}.rules").items():
                 if rule_id not in known_rules:
@@ -438,9 +451,9 @@ def _role(name: str, raw: Any, where: str) -> RoleConfig:
                     )
                 rules[rule_id] = _verdict(verdict, where, f"roles.{name}.rules.{rule_id}")
             continue
-        category = fields.category(key, where, f"roles.{name}.{key}", also="rules")
+        category = fields.category(key, where, f"roles.{name}.{key}", also="rules or review_as")
         categories[category] = _verdict(value, where, f"roles.{name}.{key}")
-    return RoleConfig(name=name, categories=categories, rules=rules)
+    return RoleConfig(name=name, categories=categories, rules=rules, review_as=review_as)
 
 
 def _access(

@@ -358,7 +358,10 @@ class GatewayService:
     def submit_plan(
         self, session: Session, plan: Any, target: ReviewTarget | None
     ) -> dict[str, Any]:
-        return self.review.submit(session, self.config.roles[session.role], plan, target)
+        role = self.config.roles[session.role]
+        if role.review_as is not None:
+            role = self.config.roles[role.review_as]
+        return self.review.submit(session, role, plan, target)
 
     def plan_status(
         self, session: Session, plan_hash: str, evidence: Sequence[int | str] = ()
