@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from gateway_harness import running_gateway
 
 from runner import command
 from runner.apply import (
@@ -471,3 +472,35 @@ def _terminate_apply(url: str) -> bool:
                 return True
             time.sleep(0.02)
     return False
+
+
+def test_an_apply_through_the_gateway_runs_each_statement_verbatim_as_the_session(
+    versioned_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The production path: the gateway's PostgreSQL port, user = session id,
+    password = session secret; the gateway records every statement it forwarded."""
+    plan = revisions_plan(
+        [
+            ("r1", "CREATE TABLE one (id int);\nCOMMENT ON TABLE one IS '100% new';"),
+            ("r2", "COMMIT;\nCREATE INDEX CONCURRENTLY one_id ON one (id);\nBEGIN;"),
+        ]
+    )
+    with running_gateway(versioned_db, tmp_path, monkeypatch) as gateway:
+        session = gateway.session()
+        conninfo = (
+            f"host=127.0.0.1 port={gateway.pg_port} dbname=ehr "
+            f"user={session['session_id']} password={session['secret']}"
+        )
+        events: list[ApplyEvent] = []
+        report = apply_plan(conninfo, plan, progress=events.append)
+        records = gateway.audit(session)
+
+    assert report.outcome is Outcome.APPLIED, report.reason
+    assert session["secret"] not in json.dumps(report.to_json())
+    assert report.applied_revisions == ("r1", "r2")
+    assert version_of(versioned_db) == ["r2"]
+    assert exists(versioned_db, "one_id")
+    forwarded = [r["text"] for r in records if r.get("text")]
+    planned = [s.text for s in plan.statements]
+    # the plan's statements in order and byte for byte, among the apply's own queries
+    assert [t for t in forwarded if t in planned] == planned
