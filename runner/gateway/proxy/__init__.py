@@ -11,7 +11,7 @@ Split by object (each module's docstring says more):
 * ``relay`` (over ``state``): the relay state machine, client -> server and
   server -> client; ``pending``: what each forwarded message expects back, the
   prepared statements and portals, and the gateway's refusals.
-* ``lane``: the glue to the C fast lane (runner/_lane.c), behind ``LaneHost``.
+* ``lane``: the glue to the C fast lane (runner/_native/_lane.c), behind ``LaneHost``.
 
 Also:
 

@@ -1,4 +1,4 @@
-"""The relay's side of the C fast lane (runner/_lane.c).
+"""The relay's side of the C fast lane (runner/_native/_lane.c).
 
 The steady state (a simple Query whose literal mask the session already allowed
 as a plain read, or the extended protocol's one-shot Parse, Bind, Describe,
@@ -53,12 +53,15 @@ _ALLOWED = AuditDecision.ALLOWED
 
 
 class LaneHost(Protocol):
-    """What runner/_lane.c's Lane calls on its ``conn`` (each by name, from C).
+    """What runner/_native/_lane.c's Lane calls on its ``conn`` (each by name, from C).
 
     The lane calls these from inside its own ``client_data`` / ``upstream_data``
     (the transports' data_received) or from the audit queue's ``deliver`` (the
     writer's flush); an exception raised by one ends the connection
     (``_lane_failed``), except in ``_lane_failed`` itself (reported as unraisable).
+    Besides these, the lane calls only what it was made with (``open_lane``): the
+    client and upstream transports' ``write(bytes)``, and, through the audit queue,
+    the writer's ``wake()``.
     """
 
     txn: int

@@ -78,7 +78,7 @@ class RelayCore(Bookkeeping):
         self.up_passthrough = 0
         self.up_leftover = b""
         self.detached = False  # the client is gone: upstream bytes are no longer relayed
-        # The C fast lane (runner/_lane.c) for the steady state, when the backend offers
+        # The C fast lane (runner/_native/_lane.c) for the steady state, when the backend offers
         # one, and its glue: it takes a message only when quiet() says this relay has
         # nothing going on.
         self.lane: Any = None
