@@ -71,8 +71,13 @@ class GatewayClient:
 
     # -- endpoints ---------------------------------------------------------------------
 
-    def open_session(self, token: str, database: str) -> GatewaySession:
-        body = self._call("POST", "/v1/sessions", {"token": token, "database": database})
+    def open_session(
+        self, token: str, database: str, *, ttl_s: float | None = None
+    ) -> GatewaySession:
+        request: dict[str, Any] = {"token": token, "database": database}
+        if ttl_s is not None:
+            request["ttl_seconds"] = max(60, int(ttl_s))
+        body = self._call("POST", "/v1/sessions", request)
         pg = body.get("pg") or {}
         try:
             return GatewaySession(

@@ -131,7 +131,11 @@ class _Job:
 
     def open(self) -> GatewaySession:
         token = self.tokens.token()  # minted now: a token from before a wait may have expired
-        session = self.client.open_session(token, self.options.database)
+        # Long enough for the wait and the apply, where the gateway allows it (a GitLab
+        # job has one ID token, which the gateway takes once: it cannot renew).
+        options = self.options
+        ttl = 0.0 if options.plan_only else options.wait_s + options.lock_wait_s + 15 * 60
+        session = self.client.open_session(token, options.database, ttl_s=ttl or None)
         self.sessions.append(session)
         actor = session.principal.get("actor") or "?"
         self.say(
@@ -270,7 +274,7 @@ def _wait(job: _Job, plan: Plan, status: dict[str, Any]) -> dict[str, Any]:
             job.say(
                 f"gateway session {job.session.session_id} ended ({error.error}); opening a new one"
             )
-            job.open()
+            _reopen(job)
             status = _submit(job, plan)
         for refusal in status.get("refusals") or []:
             job.say(
@@ -278,6 +282,21 @@ def _wait(job: _Job, plan: Plan, status: dict[str, Any]) -> dict[str, Any]:
                 f"[{refusal.get('rule')}] {refusal.get('reason')}"
             )
     return status
+
+
+def _reopen(job: _Job) -> None:
+    try:
+        job.open()
+    except GatewayError as error:
+        if error.error != "replayed":
+            raise
+        raise GatewayError(
+            "the gateway session ended during the wait and this job's ID token was already "
+            "used (GitLab mints one per job): raise the gateway's max_session_ttl to cover "
+            "--wait, or lower --wait",
+            status=error.status,
+            error=error.error,
+        ) from None
 
 
 def _apply(job: _Job, plan: Plan) -> ApplyReport:

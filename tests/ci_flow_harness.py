@@ -267,6 +267,7 @@ def ci_flow(
     monkeypatch: pytest.MonkeyPatch,
     *,
     session_ttl: str = "15m",
+    max_session_ttl: str = "1h",
 ) -> Iterator[Flow]:
     with CodeHostServer() as host:
         host.add_user("signoff-bot", bot=True)
@@ -289,7 +290,12 @@ def ci_flow(
         extra = CODE_HOSTS.format(github=host.github_url, gitlab=host.gitlab_url)
         with (
             running_gateway(
-                scratch_db_url, tmp_path, monkeypatch, extra_config=extra, session_ttl=session_ttl
+                scratch_db_url,
+                tmp_path,
+                monkeypatch,
+                extra_config=extra,
+                session_ttl=session_ttl,
+                max_session_ttl=max_session_ttl,
             ) as gateway,
             TokenEndpoint(gateway) as tokens,
         ):

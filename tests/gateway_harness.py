@@ -92,6 +92,7 @@ def running_gateway(
     tls: tuple[Path, Path] | None = None,
     extra_config: str = "",
     session_ttl: str = "15m",
+    max_session_ttl: str = "1h",
 ) -> Iterator[Gateway]:
     """The whole gateway in this process (GatewayThread): SQLite state, a loopback
     OIDC issuer, the scratch database behind it with a small ``patients`` table;
@@ -119,6 +120,7 @@ def running_gateway(
 audience = "signoff-gateway"
 state_url = "sqlite:///{state}"
 session_ttl = "{session_ttl}"
+max_session_ttl = "{max_session_ttl}"
 
 [listen]
 http = "127.0.0.1:0"

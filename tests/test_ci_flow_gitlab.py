@@ -5,12 +5,14 @@ approval note is verified by the gateway; the default branch applies after merge
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
 import pytest
 from ci_flow_harness import MERGED, REPO, Flow, ci_flow
 
+from runner.gatewayclient import GatewayClient, GatewayError
 from runner.job import JobOutcome
 
 
@@ -76,3 +78,27 @@ def test_a_merge_with_another_plan_in_between_asks_again(flow: Flow, scratch_db_
     assert result.plan is not None and result.plan.hash != planned.plan.hash
     assert regclass(scratch_db_url, "visits_old") == "visits_old"
     assert regclass(scratch_db_url, "patients") == "patients"
+
+
+def test_a_gitlab_job_whose_session_ends_in_the_wait_says_what_to_change(
+    scratch_db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GitLab gives a job one ID token and the gateway takes a token once: no renewal.
+    with ci_flow(
+        scratch_db_url, tmp_path, monkeypatch, session_ttl="2s", max_session_ttl="2s"
+    ) as flow:
+        with pytest.raises(GatewayError) as refused:
+            flow.run(flow.merge_request_job(), wait_s=10.0)
+        assert "max_session_ttl" in str(refused.value)
+        assert "\n" not in str(refused.value)
+
+
+def test_a_session_lasts_as_long_as_the_job_asks_within_the_gateways_maximum(
+    flow: Flow,
+) -> None:
+    client = GatewayClient(flow.gateway.http)
+    env = flow.merge_request_job()
+    session = client.open_session(env["SIGNOFF_ID_TOKEN"], "ehr", ttl_s=7200)
+    expires = datetime.fromisoformat(session.expires_at)
+    left = (expires - datetime.now(UTC)).total_seconds()
+    assert 3500 < left <= 3600  # asked for 2 h; the harness's max_session_ttl is 1 h

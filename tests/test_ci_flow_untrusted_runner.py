@@ -134,7 +134,9 @@ def _rehash(data: dict[str, Any]) -> str:
 def test_a_session_that_ends_during_the_wait_is_renewed_with_a_fresh_token(
     scratch_db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with ci_flow(scratch_db_url, tmp_path, monkeypatch, session_ttl="3s") as flow:
+    with ci_flow(
+        scratch_db_url, tmp_path, monkeypatch, session_ttl="3s", max_session_ttl="3s"
+    ) as flow:
         planned = flow.run(flow.pull_request_job(), plan_only=True)
         assert planned.plan is not None
         plan_hash_ = planned.plan.hash

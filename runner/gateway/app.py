@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -34,6 +35,13 @@ class SessionRequest(BaseModel):
         description="A database name from the gateway's configuration.",
         min_length=1,
         max_length=255,
+    )
+    ttl_seconds: int | None = Field(
+        default=None,
+        ge=60,
+        le=7 * 24 * 3600,
+        description="How long the session should last (at most the gateway's max_session_ttl; "
+        "default its session_ttl). A job that waits for an approval asks for the wait.",
     )
 
 
@@ -156,7 +164,10 @@ def create_app(service: GatewayService) -> FastAPI:
     @app.post("/v1/sessions", status_code=201, responses=_ERRORS)
     async def create_session(body: SessionRequest) -> SessionResponse:
         try:
-            exchanged = await asyncio.to_thread(service.exchange, body.token, body.database)
+            ttl = None if body.ttl_seconds is None else timedelta(seconds=body.ttl_seconds)
+            exchanged = await asyncio.to_thread(
+                service.exchange, body.token, body.database, ttl=ttl
+            )
         except ExchangeRefused as refused:
             raise ApiError(refused.status, refused.error, refused.detail) from None
         session = exchanged.session
