@@ -12,6 +12,7 @@ import pytest
 
 from runner._native.contract import ContractError, contract, layout
 from runner._native.loader import extension
+from runner.audit.chain import EntryKind
 from runner.gateway import wire
 from runner.gateway.policy.guard import LITERAL_GUARD_WORDS
 
@@ -36,6 +37,7 @@ def test_the_contract_is_the_python_owners_values() -> None:
     assert values.guard_words is LITERAL_GUARD_WORDS
     assert set(values.row_commands) == set(wire._ROW_COMMANDS)
     assert values.outcome_layout.count("tag") == 2 and "rows" in values.outcome_layout
+    assert (values.statement_kind, values.outcome_kind) == (EntryKind.STATEMENT, EntryKind.OUTCOME)
 
 
 def test_a_layout_missing_a_slot_is_refused() -> None:
@@ -106,6 +108,8 @@ def test_the_c_code_writes_whatever_python_hands_it() -> None:
             ("", "prev_hash", ":", "seq", ":", "data", ":", "kind", ":", "ref", ":",
              "session_id", ":", "ts", ""),
             ("", "seq", " ", "hash", " ", "kind", "\\n"),
+            "statement",
+            "outcome",
         )
         print(s._literal_guard(b"a ZEBRA"), s._literal_guard(b"set_config u& conforming"))
         print(s._tag_rows("FOO 3"), s._tag_rows("SELECT 3"))
@@ -130,7 +134,10 @@ def test_the_c_code_writes_whatever_python_hands_it() -> None:
 def test_configure_refuses_what_c_could_not_match() -> None:
     out = run_raw(
         """
-        tail = (("", "sha256", "", "text", ""), ("", "seq", ""), ("", "hash", ""))
+        tail = (
+            ("", "sha256", "", "text", ""), ("", "seq", ""), ("", "hash", ""),
+            "statement", "outcome",
+        )
         outcome = ("", "tag", "")
         for args in [
             (("Conforming",), ("SELECT",), outcome, *tail),  # C folds A-Z: never matched

@@ -9,6 +9,7 @@ twins, on random and mutated input: they must give the same answer every time.
   answers, sqlglot reads the text, splits it into that one statement and masks it
   alike;
 * the literal guard against ``policy.guard.needs_literal_guard``;
+* the journal lines of random entries against ``audit.chain.chain_rows``;
 * a tag's row count against ``wire.rows_from_tag``; the outcome data against
   ``audit.entries.outcome_data_json``; the statement data against
   ``audit.entries.statement_data_json``.
@@ -31,6 +32,7 @@ from hypothesis import strategies as st
 
 from runner._native import reference
 from runner._native.loader import extension
+from runner.audit.chain import CanonicalJson, EntryKind, chain_rows
 from runner.audit.entries import (
     outcome_data_json,
     statement_data_json,
@@ -39,7 +41,7 @@ from runner.audit.entries import (
 from runner.gateway import wire
 from runner.gateway.model import AuditDecision, Outcome, StatementDecision
 from runner.gateway.policy.guard import LITERAL_GUARD_WORDS, needs_literal_guard
-from runner.plan.model import sha256_hex
+from runner.plan.model import canonical_json, sha256_hex
 from runner.plan.statements import literal_shape, split_statements, tokenize
 
 native = extension()
@@ -265,3 +267,43 @@ def test_the_statement_data_is_the_audit_entries(
     )
     prefix = statement_data_prefix(database, decision)
     assert native._statement_data(prefix, text.encode()) == statement_data_json(database, decision)
+
+
+# -- journal lines ---------------------------------------------------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+entries = st.tuples(
+    st.sampled_from(list(EntryKind)),
+    st.none() | st.text(max_size=12),
+    st.none() | st.integers(0, 2**62),
+    st.dictionaries(st.text(max_size=6), json_values, max_size=4).map(
+        lambda data: CanonicalJson(canonical_json(data))
+    ),
+    st.none(),
+)
+stamps = st.datetimes(timezones=st.none()).map(lambda t: t.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+
+
+@bounded(300)
+@given(
+    st.lists(entries, min_size=1, max_size=5),
+    st.integers(0, 2**40),
+    st.binary(min_size=32, max_size=32).map(bytes.hex),
+    stamps,
+)
+def test_journal_lines_are_the_chains(
+    prepared: list[tuple[Any, ...]], last_seq: int, last_hash: str, ts: str
+) -> None:
+    assert native is not None
+    lines: list[str] = []
+    rows = chain_rows(prepared, last_seq, last_hash, ts, lines)
+    assert native.chain_lines(prepared, last_seq, last_hash, ts) == (
+        "".join(lines).encode(),
+        rows[-1][7],
+    )

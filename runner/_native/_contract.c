@@ -59,6 +59,8 @@ typedef struct {
 } Layout;
 
 static int configured = 0;
+PyObject *contract_statement_kind = NULL;
+PyObject *contract_outcome_kind = NULL;
 static WordList guard_words;  /* policy.LITERAL_GUARD_WORDS */
 static WordList row_commands; /* the commands whose tag ends with a row count */
 static Layout outcome_layout; /* outcome_data_json of a completed statement */
@@ -154,7 +156,7 @@ static int read_layout(PyObject *layout, const char *what, const int *allowed, L
 }
 
 /* configure(guard_words, row_commands, outcome_layout, statement_tail, chain_hashed,
- *           chain_line): once. */
+ *           chain_line, statement_kind, outcome_kind): once. */
 static PyObject *configure(PyObject *module, PyObject *args) {
     (void)module;
     static const int outcome_slots[] = {SLOT_DURATION, SLOT_TAG, SLOT_ROWS, SLOT_NONE};
@@ -163,10 +165,11 @@ static PyObject *configure(PyObject *module, PyObject *args) {
                                        SLOT_SEQ,  SLOT_SESSION_ID, SLOT_TS,        SLOT_NONE};
     static const int line_slots[] = {SLOT_DATA,       SLOT_KIND, SLOT_PREV_HASH, SLOT_REF, SLOT_SEQ,
                                      SLOT_SESSION_ID, SLOT_TS,   SLOT_HASH,      SLOT_NONE};
-    PyObject *guard, *rows, *outcome, *statement, *hashed, *line;
-    if (!PyArg_ParseTuple(args, "O!O!O!O!O!O!:configure", &PyTuple_Type, &guard, &PyTuple_Type,
-                          &rows, &PyTuple_Type, &outcome, &PyTuple_Type, &statement,
-                          &PyTuple_Type, &hashed, &PyTuple_Type, &line)) {
+    PyObject *guard, *rows, *outcome, *statement, *hashed, *line, *statement_kind, *outcome_kind;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!O!O!O!:configure", &PyTuple_Type, &guard,
+                          &PyTuple_Type, &rows, &PyTuple_Type, &outcome, &PyTuple_Type,
+                          &statement, &PyTuple_Type, &hashed, &PyTuple_Type, &line,
+                          &PyUnicode_Type, &statement_kind, &PyUnicode_Type, &outcome_kind)) {
         return NULL;
     }
     if (configured) { /* lanes may be running on what was handed over */
@@ -181,6 +184,10 @@ static PyObject *configure(PyObject *module, PyObject *args) {
         read_layout(line, "chain_line", line_slots, &chain_line) < 0) {
         return NULL;
     }
+    Py_INCREF(statement_kind); /* kept for good: lanes put them in every entry */
+    Py_INCREF(outcome_kind);
+    contract_statement_kind = statement_kind;
+    contract_outcome_kind = outcome_kind;
     configured = 1;
     Py_RETURN_NONE;
 }
@@ -545,7 +552,7 @@ static PyObject *statement_data_py(PyObject *module, PyObject *args) {
 static PyMethodDef contract_methods[] = {
     {"configure", configure, METH_VARARGS,
      "configure(guard_words, row_commands, outcome_layout, statement_tail, chain_hashed, "
-     "chain_line): Python's values, once"},
+     "chain_line, statement_kind, outcome_kind): Python's values, once"},
     {"outcome_data", outcome_data_py, METH_VARARGS,
      "outcome_data(tag, duration_us) -> a completed statement's outcome data, as the lane "
      "writes it"},

@@ -18,6 +18,10 @@
 /* 1 once configure() has run; else 0 with a RuntimeError set. */
 int contract_ready(void);
 
+/* The kinds of the entries a lane queues (audit.chain.EntryKind members). */
+extern PyObject *contract_statement_kind;
+extern PyObject *contract_outcome_kind;
+
 /* Whether s[0:n] holds a guard word, ASCII letters folded (policy.needs_literal_guard
  * on an ASCII text: the lane reads no other). */
 int contract_literal_guard(const unsigned char *s, Py_ssize_t n);

@@ -57,8 +57,6 @@
 
 enum { LANE_IDLE = 0, LANE_HOLD = 1, LANE_FLIGHT = 2 };
 
-static PyObject *KIND_STATEMENT = NULL; /* "statement" */
-static PyObject *KIND_OUTCOME = NULL;   /* "outcome" */
 
 static int64_t now_ns(void) {
     struct timespec ts;
@@ -397,7 +395,7 @@ static int lane_hand_over(Lane *self) {
 static int lane_hold(Lane *self, PyObject *data, PyObject *entry_data, PyObject *decision,
                      const OneShot *shape, int relay_txn, int quiet_when_idle) {
     PyObject *item =
-        PyTuple_Pack(5, KIND_STATEMENT, self->session_id, Py_None, entry_data, (PyObject *)self);
+        PyTuple_Pack(5, contract_statement_kind, self->session_id, Py_None, entry_data, (PyObject *)self);
     if (item == NULL) return -1;
     Py_XINCREF(decision); /* before the push: a callback may change where it came from */
     if (queue_push(self->queue, item) < 0) {
@@ -644,7 +642,7 @@ static PyObject *lane_upstream_data(Lane *self, PyObject *data) {
             if (entry_data == NULL) return NULL;
             PyObject *ref = PyLong_FromLongLong(self->seq);
             PyObject *item = ref == NULL ? NULL
-                                         : PyTuple_Pack(5, KIND_OUTCOME, self->session_id, ref,
+                                         : PyTuple_Pack(5, contract_outcome_kind, self->session_id, ref,
                                                         entry_data, Py_None);
             Py_XDECREF(ref);
             Py_DECREF(entry_data);
@@ -872,11 +870,6 @@ static PyTypeObject LaneType = {
 };
 
 int lane_add_to_module(PyObject *module) {
-    if (KIND_STATEMENT == NULL) {
-        KIND_STATEMENT = PyUnicode_InternFromString("statement");
-        KIND_OUTCOME = PyUnicode_InternFromString("outcome");
-        if (KIND_STATEMENT == NULL || KIND_OUTCOME == NULL) return -1;
-    }
     if (PyType_Ready(&AuditQueueType) < 0 || PyType_Ready(&LaneType) < 0) return -1;
     Py_INCREF(&AuditQueueType);
     if (PyModule_AddObject(module, "AuditQueue", (PyObject *)&AuditQueueType) < 0) {

@@ -64,6 +64,8 @@ def configure(
     statement_tail: tuple[str, ...],
     chain_hashed: tuple[str, ...],
     chain_line: tuple[str, ...],
+    statement_kind: str,
+    outcome_kind: str,
     /,
 ) -> None: ...
 def outcome_data(tag: str, duration_us: int, /) -> str: ...

@@ -14,7 +14,9 @@ on both sides is Python's and handed to C once (``_speedups.configure``):
   part the lane completes per text: ``sha256``, ``text``);
 * ``chain_hashed`` and ``chain_line``: what an audit entry's hash is taken over and
   its journal line, as ``audit.chain.chain_rows`` makes them (slots ``data``,
-  ``kind``, ``prev_hash``, ``ref``, ``seq``, ``session_id``, ``ts``; ``hash``).
+  ``kind``, ``prev_hash``, ``ref``, ``seq``, ``session_id``, ``ts``; ``hash``);
+* ``statement_kind`` and ``outcome_kind``: the ``EntryKind`` members the lane's
+  entries carry, as the Python relay's do.
 
 The layouts are read off Python's own output for marker values, so a change to
 the Python encoders changes what C writes, with no C edit.
@@ -49,6 +51,8 @@ class Contract(NamedTuple):
     statement_tail: tuple[str, ...]
     chain_hashed: tuple[str, ...]
     chain_line: tuple[str, ...]
+    statement_kind: str
+    outcome_kind: str
 
 
 def layout(rendered: str, markers: dict[str, str], expected: dict[str, int]) -> tuple[str, ...]:
@@ -96,9 +100,18 @@ def contract() -> Contract:
     tail = layout(
         data[len(prefix) :], {_SHA256: "sha256", f'"{_TEXT}"': "text"}, {"sha256": 1, "text": 1}
     )
+    from runner.audit.chain import EntryKind
+
     hashed, line = chain_layouts()
     return Contract(
-        LITERAL_GUARD_WORDS, tuple(sorted(_ROW_COMMANDS)), outcome_layout, tail, hashed, line
+        LITERAL_GUARD_WORDS,
+        tuple(sorted(_ROW_COMMANDS)),
+        outcome_layout,
+        tail,
+        hashed,
+        line,
+        EntryKind.STATEMENT,
+        EntryKind.OUTCOME,
     )
 
 
