@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -230,6 +231,7 @@ def apply_plan(
     *,
     options: ApplyOptions | None = None,
     progress: Callable[[ApplyEvent], None] | None = None,
+    online: OnlineRun | None = None,
 ) -> ApplyReport:
     """Apply ``plan`` on the database ``conninfo`` (a URL or key=value string) names.
 
@@ -244,7 +246,7 @@ def apply_plan(
     conn = _connect(conninfo, where, options)
     with conn:
         try:
-            return _apply_on(conn, plan, options, where, started, progress)
+            return _apply_on(conn, plan, options, where, started, progress, online)
         except psycopg.Error as exc:
             # Only the apply's own queries get here (timeouts, lock, version
             # check, the rollback of an unfinished plan): the executor turns the
@@ -255,6 +257,39 @@ def apply_plan(
             ) from None
 
 
+@dataclass(frozen=True)
+class OnlineRun:
+    """Run the migrations with alembic online (``alembic upgrade``) instead of the
+    planned statements, for migrations that need a live connection. ``url`` is
+    where alembic connects (the gateway's PG port: it matches each statement it
+    sees to the plan's grants by fingerprint); the apply lock and the revision
+    check are held and made on the apply's own connection."""
+
+    alembic_ini: Path
+    url: str
+
+
+def _apply_online(
+    conn: psycopg.Connection[Any],
+    online: OnlineRun,
+    plan: Plan,
+    report: _Reporter,
+    waited: float,
+    found: tuple[str, ...],
+    options: ApplyOptions,
+) -> ApplyReport:
+    from runner.dryrun.migrate import upgrade
+
+    error: str | None = None
+    try:
+        upgrade(online.alembic_ini, online.url, plan.to_revision or "heads")
+    except SignoffError as failed:
+        error = str(failed)
+    with conn.cursor() as cur:
+        now = current_heads(cur, options.version_table, options.version_schema)
+    return report.online(waited, found, now, error)
+
+
 def _apply_on(
     conn: psycopg.Connection[Any],
     plan: Plan,
@@ -262,6 +297,7 @@ def _apply_on(
     where: str,
     started: float,
     progress: Callable[[ApplyEvent], None] | None,
+    online: OnlineRun | None = None,
 ) -> ApplyReport:
     set_timeouts(
         conn,
@@ -296,6 +332,8 @@ def _apply_on(
                 waited_s=waited,
                 found=found,
             )
+        if online is not None:
+            return _apply_online(conn, online, plan, report, waited, found, options)
         execution = run_statements(conn, plan.statements, where=where, progress=progress)
         left_open = _close_open_transaction(conn, plan, execution)
         return report.ran(execution, waited, found, left_open)
@@ -345,6 +383,42 @@ class _Reporter:
             failure=None,
             rolled_back=(),
             not_run=tuple(s.index for s in self.plan.statements),
+            duration_ms=self._elapsed_ms(),
+        )
+
+    def online(
+        self, waited_s: float, found: tuple[str, ...], now: tuple[str, ...], error: str | None
+    ) -> ApplyReport:
+        """The report of an online run (alembic on its own connection): what the
+        version table says was applied, and the error that stopped it."""
+        plan = self.plan
+        ids = [r.id for r in plan.revisions]
+        reached = max((ids.index(r) for r in now if r in ids), default=-1)
+        applied = tuple(ids[: reached + 1])
+        not_applied = tuple(ids[reached + 1 :])
+        if error is None and not not_applied:
+            outcome = Outcome.APPLIED
+            reason = f"applied {len(applied)} revision(s) online with alembic to {self.where}"
+        else:
+            outcome = Outcome.FAILED
+            reason = error or f"alembic stopped at revision {_revisions(now)}"
+        return ApplyReport(
+            outcome=outcome,
+            reason=reason,
+            plan_hash=plan.hash,
+            database=self.where,
+            lock_key=self.key,
+            lock_waited_s=waited_s,
+            timeouts=self.timeouts,
+            expected_revisions=tuple(sorted(plan.from_revisions)),
+            found_revisions=found,
+            applied_revisions=applied,
+            failed_revision=not_applied[0] if outcome is Outcome.FAILED and not_applied else None,
+            not_applied_revisions=not_applied,
+            statements=(),
+            failure=None,
+            rolled_back=(),
+            not_run=(),
             duration_ms=self._elapsed_ms(),
         )
 

@@ -81,6 +81,13 @@ def parse_seconds(value: str, option: str) -> float:
     is_flag=True,
     help="Plan and submit for review; do not wait or apply (the pull-request job).",
 )
+@click.option(
+    "--online",
+    envvar="SIGNOFF_ONLINE",
+    is_flag=True,
+    help="Run alembic online through the gateway (for migrations that need a live "
+    "connection) instead of the planned SQL; statements are matched to grants by fingerprint.",
+)
 @click.option("--bundle-dir", envvar="SIGNOFF_BUNDLE_DIR", hidden=True)
 @click.option("--s3-bucket", envvar="SIGNOFF_S3_BUCKET", hidden=True)
 @click.option("--s3-prefix", envvar="SIGNOFF_S3_PREFIX", hidden=True)
@@ -98,6 +105,7 @@ def apply_command(
     wait: str,
     lock_wait: str,
     plan_only: bool,
+    online: bool,
     bundle_dir: str | None,
     s3_bucket: str | None,
     s3_prefix: str | None,
@@ -127,6 +135,7 @@ def apply_command(
         check_audience=audience is not None,
         id_token_file=id_token_file,
         plan_only=plan_only,
+        online=online,
         wait_s=parse_seconds(wait, "--wait"),
         lock_wait_s=parse_seconds(lock_wait, "--lock-wait"),
         lock_timeout_ms=settings.lock_timeout_ms,

@@ -28,7 +28,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from runner.apply import ApplyOptions, ApplyReport, LockWaiting, Outcome, apply_plan
+from runner.apply import ApplyOptions, ApplyReport, LockWaiting, OnlineRun, Outcome, apply_plan
 from runner.config import Settings
 from runner.dryrun.executor import StatementDone
 from runner.errors import SignoffError
@@ -76,6 +76,7 @@ class JobOptions:
     lock_wait_s: float = 10 * 60
     lock_timeout_ms: int | None = 5_000
     statement_timeout_ms: int | None = 15 * 60 * 1000
+    online: bool = False  # alembic online through the gateway instead of the planned SQL
     poll_min_s: float = 5.0
     poll_max_s: float = 30.0
 
@@ -314,7 +315,13 @@ def _apply(job: _Job, plan: Plan) -> ApplyReport:
             first = statement.text.strip().splitlines()[0][:90] if statement.text.strip() else ""
             job.say(f"  [{statement.index + 1}/{len(plan.statements)}] {mark}: {first}")
 
-    job.say(f"applying plan {plan.short_hash} through the gateway")
+    online = None
+    if options.online:
+        # alembic connects through the gateway too; each statement it sends is
+        # matched to the plan's grants by fingerprint.
+        online = OnlineRun(options.alembic_ini, job.session.conninfo(application_name="alembic"))
+    how = "online with alembic" if online else "as planned"
+    job.say(f"applying plan {plan.short_hash} through the gateway, {how}")
     report = apply_plan(
         job.session.conninfo(application_name="signoff apply"),
         plan,
@@ -324,6 +331,7 @@ def _apply(job: _Job, plan: Plan) -> ApplyReport:
             lock_wait_s=options.lock_wait_s,
         ),
         progress=progress,
+        online=online,
     )
     if report.outcome is not Outcome.APPLIED:
         job.say(f"apply {report.outcome.value}: {report.reason}")

@@ -196,3 +196,38 @@ def test_the_pull_request_job_plans_as_the_deployer_but_can_change_nothing(
     result = flow.run(flow.pull_request_job())
     assert result.outcome is JobOutcome.FAILED, (result.reason, flow.lines)
     assert table_exists(scratch_db_url, "visits_old")
+
+
+def test_online_apply_runs_alembic_through_the_gateway_under_the_same_grants(
+    flow: Flow, scratch_db_url: str
+) -> None:
+    planned = flow.run(flow.pull_request_job(), plan_only=True)
+    assert planned.plan is not None
+    comment_id = flow.approve("bob", planned.plan.hash)
+    applied = flow.run(flow.comment_job(comment_id=comment_id), online=True)
+    assert applied.outcome is JobOutcome.APPLIED, (applied.reason, flow.lines)
+    assert "online with alembic" in applied.reason
+    assert not table_exists(scratch_db_url, "visits_old")
+    records = audit_records(flow, applied.sessions[-1])
+    drops = [r for r in records if "DROP TABLE visits_old" in str(r.get("text"))]
+    assert [d["decision"] for d in drops] == ["approved"]
+    assert drops[0]["grant"]["approver"] == "bob"
+
+
+def test_online_apply_without_approval_is_stopped_by_the_gateway(
+    flow: Flow, scratch_db_url: str
+) -> None:
+    # A runner that claims "online" cannot skip the grant: alembic's DROP is refused.
+    from runner.apply import OnlineRun, apply_plan
+    from runner.gatewayclient import GatewayClient
+
+    client = GatewayClient(flow.gateway.http)
+    session = client.open_session(flow.gateway.token(), "ehr")
+    from runner import command
+    from runner.config import Settings
+
+    plan = command.plan(flow.ini, Settings(), database_url=session.conninfo(), target="ehr")
+    report = apply_plan(session.conninfo(), plan, online=OnlineRun(flow.ini, session.conninfo()))
+    assert report.outcome.value == "failed"
+    assert "42501" in report.reason or "approval" in report.reason
+    assert table_exists(scratch_db_url, "visits_old")
