@@ -163,3 +163,41 @@ def test_configure_refuses_what_c_could_not_match() -> None:
         "refused: outcome_layout",
         "refused: outcome_layout",
     ]
+
+
+@built
+def test_the_first_calls_from_several_threads_configure_once() -> None:
+    """The audit writer's thread and the event loop may both be first."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                """
+                import threading
+                from runner._native.loader import native
+                errors = []
+                def first(i):
+                    try:
+                        if i % 2:
+                            native.chain_lines([], 0, "0" * 64, "ts")
+                        else:
+                            native.outcome_data("SELECT 1", i)
+                    except Exception as error:
+                        errors.append(error)
+                threads = [threading.Thread(target=first, args=(i,)) for i in range(16)]
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join()
+                print(errors, native.configured)
+                """
+            ),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[]", "True"]

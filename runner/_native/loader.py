@@ -14,6 +14,7 @@ them import this one, so it cannot be done at this module's import).
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any, TypeVar, cast
@@ -33,6 +34,7 @@ class Native:
 
         self.module: ModuleType = extension
         self.configured = False
+        self._configuring = threading.Lock()
         self.literal_shape = extension.literal_shape  # needs none of Python's values
         self.chain_lines = self._first(extension.chain_lines)
         self.journal_append = self._first(extension.journal_append)
@@ -49,11 +51,14 @@ class Native:
         return cast(_F, configure_then_call)
 
     def configure(self) -> ModuleType:
-        if not self.configured:
-            self.module.configure(*contract())
-            self.configured = True
-            for name in ("chain_lines", "journal_append", "outcome_data", "Lane", "AuditQueue"):
-                setattr(self, name, getattr(self.module, name))
+        # The audit writer's thread may append while the loop makes a lane: the
+        # extension takes its values once, so only one of them may hand them over.
+        with self._configuring:
+            if not self.configured:
+                self.module.configure(*contract())
+                self.configured = True
+                for name in ("chain_lines", "journal_append", "outcome_data", "Lane", "AuditQueue"):
+                    setattr(self, name, getattr(self.module, name))
         return self.module
 
 
