@@ -29,17 +29,9 @@ JTI_PURGE_INTERVAL_S = 60.0
 JTI_PURGE_GRACE_S = 300.0
 
 
-class Cursor(Protocol):
-    @property
-    def rowcount(self) -> int: ...
-
-    def fetchone(self) -> Any: ...
-
-    def fetchall(self) -> Any: ...
-
-
 class Connection(Protocol):
-    """What the shared code asks of a sqlite3 or psycopg connection."""
+    """What the shared code asks of a sqlite3 or psycopg connection: ``execute``,
+    whose cursor it reads with ``fetchone``, ``fetchall`` and ``rowcount``."""
 
     def execute(self, sql: Any, parameters: Any = ..., /) -> Any: ...
 
