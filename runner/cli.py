@@ -121,6 +121,8 @@ def plan(
 @fail_on_option
 @click.option("--target", help="Target database name recorded in the plan hash.")
 @click.option("--postgres-version", help="Server version to assume, e.g. 15 or 14.2.")
+@click.option("--database-url", help="Read the server version and column types from it.")
+@click.option("--config", type=click.Path(path_type=Path, dir_okay=False), help="signoff.toml")
 @click.option("--output", "-o", type=click.Path(path_type=Path, dir_okay=False))
 @click.pass_obj
 @handle_errors
@@ -131,13 +133,19 @@ def lint(
     fail_on: str | None,
     target: str | None,
     postgres_version: str | None,
+    database_url: str | None,
+    config: Path | None,
     output: Path | None,
 ) -> None:
     """Analyse plain SQL files (- for stdin) with the same rules as plan."""
+    state = State(state.debug, config) if config is not None else state
     settings = resolve_settings(state, Path.cwd(), fail_on, postgres_version)
-    result = command.lint(files, settings, target=target)
-    _emit(result, fmt, output, all_statements=False)
-    sys.exit(command.exit_status(result, settings.policy.fail_on))
+    status, verdict = command.lint_to(
+        files, settings, fmt, output, target=target, database_url=database_url
+    )
+    if output is not None:
+        click.echo(f"{verdict}; wrote {output}", err=True)
+    sys.exit(status)
 
 
 @main.command()

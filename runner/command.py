@@ -8,10 +8,11 @@ directory, the database, the embedded server).
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from runner.config import Settings
@@ -113,24 +114,132 @@ def _revisions_of(value: str | None) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip())
 
 
-def lint(paths: Sequence[str], settings: Settings, *, target: str | None = None) -> Plan:
-    """Analyse plain SQL files (``-`` is stdin) in order, as one plan."""
-    settings = _target(settings, target, None)
+def lint(
+    paths: Sequence[str],
+    settings: Settings,
+    *,
+    target: str | None = None,
+    database_url: str | None = None,
+) -> Plan:
+    """Analyse plain SQL files (``-`` is stdin, psql scripts) in order, as one plan."""
+    settings = _target(settings, target, database_url)
+    facts = _lint_facts(database_url)
     sources = []
     for path in paths:
-        if path == "-":
-            sources.append(SqlSource("<stdin>", sys.stdin.read()))
-            continue
-        file = Path(path)
+        with _opened(path) as stream:
+            sources.append(SqlSource(_name(path), _read(path, stream), psql_script=True))
+    return build_plan(sources, policy=settings.policy, facts=facts)
+
+
+def lint_to(
+    paths: Sequence[str],
+    settings: Settings,
+    fmt: str,
+    output: Path | None = None,
+    *,
+    target: str | None = None,
+    database_url: str | None = None,
+) -> tuple[int, str]:
+    """Lint and write the report in ``fmt`` to ``output`` (None: stdout).
+
+    Returns the exit status and the verdict. Text and JSON are streamed
+    (runner.plan.stream): read, analysed and written statement by statement,
+    in memory bounded whatever the size; the other formats render a whole plan.
+    """
+    from runner.plan import render, stream
+
+    if fmt not in stream.STREAM_FORMATS:
+        plan = lint(paths, settings, target=target, database_url=database_url)
+        _write(output, render.render(plan, fmt, all_statements=False))
+        return exit_status(plan, settings.policy.fail_on), render.verdict(plan)
+    settings = _target(settings, target, database_url)
+    facts = _lint_facts(database_url)
+    with ExitStack() as stack:
+        # Every file is opened before anything is written: a wrong path fails first.
+        sources = [(_name(p), _DecodedStream(p, stack.enter_context(_opened(p)))) for p in paths]
+        out = sys.stdout if output is None else stack.enter_context(_output_file(output))
         try:
-            sources.append(SqlSource(path, file.read_text(encoding="utf-8")))
-        except FileNotFoundError:
-            raise SourceError(f"{path}: no such file; pass SQL files or - for stdin") from None
-        except IsADirectoryError:
-            raise SourceError(f"{path} is a directory; pass the .sql files in it") from None
+            summary = stream.lint_stream(
+                sources,
+                stream.sink_for(fmt, out),
+                policy=settings.policy,
+                facts=facts,
+            )
+        finally:
+            out.flush()
+    fail_on = settings.policy.fail_on
+    if summary.denied or (fail_on is not None and summary.worst_severity_rank >= fail_on.rank):
+        return EXIT_FINDINGS, summary.verdict()
+    return (EXIT_NEEDS_APPROVAL if summary.needs_approval else EXIT_OK), summary.verdict()
+
+
+def _lint_facts(database_url: str | None) -> ServerFacts | None:
+    """lint with a database knows its server version and catalog, as plan does."""
+    if not database_url:
+        return None
+    from runner.dryrun.facts import read_facts
+
+    facts = read_facts(database_url)
+    return ServerFacts(facts.server_version_num, facts.columns)
+
+
+def _name(path: str) -> str:
+    return "<stdin>" if path == "-" else path
+
+
+@contextmanager
+def _opened(path: str) -> Iterator[IO[str]]:
+    if path == "-":
+        yield sys.stdin
+        return
+    try:
+        # Universal newlines, as Path.read_text: what the plan hash is taken over.
+        file = open(path, encoding="utf-8")  # noqa: SIM115 (closed below)
+    except FileNotFoundError:
+        raise SourceError(f"{path}: no such file; pass SQL files or - for stdin") from None
+    except IsADirectoryError:
+        raise SourceError(f"{path} is a directory; pass the .sql files in it") from None
+    with file:
+        yield file
+
+
+def _read(path: str, stream: IO[str]) -> str:
+    try:
+        return stream.read()
+    except UnicodeDecodeError:
+        raise SourceError(f"{_name(path)}: not UTF-8 text; save it as UTF-8") from None
+
+
+class _DecodedStream:
+    """A text stream whose decoding error names the file."""
+
+    def __init__(self, path: str, stream: IO[str]) -> None:
+        self.path, self.stream = path, stream
+
+    def read(self, size: int = -1, /) -> str:
+        try:
+            return self.stream.read(size)
         except UnicodeDecodeError:
-            raise SourceError(f"{path}: not UTF-8 text; save it as UTF-8") from None
-    return build_plan(sources, policy=settings.policy)
+            raise SourceError(f"{_name(self.path)}: not UTF-8 text; save it as UTF-8") from None
+
+
+@contextmanager
+def _output_file(path: Path) -> Iterator[IO[str]]:
+    """The report file, removed again when the lint fails half-way."""
+    with path.open("w", encoding="utf-8") as file:
+        try:
+            yield file
+        except BaseException:
+            file.close()
+            path.unlink(missing_ok=True)
+            raise
+
+
+def _write(output: Path | None, text: str) -> None:
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text, encoding="utf-8")
 
 
 def rules(rule_id: str | None = None) -> list[Rule]:

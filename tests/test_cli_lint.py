@@ -121,3 +121,73 @@ def test_readme_rule_list_is_generated_from_the_catalogue() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_lint_takes_config_after_the_command(tmp_path: Path) -> None:
+    config = write(tmp_path, "signoff.toml", 'target = "ehr"\npostgres_version = "11"\n')
+    path = write(tmp_path, "m.sql", "SELECT 1;")
+    status, out, err = run("lint", path, "--config", config, "--format", "json")
+    assert status == 0, err
+    data = json.loads(out)
+    assert data["target"] == "ehr" and data["basis"]["server_version_num"] == 110000
+    bogus = write(tmp_path, "bad.toml", "bogus = 1\n")
+    status, _, err = run("lint", path, "--config", bogus)
+    assert status == 2 and "unknown key 'bogus'" in err
+
+
+def test_lint_with_a_database_reads_its_version_and_columns(
+    tmp_path: Path, scratch_db_url: str
+) -> None:
+    import psycopg
+
+    with psycopg.connect(scratch_db_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE patients (nickname varchar(10), age int)")
+        version = int(conn.execute("SHOW server_version_num").fetchone()[0])  # type: ignore[index]
+    path = write(
+        tmp_path,
+        "m.sql",
+        "ALTER TABLE patients ALTER COLUMN nickname TYPE varchar(20);\n"
+        "ALTER TABLE patients ALTER COLUMN age TYPE bigint;\n",
+    )
+    status, out, err = run("lint", path, "--database-url", scratch_db_url, "--format", "json")
+    assert status == 0, err
+    data = json.loads(out)
+    assert data["basis"] == {
+        "server_version_num": version,
+        "server_version_source": "database",
+        "schema_source": "database+plan",
+    }
+    rules = [[f["rule"] for f in s["findings"]] for s in data["statements"]]
+    assert "SO207" not in rules[0]  # varchar(10) -> varchar(20) only touches the catalog
+    assert "SO207" in rules[1]  # int -> bigint rewrites the table
+    status, _, err = run("lint", path, "--database-url", "postgresql://127.0.0.1:1/none")
+    assert status == 2 and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_streamed_formats_match_the_whole_plan_and_write_output_files(tmp_path: Path) -> None:
+    from runner.plan import render
+    from runner.plan.lint import lint_text
+
+    sql = "\\set ON_ERROR_STOP on\nBEGIN;\nDROP TABLE visits;\nCOMMIT;\nSELECT 1;\n"
+    path = write(tmp_path, "m.sql", sql)
+    plan = lint_text(sql, path)
+    for fmt in ("text", "json", "markdown"):
+        status, out, _ = run("lint", path, "--format", fmt)
+        assert status == 3
+        assert out == render.render(plan, fmt, all_statements=False), fmt
+    report = tmp_path / "report.json"
+    status, out, err = run("lint", path, "--format", "json", "-o", str(report))
+    assert status == 3 and out == ""
+    assert err == f"needs approval: 1 statement; wrote {report}\n"
+    assert json.loads(report.read_text())["hash"] == plan.hash
+
+
+def test_lint_of_a_bad_second_file_writes_nothing(tmp_path: Path) -> None:
+    good = write(tmp_path, "a.sql", "SELECT 1;\n")
+    status, out, err = run("lint", good, str(tmp_path / "missing.sql"))
+    assert status == 2 and out == "" and "no such file" in err
+    latin = tmp_path / "latin.sql"
+    latin.write_bytes(b"SELECT 'caf\xe9';\n")
+    status, _, err = run("lint", good, str(latin), "-o", str(tmp_path / "r.txt"))
+    assert status == 2 and "not UTF-8" in err and err.count("\n") == 1
+    assert not (tmp_path / "r.txt").exists()

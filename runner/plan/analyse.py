@@ -62,6 +62,7 @@ _KNOWN_NODES: tuple[type[exp.Expression], ...] = (
 # First words of transaction control, classified from tokens: sqlglot misreads
 # some (START TRANSACTION) and ROLLBACK TO SAVEPOINT must not end the transaction.
 UNPARSEABLE_RULE = "SO001"
+PSQL_META_KIND = "psql_meta_command"
 _TRANSACTION_WORDS = frozenset({"BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT"})
 
 
@@ -77,6 +78,8 @@ def view_of(raw: RawStatement, origin: str | None = None) -> StatementView:
     """Parse one statement and say what it is."""
     if raw.token_error is not None:
         return StatementView(raw, None, None, None, parse_error=raw.token_error, origin=origin)
+    if raw.meta_only:  # psql meta-commands alone: the rules about them speak
+        return StatementView(raw, None, None, PSQL_META_KIND, origin=origin)
     if raw.tokens[0].text.upper() in _TRANSACTION_WORDS:
         shape = classify(raw.tokens)
         if shape is not None:

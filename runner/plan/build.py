@@ -25,6 +25,8 @@ class SqlSource:
     source: str  # what line numbers refer to: a file name or "revision <id>"
     sql: str
     revision: str | None = None
+    # A file given to lint: psql runs it, so its backslash lines are meta-commands.
+    psql_script: bool = False
 
 
 @dataclass(frozen=True)
@@ -49,18 +51,17 @@ def build_plan(
     to_revision: str | None = None,
 ) -> Plan:
     facts = facts or ServerFacts()
-    if facts.server_version_num is not None:
-        version, version_source = facts.server_version_num, "database"
-    elif policy.server_version is not None:
-        version, version_source = policy.server_version, "config"
-    else:
-        version, version_source = None, "assumed-worst"
+    basis = analysis_basis(policy, facts)
     analysis = Analysis(
-        policy, server_version=version, schema=SchemaState.from_catalog(facts.columns)
+        policy,
+        server_version=basis.server_version_num,
+        schema=SchemaState.from_catalog(facts.columns),
     )
     statements: list[Statement] = []
     for source in sources:
-        for analysed in analysis.analyse(split_statements(source.sql)):
+        for analysed in analysis.analyse(
+            split_statements(source.sql, psql_script=source.psql_script)
+        ):
             raw = analysed.raw
             statements.append(
                 Statement(
@@ -82,13 +83,24 @@ def build_plan(
         ruleset=RULESET_VERSION,
         revisions=tuple(revisions),
         statements=tuple(statements),
-        basis=AnalysisBasis(
-            server_version_num=version,
-            server_version_source=version_source,
-            schema_source="database+plan" if facts.columns else "plan",
-        ),
+        basis=basis,
         from_revisions=tuple(from_revisions),
         to_revision=to_revision,
+    )
+
+
+def analysis_basis(policy: Policy, facts: ServerFacts) -> AnalysisBasis:
+    """The server version the analysis assumes, and where it came from."""
+    if facts.server_version_num is not None:
+        version, version_source = facts.server_version_num, "database"
+    elif policy.server_version is not None:
+        version, version_source = policy.server_version, "config"
+    else:
+        version, version_source = None, "assumed-worst"
+    return AnalysisBasis(
+        server_version_num=version,
+        server_version_source=version_source,
+        schema_source="database+plan" if facts.columns else "plan",
     )
 
 
@@ -100,4 +112,6 @@ def lint_text(
     facts: ServerFacts | None = None,
 ) -> Plan:
     """Analyse plain SQL (a file, stdin) as one plan with no revisions."""
-    return build_plan([SqlSource(source, text)], policy=policy or Policy(), facts=facts)
+    return build_plan(
+        [SqlSource(source, text, psql_script=True)], policy=policy or Policy(), facts=facts
+    )

@@ -6,13 +6,23 @@ statement in two. The text of a statement is the source slice from the end of
 the previous statement to its last token: leading comments (where an inline
 ``-- signoff: allow`` lives) are part of it and so part of its sha256, and the
 terminating semicolon is not.
+
+A file given to ``signoff lint`` is a psql script: psql runs a line that starts
+with a backslash (outside a statement's strings, quoted names, dollar quotes and
+comments) as a meta-command of its own, up to the end of the line or a ``\\``.
+With ``psql_script=True`` such lines are not SQL: they are kept on the
+statement next to them (``RawStatement.meta_commands``) for the analysis to
+report, and the statements around them are split as psql would send them.
+What a driver sends (the gateway, alembic's offline SQL) never has any, so
+there a backslash stays what the server sees: a syntax error.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
 from sqlglot.dialects.postgres import Postgres
@@ -65,6 +75,18 @@ class Comment:
 
 
 @dataclass(frozen=True)
+class MetaCommand:
+    """A psql meta-command line: psql runs it itself, the server never sees it."""
+
+    name: str  # "\\set", as written (psql names are case-sensitive: \\C is not \\c)
+    text: str  # the meta-command up to the end of its line or a ``\\``
+    line: int
+    # It came before the statement it is attached to had ended: psql sends that
+    # statement (the \\g family) or goes on reading it after the line (any other).
+    inside_statement: bool = False
+
+
+@dataclass(frozen=True)
 class RawStatement:
     """A statement as it stands in the source, before any analysis."""
 
@@ -77,6 +99,12 @@ class RawStatement:
     # The text the tokens' offsets index into (the whole file); the parser reads
     # the tokens against it, so a statement is tokenized once, not twice.
     source_text: str = field(default="", compare=False, repr=False)
+    # psql meta-commands next to this statement: the ones before it (since the
+    # previous statement), the one that ended it, or, for the last statement of
+    # a script, the ones after it. A script of meta-commands alone is one
+    # statement with no tokens whose text is those lines (``meta_only``).
+    meta_commands: tuple[MetaCommand, ...] = ()
+    meta_only: bool = False
 
     # Computed once: the gateway reads both several times per statement.
     @functools.cached_property
@@ -161,52 +189,242 @@ def literal_shape(sql: str, tokens: Sequence[Token]) -> tuple[str, str | None]:
 
 
 def split_statements(
-    sql: str, *, first_line: int = 1, tokens: list[Token] | None = None
+    sql: str,
+    *,
+    first_line: int = 1,
+    tokens: list[Token] | None = None,
+    psql_script: bool = False,
 ) -> list[RawStatement]:
     """Split ``sql`` into statements (``tokens``: its tokens, when already read).
 
-    Text that cannot be tokenized (an unterminated string or comment) becomes one
-    statement with no tokens, which the analysis reports as unanalysable: the
-    split fails closed rather than guessing where statements end.
+    Text that cannot be tokenized (an unterminated string or comment) fails
+    closed rather than guessing where statements end: without ``psql_script``
+    it becomes one statement with no tokens, which the analysis reports as
+    unanalysable; in a psql script the statements before the unreadable part
+    are split as usual (see ``split_untokenizable``) and the rest is that one
+    statement.
     """
+    if tokens is not None:
+        statements, trailing = assemble(sql, tokens, [], first_line, len(sql))
+        return with_trailing(statements, trailing, first_line)
     try:
-        if tokens is None:
-            tokens = tokenize(sql)
+        tokens, metas = scan(sql, psql_script=psql_script)
     except TokenError as error:
-        text = sql.strip()
-        if not text:
-            return []
-        start = sql.index(text)
-        line = first_line + sql.count("\n", 0, start)
-        return [
-            RawStatement(
-                text=text,
-                line=line,
-                end_line=line + text.count("\n"),
-                tokens=(),
-                comments=(),
-                token_error=str(error).splitlines()[0],
-            )
-        ]
+        if psql_script:
+            statements, trailing = split_untokenizable(sql, first_line)
+            return with_trailing(statements, trailing, first_line)
+        unreadable = _unreadable(sql, 0, first_line, error)
+        return [unreadable] if unreadable is not None else []
+    statements, trailing = assemble(sql, tokens, metas, first_line, len(sql))
+    return with_trailing(statements, trailing, first_line)
 
+
+def _unreadable(sql: str, start: int, first_line: int, error: TokenError) -> RawStatement | None:
+    text = sql[start:].strip()
+    if not text:
+        return None
+    begin = sql.index(text, start)
+    line = first_line + sql.count("\n", 0, begin)
+    return RawStatement(
+        text=text,
+        line=line,
+        end_line=line + text.count("\n"),
+        tokens=(),
+        comments=(),
+        token_error=str(error).splitlines()[0] if str(error) else "cannot be tokenized",
+    )
+
+
+# A line that starts (after blanks) with a backslash: a psql meta-command, unless
+# it lies inside a string, a quoted name, a dollar quote or a block comment.
+_META_LINE = re.compile(r"^[ \t]*\\", re.MULTILINE)
+_META_NAME = re.compile(r"\\(?:[A-Za-z_]+[+]?|[^\sA-Za-z_])")
+
+
+def scan(sql: str, *, psql_script: bool) -> tuple[list[Token], list[tuple[int, int]]]:
+    """The tokens of ``sql`` and the (start, end) offsets of its psql meta-commands.
+
+    Each candidate line is confirmed by tokenizing the text before it: that
+    fails exactly when the line is inside something still open. Raises
+    TokenError when the text (meta-commands aside) cannot be tokenized.
+    """
+    if not psql_script or _META_LINE.search(sql) is None:
+        return tokenize(sql), []
+    tokens: list[Token] = []
+    metas: list[tuple[int, int]] = []
+    position = 0
+    for candidate in _META_LINE.finditer(sql):
+        backslash = candidate.end() - 1
+        if backslash < position:
+            continue
+        try:
+            part = tokenize(sql[position:backslash])
+        except TokenError:
+            continue  # inside a string or comment: psql reads it as part of that
+        tokens.extend(_shifted(part, position))
+        newline = sql.find("\n", backslash)
+        line_end = len(sql) if newline < 0 else newline
+        separator = sql.find("\\\\", backslash + 1, line_end)  # `\\` ends it early
+        end = line_end if separator < 0 else separator + 2
+        metas.append((backslash, end))
+        position = end
+    tokens.extend(_shifted(tokenize(sql[position:]), position))
+    return tokens, metas
+
+
+def _shifted(tokens: list[Token], offset: int) -> list[Token]:
+    if offset:
+        for token in tokens:
+            token.start += offset
+            token.end += offset
+    return tokens
+
+
+def _meta_command(sql: str, span: tuple[int, int], line: int, inside: bool) -> MetaCommand:
+    start, end = span
+    text = sql[start:end].rstrip()
+    match = _META_NAME.match(text)
+    return MetaCommand(match.group(0) if match else "\\", text, line, inside)
+
+
+def assemble(
+    sql: str,
+    tokens: Sequence[Token],
+    metas: Sequence[tuple[int, int]],
+    first_line: int,
+    end: int,
+) -> tuple[list[RawStatement], list[MetaCommand]]:
+    """The statements of ``sql[:end]`` from its tokens and meta-command spans, and
+    the meta-commands after its last statement (the caller decides where they go)."""
     lines = _LineCounter(sql, first_line)
     statements: list[RawStatement] = []
     current: list[Token] = []
+    pending: list[MetaCommand] = []  # meta-commands waiting for the next statement
+    next_meta = 0
     # Offset where the text of the next statement may begin (just after the
     # previous terminator), and comments waiting for the statement they lead.
     region_start = 0
     for token in tokens:
+        while next_meta < len(metas) and metas[next_meta][0] < token.start:
+            span = metas[next_meta]
+            next_meta += 1
+            meta = _meta_command(sql, span, lines.at(span[0]), bool(current))
+            if current:  # it ends the statement psql had been reading
+                statements.append(
+                    _make(sql, region_start, current, span[0], lines, (*pending, meta))
+                )
+                current, pending = [], []
+            else:
+                pending.append(meta)
+            region_start = span[1]
         if token.token_type is not TokenType.SEMICOLON:
             current.append(token)
             continue
         next_region = _after_trailing_comment(sql, token.end + 1)
         if current:
-            statements.append(_make(sql, region_start, current, next_region, lines))
+            statements.append(_make(sql, region_start, current, next_region, lines, pending))
+            pending = []
         current = []
         region_start = next_region
+    for span in metas[next_meta:]:
+        meta = _meta_command(sql, span, lines.at(span[0]), bool(current))
+        if current:
+            statements.append(_make(sql, region_start, current, span[0], lines, (*pending, meta)))
+            current, pending = [], []
+        else:
+            pending.append(meta)
+        region_start = span[1]
     if current:
-        statements.append(_make(sql, region_start, current, len(sql), lines))
-    return statements
+        statements.append(_make(sql, region_start, current, end, lines, pending))
+        pending = []
+    return statements, pending
+
+
+def with_trailing(
+    statements: list[RawStatement], trailing: Sequence[MetaCommand], first_line: int
+) -> list[RawStatement]:
+    """Meta-commands after the last statement go on it; alone, they are a statement."""
+    if not trailing:
+        return statements
+    if statements:
+        last = statements[-1]
+        statements[-1] = replace(last, meta_commands=(*last.meta_commands, *trailing))
+        return statements
+    return [meta_only(trailing)]
+
+
+def meta_only(metas: Sequence[MetaCommand]) -> RawStatement:
+    text = "\n".join(m.text for m in metas)
+    return RawStatement(
+        text=text,
+        line=metas[0].line,
+        end_line=metas[-1].line,
+        tokens=(),
+        comments=(),
+        meta_commands=tuple(metas),
+        meta_only=True,
+    )
+
+
+def clean_cut(sql: str, tokens: Sequence[Token], metas: Sequence[tuple[int, int]]) -> int:
+    """The last offset where ``sql`` (tokenized as ``tokens``) can be cut between
+    statements: the end of a line whose last token is a ``;`` (a line comment may
+    follow it). 0 when there is none.
+
+    The statements before such a cut are the same whether the text after it is
+    split with them or on its own, so lint can split a file piece by piece.
+    """
+    last_meta = metas[-1][1] if metas else -1
+    for index in range(len(tokens) - 1, -1, -1):
+        token = tokens[index]
+        if token.token_type is not TokenType.SEMICOLON:
+            continue
+        if token.end < last_meta:
+            return 0
+        newline = sql.find("\n", token.end + 1)
+        if newline < 0:
+            return 0  # the line goes on past what has been read
+        rest = sql[token.end + 1 : newline].strip()
+        if (not rest or rest.startswith("--")) and (
+            index + 1 == len(tokens) or tokens[index + 1].start > newline
+        ):
+            return newline + 1
+    return 0
+
+
+def split_untokenizable(sql: str, first_line: int) -> tuple[list[RawStatement], list[MetaCommand]]:
+    """A psql script that cannot be tokenized as a whole: from the start, each time
+    the text up to the end of a line ending in ``;`` can be, that piece is split
+    as usual (the shortest such piece first, so the result does not depend on how
+    the text was read); the rest is one statement that cannot be tokenized."""
+    statements: list[RawStatement] = []
+    start, line = 0, first_line
+    for newline in _semicolon_line_ends(sql):
+        if newline < start:
+            continue
+        piece = sql[start : newline + 1]
+        try:
+            tokens, metas = scan(piece, psql_script=True)
+        except TokenError:
+            continue
+        if clean_cut(piece, tokens, metas) != len(piece):
+            continue
+        found, _ = assemble(piece, tokens, metas, line, len(piece))
+        statements.extend(found)
+        start, line = newline + 1, line + piece.count("\n")
+    try:
+        tokens, metas = scan(sql[start:], psql_script=True)
+    except TokenError as error:
+        unreadable = _unreadable(sql[start:], 0, line, error)
+        if unreadable is not None:
+            statements.append(unreadable)
+        return statements, []
+    found, trailing = assemble(sql[start:], tokens, metas, line, len(sql) - start)
+    return statements + found, trailing
+
+
+def _semicolon_line_ends(sql: str) -> list[int]:
+    return [m.end() - 1 for m in re.finditer(r";[^\n]*\n", sql)]
 
 
 class _LineCounter:
@@ -227,7 +445,12 @@ class _LineCounter:
 
 
 def _make(
-    sql: str, region_start: int, tokens: list[Token], region_end: int, lines: _LineCounter
+    sql: str,
+    region_start: int,
+    tokens: list[Token],
+    region_end: int,
+    lines: _LineCounter,
+    metas: Sequence[MetaCommand] = (),
 ) -> RawStatement:
     start = region_start
     while start < len(sql) and sql[start].isspace():
@@ -251,6 +474,7 @@ def _make(
         tokens=tuple(tokens),
         comments=comments,
         source_text=sql,
+        meta_commands=tuple(metas),
     )
 
 
