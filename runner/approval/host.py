@@ -39,16 +39,20 @@ class CodeHost(Protocol):
     def close(self) -> None: ...
 
 
-def open_host(platform: Platform, api_url: str, token: str) -> CodeHost:
-    """The client for ``platform`` with the gateway's own token."""
+def open_host(
+    platform: Platform, api_url: str, token: str, *, bot_login: str | None = None
+) -> CodeHost:
+    """The client for ``platform`` with the gateway's own token. ``bot_login`` is the
+    login the token acts as (required for a GitHub App installation token, which
+    cannot read ``/user``; else read from the host)."""
     if platform == "github":
         from runner.approval.github import GitHubHost
 
-        return GitHubHost(token, api_url)
+        return GitHubHost(token, api_url, bot_login=bot_login)
     if platform == "gitlab":
         from runner.approval.gitlab import GitLabHost
 
-        return GitLabHost(token, api_url)
+        return GitLabHost(token, api_url, bot_username=bot_login)
     raise ValueError(f"code host platform {platform!r}: use github or gitlab")
 
 

@@ -87,7 +87,7 @@ _SECTIONS = {
     "code_hosts",
 }
 _APPROVALS_KEYS = {"github_permission", "gitlab_access", "min_approvals"}
-_CODE_HOST_KEYS = {"api_url", "token_env", "token_file"}
+_CODE_HOST_KEYS = {"api_url", "token_env", "token_file", "bot_login"}
 # The permission levels in the order they include each other.
 GITHUB_PERMISSIONS = ("read", "triage", "write", "maintain", "admin")
 GITLAB_ACCESS_LEVELS = {"reporter": 20, "developer": 30, "maintainer": 40, "owner": 50}
@@ -191,6 +191,7 @@ class CodeHostConfig:
     api_url: str
     token_env: str | None = None
     token_file: str | None = None
+    bot_login: str | None = None  # the login the token acts as (a GitHub App's "<slug>[bot]")
 
     def token(self) -> str:
         token = fields.read_secret(self.token_env, self.token_file, f"code_hosts.{self.platform}")
@@ -531,5 +532,8 @@ def _code_hosts(raw: Any, where: str) -> dict[str, CodeHostConfig]:
             raise ConfigError(
                 f"{where}: code_hosts.{platform}.api_url = {api_url!r}; write an http(s) URL"
             )
-        hosts[platform] = CodeHostConfig(platform, api_url.rstrip("/"), env, path)
+        bot_login = host.get("bot_login")
+        if bot_login is not None:
+            fields.string(bot_login, where, f"code_hosts.{platform}.bot_login")
+        hosts[platform] = CodeHostConfig(platform, api_url.rstrip("/"), env, path, bot_login)
     return hosts

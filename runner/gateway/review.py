@@ -72,7 +72,7 @@ class ReviewRefused(Exception):
         self.status, self.error, self.detail = status, error, detail
 
 
-CodeHostFactory = Callable[[Platform, str, str], CodeHost]  # (platform, api_url, token)
+CodeHostFactory = Callable[..., CodeHost]  # open_host(platform, api_url, token, bot_login=)
 
 
 @dataclass(frozen=True)
@@ -424,7 +424,7 @@ class ReviewDesk:
         host = self.config.code_hosts.get(platform)
         if host is None:
             raise ReviewRefused(409, "no-code-host", f"no [code_hosts.{platform}] in gateway.toml")
-        return self._hosts(platform, host.api_url, host.token())
+        return self._hosts(platform, host.api_url, host.token(), bot_login=host.bot_login)
 
     def _read(self, host: CodeHost, review: Review, database: str) -> ReviewState:
         try:
