@@ -42,13 +42,21 @@ class RecordedSession:
         return str(self.session["session_id"])
 
 
-def record_session(flow: Flow, *, key: Ed25519PrivateKey | None = None) -> RecordedSession:
+def record_session(
+    flow: Flow,
+    *,
+    key: Ed25519PrivateKey | None = None,
+    sql: str = PLAN_SQL,
+    extra: tuple[str, ...] = (),
+) -> RecordedSession:
+    """One session planning ``sql`` (one destructive statement in it), approved and
+    run; ``extra`` statements (outside the plan) run after the plan's."""
     key = key or Ed25519PrivateKey.generate()
     gateway = flow.gateway
     service = gateway.running.running.service
     assert service is not None
     session = gateway.session()
-    plan = build_plan([SqlSource("demo.sql", PLAN_SQL)], policy=Policy(target="ehr"))
+    plan = build_plan([SqlSource("demo.sql", sql)], policy=Policy(target="ehr"))
     assert len([s for s in plan.statements if s.needs_approval]) == 1, "the DROP needs approval"
     auth = {"Authorization": f"Bearer {session['secret']}"}
     base = f"{gateway.http}/v1/sessions/{session['session_id']}"
@@ -64,13 +72,16 @@ def record_session(flow: Flow, *, key: Ed25519PrivateKey | None = None) -> Recor
     with gateway.connect(session) as conn:
         for statement in plan.statements:
             conn.execute(statement.text)
+        for text in extra:
+            conn.execute(text)
     store = service.store
     # Outcome entries are written after the result is relayed (fire-and-forget): wait
-    # for the three, as the HTTP endpoint does by running after them on the loop.
+    # for each, as the HTTP endpoint does by running after them on the loop.
+    want = len(plan.statements) + len(extra)
     deadline = time.monotonic() + 10
     while (
         sum(e.kind is EntryKind.OUTCOME for e in store.entries(session_id=session["session_id"]))
-        < 3
+        < want
     ):
         assert time.monotonic() < deadline, "the outcomes were never recorded"
         time.sleep(0.02)
