@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -99,78 +100,87 @@ def running_gateway(
     ``tls`` (certificate, key) is offered on the PostgreSQL port; ``extra_config`` is
     appended to gateway.toml (more [[access]] rules, [code_hosts], [approvals])."""
     dbname = scratch_db_url.rsplit("/", 1)[1].split("?")[0]
+    # A role of this gateway's own: tests running side by side (or a run that died
+    # and left a database owned by the role) never share one.
+    role = f"signoff_gw_{secrets.token_hex(6)}"
     with psycopg.connect(scratch_db_url, autocommit=True) as conn:
-        conn.execute("DROP ROLE IF EXISTS signoff_gw_e2e")
-        conn.execute(f"CREATE ROLE signoff_gw_e2e LOGIN SUPERUSER PASSWORD '{PASSWORD}'")
+        conn.execute(f"CREATE ROLE {role} LOGIN SUPERUSER PASSWORD '{PASSWORD}'")
         conn.execute("CREATE TABLE patients (id bigint PRIMARY KEY, mrn text NOT NULL)")
         conn.execute("INSERT INTO patients SELECT g, 'M' || g FROM generate_series(1, 20) g")
         conn.execute("CREATE TABLE visits_old (id int)")
-    monkeypatch.setenv("EHR_DB_PASSWORD", PASSWORD)
-    state = tmp_path / "gateway.db"
-    with OidcIssuer() as issuer:
-        config_path = tmp_path / "gateway.toml"
-        tls_lines = (
-            ""
-            if tls is None
-            else f'tls_cert = "{tls[0]}"\ntls_key = "{tls[1]}"\nallow_cleartext_on_loopback = false'
-        )
-        config_path.write_text(
-            f"""
-[gateway]
-audience = "signoff-gateway"
-state_url = "sqlite:///{state}"
-session_ttl = "{session_ttl}"
-max_session_ttl = "{max_session_ttl}"
-
-[listen]
-http = "127.0.0.1:0"
-pg = "127.0.0.1:0"
-{tls_lines}
-
-[[issuers]]
-name = "ci"
-issuer = "{issuer.issuer}"
-
-[[databases]]
-name = "ehr"
-host = "127.0.0.1"
-port = 5432
-dbname = "{dbname}"
-user = "signoff_gw_e2e"
-password_env = "EHR_DB_PASSWORD"
-sslmode = "disable"
-
-[[access]]
-database = "ehr"
-role = "deployer"
-issuer = "ci"
-claims = {{ repository = "acme/ehr-api", ref = ["refs/heads/main", "refs/tags/v*"] }}
-
-[roles.deployer]
-destructive = "needs-approval"
-unanalysable = "needs-approval"
-locking = "allow"
-incompatible = "allow"
-rules = {{ SO104 = "deny" }}
-{extra_config}
-"""
-        )
-        log = tmp_path / "gateway.log"
-        config = load_gateway_config(config_path)
-        with GatewayThread(config) as running:
-            yield Gateway(
-                running=running,
-                issuer=issuer,
-                http=f"http://127.0.0.1:{running.running.http_port}",
-                pg_port=running.running.pg_port,
-                config_path=config_path,
-                state_path=state,
-                database=dbname,
-                upstream_url=scratch_db_url,
-                log=log,
+    try:
+        monkeypatch.setenv("EHR_DB_PASSWORD", PASSWORD)
+        state = tmp_path / "gateway.db"
+        with OidcIssuer() as issuer:
+            config_path = tmp_path / "gateway.toml"
+            tls_lines = (
+                ""
+                if tls is None
+                else f'tls_cert = "{tls[0]}"\ntls_key = "{tls[1]}"\n'
+                "allow_cleartext_on_loopback = false"
             )
-    with psycopg.connect(scratch_db_url, autocommit=True) as conn:
-        conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE usename = 'signoff_gw_e2e'"
-        )
+            config_path.write_text(
+                f"""
+    [gateway]
+    audience = "signoff-gateway"
+    state_url = "sqlite:///{state}"
+    session_ttl = "{session_ttl}"
+    max_session_ttl = "{max_session_ttl}"
+
+    [listen]
+    http = "127.0.0.1:0"
+    pg = "127.0.0.1:0"
+    {tls_lines}
+
+    [[issuers]]
+    name = "ci"
+    issuer = "{issuer.issuer}"
+
+    [[databases]]
+    name = "ehr"
+    host = "127.0.0.1"
+    port = 5432
+    dbname = "{dbname}"
+    user = "{role}"
+    password_env = "EHR_DB_PASSWORD"
+    sslmode = "disable"
+
+    [[access]]
+    database = "ehr"
+    role = "deployer"
+    issuer = "ci"
+    claims = {{ repository = "acme/ehr-api", ref = ["refs/heads/main", "refs/tags/v*"] }}
+
+    [roles.deployer]
+    destructive = "needs-approval"
+    unanalysable = "needs-approval"
+    locking = "allow"
+    incompatible = "allow"
+    rules = {{ SO104 = "deny" }}
+    {extra_config}
+    """
+            )
+            log = tmp_path / "gateway.log"
+            config = load_gateway_config(config_path)
+            with GatewayThread(config) as running:
+                yield Gateway(
+                    running=running,
+                    issuer=issuer,
+                    http=f"http://127.0.0.1:{running.running.http_port}",
+                    pg_port=running.running.pg_port,
+                    config_path=config_path,
+                    state_path=state,
+                    database=dbname,
+                    upstream_url=scratch_db_url,
+                    log=log,
+                )
+    finally:
+        with psycopg.connect(scratch_db_url, autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,)
+            )
+            # What the role made in the scratch database goes with the database; the
+            # role itself must not outlive the test.
+            conn.execute(f"REASSIGN OWNED BY {role} TO CURRENT_USER")
+            conn.execute(f"DROP OWNED BY {role}")
+            conn.execute(f"DROP ROLE {role}")
