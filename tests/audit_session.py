@@ -90,3 +90,65 @@ def record_session(
     envelope = gateway_attestation(store, session["session_id"], key)
     entries = store.entries(session_id=session["session_id"])
     return RecordedSession(session, plan, entries, envelope, key, store)
+
+
+def synthetic_bundle(key: Ed25519PrivateKey, *, note: str = "one") -> bytes:
+    """A signed bundle from entries made with runner.audit's builders (no gateway):
+    for the storage tests, which need real bundles, many and fast."""
+    from runner.audit.attestation import attestation_statement, session_files, sign_statement
+    from runner.audit.bundle import build_bundle
+    from runner.audit.chain import GENESIS_HASH, NewEntry, build_entries
+    from runner.audit.entries import event_entry
+
+    plan = build_plan(
+        [SqlSource("n.sql", f"INSERT INTO notes VALUES ('{note}');")], policy=Policy(target="ehr")
+    )
+    statement = plan.statements[0]
+    principal = {"iss": "https://token.example", "sub": "repo:acme/ehr-api", "actor": "alice"}
+    sid = "so_" + "ab" * 12
+    made = build_entries(
+        [
+            event_entry(sid, "session-created", principal=principal, claims=principal),
+            event_entry(sid, "plan-submitted", plan_hash=plan.hash, plan=plan.to_json()),
+            NewEntry(
+                EntryKind.STATEMENT,
+                sid,
+                {
+                    "database": "ehr",
+                    "text": statement.text,
+                    "sha256": statement.sha256,
+                    "fingerprint": statement.fingerprint,
+                    "findings": [],
+                    "decision": "allowed",
+                    "reason": None,
+                    "grant": None,
+                    "masked_columns": [],
+                },
+            ),
+        ],
+        0,
+        GENESIS_HASH,
+    )
+    statement_seq = made[-1][0].seq
+    made += build_entries(
+        [
+            NewEntry(
+                EntryKind.OUTCOME,
+                sid,
+                {
+                    "outcome": "INSERT 0 1",
+                    "tag": "INSERT 0 1",
+                    "sqlstate": None,
+                    "rows": 1,
+                    "duration_ms": 0.5,
+                    "status": "completed",
+                },
+                ref=statement_seq,
+            )
+        ],
+        made[-1][0].seq,
+        made[-1][0].hash,
+    )
+    entries = [entry for entry, _ in made]
+    envelope = sign_statement(attestation_statement(session_files(entries)), key)
+    return build_bundle(entries=entries, envelope=envelope).to_bytes()
