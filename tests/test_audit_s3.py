@@ -8,6 +8,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -334,3 +336,42 @@ def test_file_destination(tmp_path: Path) -> None:
     assert report.failed and "never overwritten" in report.failed[0][1]
     assert len(list(spooled(tmp_path / "spool"))) == 1
     assert issubclass(BundleExists, StorageError)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``signoff audit ...`` as a process (the group, until runner/cli.py registers it)."""
+    code = "from runner.cli_audit import audit; audit(prog_name='signoff audit')"
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, check=False
+    )
+
+
+def test_cli_flush_uploads_the_spool(s3: S3, tmp_path: Path) -> None:
+    bucket = _bucket(s3)
+    locked_off = _bucket(s3, locked=False)
+    spool = tmp_path / "spool"
+    s3.stop()
+    for n in range(3):
+        with pytest.raises(SpooledError):
+            upload_bundle(
+                synthetic_bundle(KEY, note=f"c{n}"),
+                key=_key(f"cli{n}"),
+                destination=f"s3://{bucket}/audit",
+                spool_dir=spool,
+                config=_config(s3, attempts=1),
+            )
+    s3.start()
+    endpoint = ["--s3-endpoint-url", s3.url]
+    # A bucket without Object Lock: one line, exit 2, nothing leaves the spool.
+    done = _cli("flush", "--spool", str(spool), "--to", f"s3://{locked_off}", *endpoint)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.count("\n") == 1 and "has no Object Lock" in done.stderr
+    assert len(list(spooled(spool))) == 3
+    done = _cli("flush", "--spool", str(spool), "--to", f"s3://{bucket}/audit", *endpoint)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("uploaded s3://") == 3
+    assert "3 of 3 spooled bundle(s) uploaded" in done.stdout
+    assert not list(spooled(spool))
+    assert s3.client().list_objects_v2(Bucket=bucket, Prefix="audit/")["KeyCount"] == 3
+    done = _cli("flush", "--spool", str(spool), "--to", f"s3://{bucket}/audit", *endpoint)
+    assert done.returncode == 0 and "nothing spooled" in done.stdout

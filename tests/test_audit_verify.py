@@ -299,3 +299,37 @@ def test_the_documented_openssl_commands_verify_and_refuse(
     )
     assert done.returncode != 0
     assert "Signature Verified Successfully" not in done.stdout
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``signoff audit ...`` as a process (the group, until runner/cli.py registers it)."""
+    import sys
+
+    code = "import sys; from runner.cli_audit import audit; audit(prog_name='signoff audit')"
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, check=False
+    )
+
+
+def test_cli_verify_exit_codes_and_lines(sessions: Sessions, tmp_path: Path) -> None:
+    good = write_bundle(_bundle(sessions.main), tmp_path / "good.tar.gz")
+    pub = tmp_path / "gw.pub"
+    pub.write_text(sessions.pem)
+    done = _cli("verify", str(good), "--public-key", str(pub))
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 9 and lines[-1].startswith("VERIFIED")
+    files = dict(_bundle(sessions.main).files)
+    files["approvals.json"] = _flip(files["approvals.json"])
+    bad = tmp_path / "bad.tar.gz"
+    bad.write_bytes(bundle_bytes(files))
+    done = _cli("verify", str(bad), "--public-key", str(pub))
+    assert done.returncode == 1
+    assert "FAIL manifest: manifest.json: approvals.json: sha256 differs" in done.stdout
+    assert "Traceback" not in done.stdout + done.stderr
+    done = _cli("verify", str(good), "--public-key", str(tmp_path / "none.pub"))
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"signoff: error: --public-key {tmp_path / 'none.pub'}: cannot read it "
+        "(No such file or directory); pass the gateway's public key file"
+    ]
