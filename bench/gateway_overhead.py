@@ -579,12 +579,12 @@ _UNRESOLVED = re.compile(r"^0x[0-9a-fA-F]+ \(")
 _COMPONENTS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     (
         "audit log (entries, canonical JSON, hash chain, SQLite, writer hand-off)",
-        ("runner/gateway/auditlog.py", "runner/gateway/store.py"),
+        ("runner/audit/", "runner/gateway/store/"),
         ("GatewayService.record_", "GatewayService._statement_data", "GatewayService._event"),
     ),
     (
         "analysis + policy (split, tokenize, fingerprint, rules, decide)",
-        ("runner/plan/", "runner/gateway/policy.py", "sqlglot"),
+        ("runner/plan/", "runner/gateway/policy", "sqlglot"),
         ("GatewayService.decide", "GatewayService._analysis"),
     ),
     (

@@ -20,9 +20,9 @@ import psycopg
 import pytest
 from oidc_issuer import OidcIssuer
 
+from runner.audit.verify import verify_chain
 from runner.dryrun import migrate
 from runner.errors import SignoffError
-from runner.gateway.auditlog import verify_chain
 from runner.gateway.config import load_gateway_config
 from runner.gateway.serve import GatewayThread
 from runner.gateway.store import open_store

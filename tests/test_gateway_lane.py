@@ -30,11 +30,11 @@ from certificates import make_certificate
 from gateway_harness import Gateway, running_gateway
 from pgclient import RawClient, bind, describe_portal, error_of, execute
 
+from runner._native.loader import native
+from runner.audit.entries import outcome_data_json
 from runner.gateway import wire
-from runner.gateway.auditlog import outcome_data_json
 from runner.gateway.model import Outcome
 from runner.gateway.service import GatewayService
-from runner.speedups import native
 
 pytestmark = pytest.mark.skipif(native is None, reason="the C extension is not built")
 

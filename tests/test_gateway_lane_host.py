@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from runner._native.loader import native
 from runner.gateway.proxy.lane import LaneGlue, LaneHost
-from runner.speedups import native
 
 ROOT = Path(__file__).resolve().parent.parent
 C_SOURCES = [ROOT / "runner" / "_native" / "_lane.c", ROOT / "runner" / "_lane.c"]

@@ -153,7 +153,7 @@ def test_service_caches_only_allowed_plain_reads(
     """A cached ALLOW on a plain read gives exactly the uncached decision; a
     statement that needs approval is decided (and its grant looked up) every time.
     The same with the literal masks made in C (runner._speedups) and without."""
-    from runner.speedups import native as built
+    from runner._native.loader import native as built
 
     if native and built is None:
         pytest.skip("runner._speedups is not built here")

@@ -712,7 +712,7 @@ def test_canonical_data_is_json_dumps_sorted_compact() -> None:
 def test_inline_writer_commits_a_statement_and_an_outcome_started_alongside_once(
     tmp_path: Path,
 ) -> None:
-    """The pgproxy starts the outcome write as a task, then awaits the statement
+    """The proxy starts the outcome write as a task, then awaits the statement
     write: both land in one commit (one batch), in a verifying chain."""
     import asyncio
 

@@ -303,7 +303,7 @@ def test_pure_python_is_asked_for_by_environment() -> None:
     import subprocess
     import sys
 
-    probe = "from runner.speedups import native; print(native is None)"
+    probe = "from runner._native.loader import native; print(native is None)"
     for value, pure in (("1", "True"), ("0", "False"), ("", "False")):
         out = subprocess.run(
             [sys.executable, "-c", probe],

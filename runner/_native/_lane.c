@@ -3,7 +3,7 @@
  * Most of a busy gateway's traffic is one shape: a client sends one simple Query
  * whose literal mask the session already allowed as a plain read, the server
  * answers with rows, a CommandComplete and ReadyForQuery. For that shape the
- * Python relay (pgproxy._ClientConnection) costs more than the database does.
+ * Python relay (runner.gateway.proxy.relay) costs more than the database does.
  * A Lane does exactly what the Python relay would for it, with no Python frame
  * in between:
  *

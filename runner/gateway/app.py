@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from runner import __version__
-from runner.gateway.auditlog import merge_records
+from runner.audit.records import merge_records
 from runner.gateway.model import Session, utcnow
 from runner.gateway.review import ReviewRefused, ReviewTarget
 from runner.gateway.service import ExchangeRefused, GatewayService

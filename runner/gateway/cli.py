@@ -254,7 +254,7 @@ def audit() -> None:
 @_config_option
 def verify(config_path: Path) -> None:
     """Check the whole chain: every hash, every link, no gaps."""
-    from runner.gateway.auditlog import verify_chain
+    from runner.audit.verify import verify_chain
     from runner.gateway.store import StoreError
 
     config = _load(config_path)
@@ -282,7 +282,7 @@ def verify(config_path: Path) -> None:
 @click.option("--session", "session_id", help="Only this session's records.")
 def show(config_path: Path, session_id: str | None) -> None:
     """Print the audit records (statements merged with their outcomes) as JSON lines."""
-    from runner.gateway.auditlog import merge_records
+    from runner.audit.records import merge_records
     from runner.gateway.store import StoreError
 
     config = _load(config_path)

@@ -1,6 +1,6 @@
 """The gateway's core, between its two listeners: token exchange, sessions,
 per-statement decisions and the audit chain. The HTTP API (``app``) and the
-PostgreSQL proxy (``pgproxy``) both call into one ``GatewayService``.
+PostgreSQL proxy (``proxy``) both call into one ``GatewayService``.
 
 Decisions are asked of ``policy.GatewayPolicy`` in one call per text; it keeps every
 session's analysis and caches (the C lane's too). The service gives it what it
@@ -20,14 +20,14 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
-from runner.errors import DatabaseError
-from runner.gateway.auditlog import (
-    AuditWriter,
+from runner.audit.entries import (
     outcome_entry,
     statement_data_json,
     statement_data_prefix,
     statement_entry,
 )
+from runner.audit.writer import AuditWriter
+from runner.errors import DatabaseError
 from runner.gateway.config import AccessRule, GatewayConfig
 from runner.gateway.model import (
     AuditDecision,
@@ -254,11 +254,11 @@ class GatewayService:
         done: Callable[[list[int] | None], None],
     ) -> None:
         session_id, database = session.id, session.database
-        self.writer.submit_seqs([statement_entry(session_id, database, d) for d in decisions], done)
+        self.writer.submit([statement_entry(session_id, database, d) for d in decisions], done)
 
     def submit_outcomes(self, session: Session, outcomes: Sequence[tuple[int, Outcome]]) -> None:
         session_id = session.id
-        self.writer.submit_seqs([outcome_entry(session_id, seq, o) for seq, o in outcomes])
+        self.writer.submit([outcome_entry(session_id, seq, o) for seq, o in outcomes])
 
     async def record_event(self, session: Session | None, event: str, **data: Any) -> None:
         await self.writer.append([self._event_entry(session, event, data)])

@@ -28,10 +28,10 @@ from typing import Any
 from sqlglot.errors import TokenError
 from sqlglot.tokenizer_core import Token
 
+from runner._native.loader import native as _native
 from runner.gateway.model import StatementDecision
 from runner.plan.statements import literal_shape as token_literal_shape
 from runner.plan.statements import tokenize
-from runner.speedups import native as _native
 
 from .analysis import ReadKey
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from runner._native.loader import native as _native
 from runner.gateway import wire
 from runner.gateway.model import (
     AuditDecision,
@@ -44,7 +45,6 @@ from runner.gateway.proxy.pending import (
     ms,
 )
 from runner.gateway.proxy.state import BACKLOG, CLIENT_BACKLOG_MAX, end_reason
-from runner.speedups import native as _native
 
 if TYPE_CHECKING:
     from runner.gateway.proxy.relay import Relay
