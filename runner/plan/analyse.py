@@ -19,7 +19,7 @@ from sqlglot.dialects.postgres import Postgres
 from sqlglot.errors import ParseError, TokenError
 
 from runner.plan import directives, plpgsql
-from runner.plan.commands import classify
+from runner.plan.commands import CommandShape, classify
 from runner.plan.model import Category, Decision, Finding
 from runner.plan.policy import Policy
 from runner.plan.rules import catalogue
@@ -64,6 +64,8 @@ _KNOWN_NODES: tuple[type[exp.Expression], ...] = (
 UNPARSEABLE_RULE = "SO001"
 PSQL_META_KIND = "psql_meta_command"
 _TRANSACTION_WORDS = frozenset({"BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT"})
+# Parses kept per plan, by exact statement text.
+_PARSED_LIMIT = 512
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,9 @@ def _lossy(node: exp.Expression) -> bool:
     return isinstance(node, exp.Alter) and bool(node.args.get("options"))
 
 
+_DDL_NODES = (exp.Create, exp.Drop, exp.Alter)
+
+
 def _node_kind(node: exp.Expression) -> str:
     if isinstance(node, exp.Commit):
         return "commit"
@@ -119,7 +124,7 @@ def _node_kind(node: exp.Expression) -> str:
         return "rollback"
     if isinstance(node, exp.Transaction):
         return "begin"
-    if isinstance(node, exp.Create | exp.Drop | exp.Alter):
+    if isinstance(node, _DDL_NODES):
         verb = type(node).__name__.lower()
         kind = (node.args.get("kind") or "").lower().replace(" ", "_")
         if node.args.get("materialized") or (
@@ -162,12 +167,15 @@ class Analysis:
         self._next_transaction = 1
         self._rules_by_kind: dict[str | None, list[Rule]] = {}
         self._unanalysable = catalogue()[UNPARSEABLE_RULE]
+        self._parsed: dict[
+            str, tuple[exp.Expression | None, CommandShape | None, str | None, str | None]
+        ] = {}
 
     def analyse(self, raws: Iterable[RawStatement]) -> list[AnalysedStatement]:
         return [self.analyse_one(raw) for raw in raws]
 
     def analyse_one(self, raw: RawStatement) -> AnalysedStatement:
-        view = view_of(raw)
+        view = self._view_of(raw)
         transaction = self._enter(view)
         inner = self._read_do_block(view) if view.kind == "do" else []
         hits = self._hits(view)
@@ -179,6 +187,25 @@ class Analysis:
         findings = directives.apply(raw, hits, self.policy)
         self._leave(view)
         return AnalysedStatement(raw, view.kind or "unknown", transaction, tuple(findings))
+
+    def _view_of(self, raw: RawStatement) -> StatementView:
+        """``view_of``, parsing a text seen before in this plan only once.
+
+        Migration dumps repeat statements verbatim (BEGIN, COMMIT, SET
+        lock_timeout...). The parse depends on the text alone and the rules only
+        read the tree, so the tree is shared; what a rule says still depends on
+        the context, so only the parse is reused, never a finding.
+        """
+        parsed = self._parsed.get(raw.text)
+        if parsed is not None:
+            node, shape, kind, error = parsed
+            return StatementView(raw, node, shape, kind, parse_error=error)
+        view = view_of(raw)
+        if raw.tokens and not raw.meta_commands:
+            if len(self._parsed) >= _PARSED_LIMIT:
+                self._parsed.clear()  # bounded memory; the common texts come back at once
+            self._parsed[raw.text] = (view.node, view.shape, view.kind, view.parse_error)
+        return view
 
     # -- transactions ---------------------------------------------------------------
 

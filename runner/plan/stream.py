@@ -20,11 +20,13 @@ temporary file (in memory up to a few MB) and written after the header.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import IO, Protocol
 
@@ -56,7 +58,7 @@ from runner.plan.statements import (
 
 # Characters read at a time. A statement longer than this (a big function body)
 # makes the piece grow until it ends; memory is a few times the longest statement.
-CHUNK_CHARS = 1 << 20
+CHUNK_CHARS = 1 << 18
 
 
 class TextSource(Protocol):
@@ -271,8 +273,8 @@ class JsonSink:
         self.out.write(head + '"statements": [')
 
     def statement(self, statement: Statement) -> None:
-        text = json.dumps(statement.to_json(), indent=2, ensure_ascii=False)
-        self.out.write(("\n" if self._first else ",\n") + "    " + text.replace("\n", "\n    "))
+        text = indented_json(statement.to_json(), "    ")
+        self.out.write(("\n    " if self._first else ",\n    ") + text)
         self._first = False
 
     def end(self, summary: LintSummary) -> None:
@@ -284,6 +286,43 @@ class JsonSink:
         }
         # The fields after "statements" in Plan.to_json, at the document's indent.
         self.out.write(closing + "," + json.dumps(fields, indent=2)[1:] + "\n")
+
+
+_encode_string = json.encoder.encode_basestring
+
+
+def indented_json(value: object, indent: str) -> str:
+    """``json.dumps(value, indent=2, ensure_ascii=False)`` nested at ``indent``.
+
+    json's own encoder falls back to pure Python whenever an indent is asked
+    for, and a report holds one document per statement; this writes the same
+    bytes for what a plan holds (dicts, lists, strings, ints, bools, None).
+    """
+    if isinstance(value, str):
+        return str(_encode_string(value))
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        return int.__repr__(value)
+    inner = indent + "  "
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        items = [
+            f"{inner}{_encode_string(key)}: {indented_json(item, inner)}"
+            for key, item in value.items()
+        ]
+        return "{\n" + ",\n".join(items) + "\n" + indent + "}"
+    if isinstance(value, list | tuple):
+        if not value:
+            return "[]"
+        items = [inner + indented_json(item, inner) for item in value]
+        return "[\n" + ",\n".join(items) + "\n" + indent + "]"
+    return json.dumps(value, ensure_ascii=False)  # floats and the like, as json writes them
 
 
 def lint_stream(
@@ -305,6 +344,40 @@ def lint_stream(
     summary = LintSummary(target=policy.target, basis=basis)
     hasher = PlanHasher(policy.target, summary.ruleset)
     sink.begin(summary)
+    with _few_collections():
+        _lint_all(sources, sink, analysis, summary, hasher, chunk_chars)
+    summary.hash = hasher.hexdigest()
+    sink.end(summary)
+    return summary
+
+
+@contextmanager
+def _few_collections() -> Iterator[None]:
+    """Fewer garbage collections while statements stream through.
+
+    Each statement's syntax tree is garbage a moment later (its parent links
+    make cycles, so the collector is needed), but the modules, the rule
+    catalogue and the schema state live on: frozen, the collector stops
+    rescanning them, and a larger first generation collects less often.
+    """
+    threshold = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(max(threshold[0], 20_000), *threshold[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*threshold)
+        gc.unfreeze()
+
+
+def _lint_all(
+    sources: Iterable[tuple[str, TextSource]],
+    sink: Sink,
+    analysis: Analysis,
+    summary: LintSummary,
+    hasher: PlanHasher,
+    chunk_chars: int,
+) -> None:
     fingerprints = sink.needs_fingerprints
     index = 0
     for name, stream in sources:
@@ -327,9 +400,6 @@ def lint_stream(
             hasher.add(statement.sha256)
             summary.count(statement)
             sink.statement(statement)
-    summary.hash = hasher.hexdigest()
-    sink.end(summary)
-    return summary
 
 
 STREAM_FORMATS = ("text", "json")

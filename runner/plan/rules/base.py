@@ -245,8 +245,17 @@ def table_name(node: exp.Expression | None) -> str:
         node = node.this
     if not isinstance(node, exp.Table):
         return node.sql(dialect="postgres")
-    parts = [p for p in (node.args.get("catalog"), node.args.get("db"), node.this) if p]
-    return ".".join(_ident(p) for p in parts)
+    # Several rules ask for the same table of the same statement: worked out once
+    # and kept on the (never modified) tree.
+    meta = node.meta
+    name = meta.get(_TABLE_NAME_KEY)
+    if name is None:
+        parts = [p for p in (node.args.get("catalog"), node.args.get("db"), node.this) if p]
+        name = meta[_TABLE_NAME_KEY] = ".".join(_ident(p) for p in parts)
+    return str(name)
+
+
+_TABLE_NAME_KEY = "signoff.table_name"
 
 
 def _ident(node: exp.Expression) -> str:
