@@ -39,12 +39,23 @@ from runner.audit.offline import VerifyReport, verify_bundle, verify_loaded
 from runner.dryrun.scratch import scratch_database
 
 SECOND_SQL = "CREATE TABLE audit_two (id int);\nDROP TABLE audit_demo;\n"
+THIRD_SQL = "CREATE TABLE audit_three (id int);\nDROP TABLE audit_two;\n"
+# What runner/apply.py runs around a plan on the same connection.
+HOUSEKEEPING = (
+    "SET lock_timeout = '5s'",
+    "SHOW lock_timeout",
+    "SELECT current_database()",
+    "SELECT pg_try_advisory_lock(42)",
+    "SELECT to_regclass('public.alembic_version')",
+    "SELECT pg_advisory_unlock(42)",
+)
 
 
 @dataclass
 class Sessions:
     main: RecordedSession
     outside_plan: RecordedSession  # ran a statement that is not in its plan
+    housekeeping: RecordedSession  # ran the apply's settings, catalog reads and lock too
 
     @property
     def pem(self) -> str:
@@ -64,7 +75,8 @@ def sessions(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         outside = record_session(
             flow, key=key, sql=SECOND_SQL, extra=("SELECT count(*) FROM patients",)
         )
-        yield Sessions(main, outside)
+        housekeeping = record_session(flow, key=key, sql=THIRD_SQL, extra=HOUSEKEEPING)
+        yield Sessions(main, outside, housekeeping)
 
 
 def _bundle(recorded: RecordedSession) -> Bundle:
@@ -93,7 +105,7 @@ def test_a_good_bundle_verifies_from_a_file(sessions: Sessions, tmp_path: Path) 
     lines = report.lines()
     assert lines[-1].startswith("VERIFIED")
     assert any("1 statement(s) ran on verified grants" in line for line in lines)
-    assert any("all 3 executed statement(s) are in plan" in line for line in lines)
+    assert any("3 executed statement(s), all in plan" in line for line in lines)
     assert verify_bundle(f"file://{path}", sessions.pem).ok
 
 
@@ -237,6 +249,42 @@ def test_a_statement_outside_the_plan_is_caught(sessions: Sessions) -> None:
     failed = _failed(report)
     assert set(failed) == {"plan"}, report.lines()
     assert "1 executed statement(s) not in plan" in failed["plan"]
+
+
+def test_housekeeping_outside_the_plan_is_named_not_failed(sessions: Sessions) -> None:
+    report = verify_loaded(_bundle(sessions.housekeeping), sessions.pem)
+    assert report.ok, report.lines()
+    (plan_line,) = [line for line in report.lines() if line.startswith("ok   plan:")]
+    assert "2 executed statement(s), all in plan" in plan_line
+    assert f"{len(HOUSEKEEPING)} housekeeping statement(s) outside it" in plan_line
+
+
+@pytest.mark.parametrize(
+    ("text", "housekeeping"),
+    [
+        *((text, True) for text in HOUSEKEEPING),
+        ("SELECT version_num FROM alembic_version", True),
+        ("SELECT n.nspname FROM pg_catalog.pg_class c JOIN pg_namespace n ON true", True),
+        ("ROLLBACK", True),
+        ("RESET ALL", True),
+        ("SELECT count(*) FROM patients", False),  # a read of data, outside the plan
+        ("SELECT setval('s', 1)", False),
+        ("SELECT nextval('s')", False),
+        ("SELECT * INTO x FROM pg_class", False),
+        ("WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d", False),
+        ("SELECT dblink_exec('x')", False),
+        ("SET ROLE admin", False),
+        ("SET SESSION AUTHORIZATION mallory", False),
+        ("SET lock_timeout = 1; DROP TABLE t", False),
+        ("SELECT 1; DROP TABLE t", False),
+        ("SELECT 1 -- hidden", False),
+        ("INSERT INTO t VALUES (1)", False),
+    ],
+)
+def test_what_counts_as_housekeeping(text: str, housekeeping: bool) -> None:
+    from runner.audit.readonly import is_housekeeping
+
+    assert is_housekeeping(text) is housekeeping
 
 
 def test_unsigned_bundle_never_verifies(sessions: Sessions) -> None:

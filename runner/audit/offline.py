@@ -69,6 +69,7 @@ from runner.audit.dsse import (
     load_public_key_pem,
     verify_envelope,
 )
+from runner.audit.readonly import is_housekeeping
 from runner.audit.verify import verify_chain
 
 
@@ -348,24 +349,43 @@ def _plan_statements(plan: Any) -> list[Mapping[str, Any]]:
     return [s for s in plan["statements"] if isinstance(s, Mapping)]
 
 
+def _short(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= 60 else line[:57] + "..."
+
+
 def _check_plan(entries: Sequence[AuditEntry], plan: Any, report: VerifyReport) -> None:
+    """Every statement that reached the database is a statement of the plan, by
+    fingerprint, or housekeeping (runner.audit.readonly: the runner's session
+    settings, catalog reads and apply lock, which change nothing)."""
     executed = _executed(entries)
     planned = {str(s.get("fingerprint")) for s in _plan_statements(plan)}
+    outside = [e for e in executed if e.data.get("fingerprint") not in planned]
+    housekeeping = [e for e in outside if is_housekeeping(str(e.data.get("text", "")))]
+    foreign = [e for e in outside if e not in housekeeping]
+    aside = (
+        f"; {len(housekeeping)} housekeeping statement(s) outside it (settings, catalog reads)"
+        if housekeeping
+        else ""
+    )
     if not isinstance(plan, Mapping):
         report.add(
             "plan",
-            not executed,
-            f"no plan, and {len(executed)} statement(s) ran" if executed else "no plan, none ran",
+            not foreign,
+            f"no plan, and {len(foreign)} statement(s) that are not housekeeping ran"
+            if foreign
+            else f"no plan, and nothing but housekeeping ran{aside}",
         )
         return
-    outside = [e for e in executed if e.data.get("fingerprint") not in planned]
+    short = str(plan.get("hash"))[:12]
+    in_plan = len(executed) - len(outside)
     report.add(
         "plan",
-        not outside,
-        f"{len(outside)} executed statement(s) not in plan {str(plan.get('hash'))[:12]}: "
-        + ", ".join(f"entry {e.seq}" for e in outside[:10])
-        if outside
-        else f"all {len(executed)} executed statement(s) are in plan {str(plan.get('hash'))[:12]}",
+        not foreign,
+        f"{len(foreign)} executed statement(s) not in plan {short}: "
+        + "; ".join(f"entry {e.seq} {_short(str(e.data.get('text', '')))!r}" for e in foreign[:5])
+        if foreign
+        else f"{in_plan} executed statement(s), all in plan {short}{aside}",
     )
 
 
