@@ -192,3 +192,13 @@ def test_oversize_member_is_refused_before_it_is_read(monkeypatch: pytest.Monkey
 def test_not_a_tarball_is_one_line() -> None:
     with pytest.raises(BundleError, match=r"not a readable \.tar\.gz"):
         read_bundle(b"hello", what="x.tar.gz")
+
+
+def test_a_broken_envelope_is_still_written_whole(recorded: RecordedSession) -> None:
+    """A failed run is evidence too: the bundle keeps what the gateway answered and
+    every entry; verification is where it fails."""
+    broken = {**recorded.envelope, "payload": "!!not base64!!"}
+    bundle = build_bundle(entries=recorded.entries, envelope=broken)
+    assert json.loads(bundle.files["attestation.dsse.json"]) == broken
+    assert len(session_entries(bundle)) == len(recorded.entries)
+    assert bundle.manifest["signed"] is True

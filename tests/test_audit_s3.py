@@ -375,3 +375,18 @@ def test_cli_flush_uploads_the_spool(s3: S3, tmp_path: Path) -> None:
     assert s3.client().list_objects_v2(Bucket=bucket, Prefix="audit/")["KeyCount"] == 3
     done = _cli("flush", "--spool", str(spool), "--to", f"s3://{bucket}/audit", *endpoint)
     assert done.returncode == 0 and "nothing spooled" in done.stdout
+
+
+def test_a_refusal_is_spooled_at_once_without_retries(s3: S3, tmp_path: Path) -> None:
+    delays: list[float] = []
+    with pytest.raises(SpooledError, match="no such bucket") as caught:
+        upload_bundle(
+            synthetic_bundle(KEY),
+            key=_key(),
+            destination="s3://no-such-audit-bucket/audit",
+            spool_dir=tmp_path / "spool",
+            config=_config(s3),
+            sleep=delays.append,
+        )
+    assert delays == []  # trying again cannot create the bucket
+    assert caught.value.path.is_file()

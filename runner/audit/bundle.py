@@ -148,9 +148,16 @@ def build_bundle(
     chain = _entries(entries)
     statement: dict[str, Any] | None = None
     if envelope is not None:
-        statement = attested_statement(envelope)
-        audit = statement.get("predicate", {}).get("audit", {})
-        first, last = audit.get("first_seq"), audit.get("last_seq")
+        try:
+            statement = attested_statement(envelope)
+        except BundleError:
+            # Still written, whole: a failed run is evidence too, and verification
+            # says what is wrong with the envelope.
+            statement = None
+        predicate = statement.get("predicate") if statement else None
+        audit = predicate.get("audit") if isinstance(predicate, dict) else None
+        first = audit.get("first_seq") if isinstance(audit, dict) else None
+        last = audit.get("last_seq") if isinstance(audit, dict) else None
         if isinstance(first, int) and isinstance(last, int):
             chain = [e for e in chain if first <= e.seq <= last]
     elif not unsigned_reason:
@@ -166,7 +173,9 @@ def build_bundle(
         files[ATTESTATION] = envelope_bytes(envelope)
     renderer = render_report or placeholder_report
     files["report.html"] = renderer(files)
-    files[MANIFEST] = _manifest(evidence, plan_json, files, statement, unsigned_reason, run)
+    files[MANIFEST] = _manifest(
+        evidence, plan_json, files, envelope is not None, unsigned_reason, run
+    )
     return Bundle(files)
 
 
@@ -187,7 +196,7 @@ def _manifest(
     evidence: SessionFiles,
     plan_json: Mapping[str, Any] | None,
     files: Mapping[str, bytes],
-    statement: Mapping[str, Any] | None,
+    signed: bool,
     unsigned_reason: str | None,
     run: Mapping[str, Any] | None,
 ) -> bytes:
@@ -195,13 +204,13 @@ def _manifest(
     plan_hash = evidence.plan_hash or (plan_json or {}).get("hash")
     manifest = {
         "format": BUNDLE_FORMAT,
-        "signed": statement is not None,
-        "unsigned_reason": None if statement is not None else unsigned_reason,
+        "signed": signed,
+        "unsigned_reason": None if signed else unsigned_reason,
         "session_id": evidence.session_id,
         "database": identity.get("database") or (plan_json or {}).get("target"),
         "plan_hash": plan_hash,
         "chain_head": None if evidence.head is None else evidence.head.hash,
-        "attested_files": list(ATTESTED_FILES) if statement is not None else [],
+        "attested_files": list(ATTESTED_FILES) if signed else [],
         "views": list(VIEWS),
         "run": dict(run) if run else None,
         "signoff_version": __version__,

@@ -396,14 +396,39 @@ class Uploader:
         for attempt in range(1, self.config.attempts + 1):
             try:
                 return self.put_once(key, data)
-            except StorageError:
-                raise
-            except Exception:
-                if attempt == self.config.attempts:
+            except Exception as error:
+                if attempt == self.config.attempts or not _transient(error):
                     raise
                 self.sleep(delay)
                 delay *= 2
         raise AssertionError("unreachable")
+
+
+_TRANSIENT_CODES = frozenset(
+    {
+        "RequestTimeout",
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "InternalError",
+        "ServiceUnavailable",
+        "RequestTimeTooSkewed",
+        "OperationAborted",
+    }
+)
+
+
+def _transient(error: Exception) -> bool:
+    """Whether trying again may help: the network, a 5xx, throttling. A refusal
+    (no Object Lock, a taken key, access denied, no such bucket) is not."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    if isinstance(error, StorageError):
+        return False
+    if isinstance(error, ClientError):
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return _error_code(error) in _TRANSIENT_CODES or int(status or 0) >= 500
+    return isinstance(error, BotoCoreError | OSError)
 
 
 def _reason(error: BaseException) -> str:
