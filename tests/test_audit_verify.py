@@ -381,3 +381,53 @@ def test_cli_verify_exit_codes_and_lines(sessions: Sessions, tmp_path: Path) -> 
         f"signoff: error: --public-key {tmp_path / 'none.pub'}: cannot read it "
         "(No such file or directory); pass the gateway's public key file"
     ]
+
+
+def _interleaved() -> list[AuditEntry]:
+    """Two sessions' entries interleaved in one chain, as the gateway writes them."""
+    from runner.audit.chain import GENESIS_HASH, NewEntry, build_entries
+    from runner.audit.entries import event_entry
+
+    principal = {"iss": "https://issuer.example", "sub": "repo:acme/ehr-api", "actor": "alice"}
+    entries: list[AuditEntry] = []
+
+    def add(new: NewEntry) -> AuditEntry:
+        last_seq, last_hash = (entries[-1].seq, entries[-1].hash) if entries else (0, GENESIS_HASH)
+        entry = build_entries([new], last_seq, last_hash)[0][0]
+        entries.append(entry)
+        return entry
+
+    sessions = ("so_" + "a" * 24, "so_" + "b" * 24)
+    for sid in sessions:
+        add(event_entry(sid, "session-created", principal=principal, claims=principal))
+    for n in range(3):
+        for sid in sessions:
+            data = {"text": "SELECT 1", "fingerprint": "f" * 64, "decision": "allowed"}
+            statement = add(NewEntry(EntryKind.STATEMENT, sid, data))
+            add(
+                NewEntry(EntryKind.OUTCOME, sid, {"outcome": "SELECT 1", "n": n}, ref=statement.seq)
+            )
+    return entries
+
+
+def test_a_session_interleaved_with_another_verifies_and_foreign_entries_do_not(
+    sessions: Sessions,
+) -> None:
+    chain = _interleaved()
+    mine = [e for e in chain if e.session_id == chain[0].session_id]
+    assert [e.seq for e in mine] != list(range(mine[0].seq, mine[0].seq + len(mine)))  # gaps
+    key = sessions.main.key
+    envelope = sign_statement(attestation_statement(session_files(mine)), key)
+    bundle = build_bundle(entries=mine, envelope=envelope)
+    report = verify_loaded(bundle, sessions.pem)
+    assert report.ok, report.lines()  # no plan, and nothing but housekeeping ran
+    # An entry of the other session slipped in (even re-attested with the key) is named.
+    other = next(e for e in chain if e.session_id != mine[0].session_id)
+    from runner.audit.chain import canonical_text
+
+    files = dict(bundle.files)
+    lines = files["session.jsonl"].decode().splitlines(keepends=True)
+    lines.insert(1, canonical_text(other.to_json()) + "\n")
+    files["session.jsonl"] = "".join(lines).encode()
+    failed = _failed(verify_loaded(Bundle(_remanifest(files)), sessions.pem))
+    assert f"entry {other.seq} is of session {other.session_id}" in failed["chain"]

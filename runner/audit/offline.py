@@ -290,6 +290,18 @@ def _runs(entries: Sequence[AuditEntry]) -> list[list[AuditEntry]]:
     return runs
 
 
+def _foreign_entry(entries: Sequence[AuditEntry]) -> str | None:
+    """An entry of another session, or an outcome of a statement not in the bundle."""
+    session_id = entries[0].session_id
+    statements = {e.seq for e in entries if e.kind is EntryKind.STATEMENT}
+    for entry in entries:
+        if entry.session_id != session_id:
+            return f"entry {entry.seq} is of session {entry.session_id}, not {session_id}"
+        if entry.kind is EntryKind.OUTCOME and entry.ref not in statements:
+            return f"entry {entry.seq}: outcome of entry {entry.ref}, not a statement here"
+    return None
+
+
 def _check_chain(
     entries: Sequence[AuditEntry], statement: Mapping[str, Any] | None, report: VerifyReport
 ) -> None:
@@ -304,6 +316,10 @@ def _check_chain(
                 f"session.jsonl: entry {entry.seq} out of order (after {previous.seq})",
             )
             return
+    problem = _foreign_entry(entries)
+    if problem is not None:
+        report.add("chain", False, f"session.jsonl: {problem}")
+        return
     for run in _runs(entries):
         first = run[0]
         # Each run follows an entry outside the bundle (or the genesis): its first
