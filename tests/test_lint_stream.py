@@ -147,3 +147,19 @@ def test_memory_does_not_grow_with_the_file(tmp_path: Path) -> None:
     small, large = peaks
     # 24,000 more statements; a whole-file lint holds several kB for each.
     assert large - small < 40_000, f"peak RSS grew from {small} kB to {large} kB"
+
+
+def test_a_repeated_statement_is_parsed_once_but_judged_in_its_context() -> None:
+    from runner.plan.analyse import Analysis
+    from runner.plan.schema import SchemaState
+
+    sql = (
+        "ALTER TABLE t ADD COLUMN a int NOT NULL DEFAULT 0;\nCREATE TABLE t (id int);\n"
+        "ALTER TABLE t ADD COLUMN a int NOT NULL DEFAULT 0;\n"
+    )
+    analysis = Analysis(Policy(), server_version=100000, schema=SchemaState(), reuse_parses=True)
+    first, create, again = split_statements(sql, psql_script=True)
+    seen = analysis.analyse_one(first), analysis.analyse_one(create), analysis.analyse_one(again)
+    assert "SO208" in {f.rule for f in seen[0].findings}  # a rewrite on PostgreSQL 10
+    assert seen[2].findings == ()  # the same text on the table the plan created
+    assert list(analysis._parsed) == [first.text, create.text]

@@ -126,3 +126,31 @@ def test_literal_mask_keeps_everything_but_literal_values() -> None:
         assert mask(a) == mask(b)
         (ra,), (rb,) = split_statements(a), split_statements(b)
         assert ra.fingerprint == rb.fingerprint
+
+
+def test_a_psql_script_that_cannot_be_tokenized_keeps_the_statements_before() -> None:
+    from runner.plan.statements import clean_cut, tokenize
+
+    sql = "SELECT 1;\nDROP TABLE a; -- gone\nSELECT 'never closed;\nSELECT 2;\n"
+    driver = split_statements(sql)
+    assert len(driver) == 1 and driver[0].token_error  # the gateway's view: all or nothing
+    script = split_statements(sql, psql_script=True)
+    assert [s.text for s in script[:2]] == ["SELECT 1", "DROP TABLE a"]
+    assert [s.line for s in script] == [1, 2, 3]
+    assert script[2].token_error and script[2].text == "SELECT 'never closed;\nSELECT 2;"
+    # Where a script may be cut: after a line ending in ';' (a line comment may follow).
+    text = "SELECT 1; SELECT 2\n;\nSELECT 3; -- c\nSELECT 4"
+    assert clean_cut(text, tokenize(text), []) == text.index("SELECT 4")
+    assert clean_cut("SELECT 1; SELECT 2", tokenize("SELECT 1; SELECT 2"), []) == 0
+
+
+def test_meta_command_lines_are_not_statement_text() -> None:
+    statements = split_statements(
+        "\\set ON_ERROR_STOP on\n-- create\nCREATE TABLE a (id int);\n\\echo done\n",
+        psql_script=True,
+    )
+    assert [s.text for s in statements] == ["-- create\nCREATE TABLE a (id int)"]
+    assert [(m.name, m.line) for m in statements[0].meta_commands] == [
+        ("\\set", 1),
+        ("\\echo", 4),
+    ]

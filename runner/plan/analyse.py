@@ -156,6 +156,7 @@ class Analysis:
         server_version: int | None,
         schema: SchemaState | None = None,
         rules: Sequence[Rule] | None = None,
+        reuse_parses: bool = False,
     ) -> None:
         self.policy = policy
         self.rules = list(catalogue().values()) if rules is None else list(rules)
@@ -167,6 +168,9 @@ class Analysis:
         self._next_transaction = 1
         self._rules_by_kind: dict[str | None, list[Rule]] = {}
         self._unanalysable = catalogue()[UNPARSEABLE_RULE]
+        # A plan read once (lint, plan) keeps recent parses; a gateway session,
+        # which lives long and of which there are many, does not.
+        self._reuse_parses = reuse_parses
         self._parsed: dict[
             str, tuple[exp.Expression | None, CommandShape | None, str | None, str | None]
         ] = {}
@@ -201,7 +205,7 @@ class Analysis:
             node, shape, kind, error = parsed
             return StatementView(raw, node, shape, kind, parse_error=error)
         view = view_of(raw)
-        if raw.tokens and not raw.meta_commands:
+        if self._reuse_parses and raw.tokens and not raw.meta_commands:
             if len(self._parsed) >= _PARSED_LIMIT:
                 self._parsed.clear()  # bounded memory; the common texts come back at once
             self._parsed[raw.text] = (view.node, view.shape, view.kind, view.parse_error)

@@ -56,6 +56,7 @@ def build_plan(
         policy,
         server_version=basis.server_version_num,
         schema=SchemaState.from_catalog(facts.columns),
+        reuse_parses=True,
     )
     statements: list[Statement] = []
     for source in sources:

@@ -340,6 +340,7 @@ def lint_stream(
         policy,
         server_version=basis.server_version_num,
         schema=SchemaState.from_catalog(facts.columns),
+        reuse_parses=True,
     )
     summary = LintSummary(target=policy.target, basis=basis)
     hasher = PlanHasher(policy.target, summary.ruleset)
