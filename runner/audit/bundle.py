@@ -16,6 +16,16 @@ The same inputs give the same bytes: members in name order, mtime/uid/gid fixed,
 no user or group names, gzip without a name or timestamp. ``read_bundle`` refuses
 anything but those regular files at the top level (no paths, links or devices),
 duplicates and members over ``MAX_MEMBER_BYTES``.
+
+At the end of a CI job, whatever happened (``runner.audit.storage`` then stores it)::
+
+    envelope = GET /v1/sessions/{id}/attestation          # first: it fixes the range
+    entries = GET /v1/sessions/{id}/audit -> "entries"    # chain entries, not records
+    bundle = build_bundle(entries=entries, envelope=envelope, plan=plan.to_json(),
+                          run={"repository": ..., "run_id": ..., "attempt": ...})
+
+A job with no attestation (a dry-run, a refused exchange, an unreachable gateway)
+passes ``envelope=None`` and ``unsigned_reason``: the bundle is written, unsigned.
 """
 
 from __future__ import annotations
