@@ -114,7 +114,7 @@ class Destination:
     def uri(self, key: str) -> str:
         if self.scheme == "s3":
             return f"s3://{self.location}/{self.full_key(key)}"
-        return f"file://{Path(self.location) / key}"
+        return f"file://{(Path(self.location) / key).absolute()}"
 
     def full_key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
