@@ -15,9 +15,16 @@ setup(
             sources=[
                 "runner/_native/_speedups.c",
                 "runner/_native/_lane.c",
+                "runner/_native/_audit_queue.c",
+                "runner/_native/_lane_upstream.c",
                 "runner/_native/_contract.c",
             ],
-            depends=["runner/_native/_speedups_core.h", "runner/_native/_contract.h"],
+            depends=[
+                "runner/_native/_speedups_core.h",
+                "runner/_native/_contract.h",
+                "runner/_native/_audit_queue.h",
+                "runner/_native/_lane.h",
+            ],
             optional=True,
             extra_compile_args=["-O2"],
         )

@@ -18,14 +18,15 @@ from runner._native.loader import native
 from runner.gateway.proxy.lane import LaneGlue, LaneHost
 
 ROOT = Path(__file__).resolve().parent.parent
-C_SOURCES = [ROOT / "runner" / "_native" / "_lane.c", ROOT / "runner" / "_lane.c"]
+NATIVE = ROOT / "runner" / "_native"
 
 
 def _lane_source() -> str:
-    for path in C_SOURCES:
-        if path.exists():
-            return path.read_text()
-    pytest.fail(f"the fast lane's C source is not at {' or '.join(map(str, C_SOURCES))}")
+    """The lane's C sources (the Lane type and its two directions), as one text."""
+    sources = sorted(NATIVE.glob("_lane*.c"))
+    if not sources:
+        pytest.fail(f"the fast lane's C sources (_lane*.c) are not in {NATIVE}")
+    return "\n".join(path.read_text() for path in sources)
 
 
 def _c_methods(source: str) -> set[str]:

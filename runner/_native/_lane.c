@@ -52,159 +52,12 @@
 #include <string.h>
 #include <time.h>
 
+#include "_audit_queue.h"
+#include "_lane.h"
 #include "_contract.h"
 #include "_speedups_core.h"
 
-enum { LANE_IDLE = 0, LANE_HOLD = 1, LANE_FLIGHT = 2 };
 
-
-static int64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts); /* time.perf_counter()'s clock on Linux */
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static uint32_t be32(const unsigned char *p) {
-    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
-}
-
-/* ------------------------------------------------------------- AuditQueue */
-
-typedef struct {
-    PyObject_HEAD
-    PyObject *items; /* list of (kind, session_id, ref, data, waiter) */
-    PyObject *wake;  /* called once when the first item of a batch arrives */
-    int woken;
-    int closed;
-    long long decided; /* statements the lanes decided from their caches (the rest were
-                        * decided by the Python relay and carried) */
-} AuditQueue;
-
-static PyTypeObject AuditQueueType;
-
-static int queue_init(AuditQueue *self, PyObject *args, PyObject *kwargs) {
-    static char *keywords[] = {"wake", NULL};
-    PyObject *wake;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O:AuditQueue", keywords, &wake)) return -1;
-    if (!PyCallable_Check(wake)) {
-        PyErr_SetString(PyExc_TypeError, "wake must be callable");
-        return -1;
-    }
-    Py_XSETREF(self->items, PyList_New(0));
-    if (self->items == NULL) return -1;
-    Py_INCREF(wake);
-    Py_XSETREF(self->wake, wake);
-    self->woken = 0;
-    self->closed = 0;
-    return 0;
-}
-
-static int queue_traverse(AuditQueue *self, visitproc visit, void *arg) {
-    Py_VISIT(self->items);
-    Py_VISIT(self->wake);
-    return 0;
-}
-
-static int queue_clear(AuditQueue *self) {
-    Py_CLEAR(self->items);
-    Py_CLEAR(self->wake);
-    return 0;
-}
-
-static void queue_dealloc(AuditQueue *self) {
-    PyObject_GC_UnTrack(self);
-    queue_clear(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
-/* Append ``item`` (a new reference, always consumed): 0, or -1 with an exception. */
-static int queue_push(AuditQueue *q, PyObject *item) {
-    if (q->items == NULL) {
-        Py_DECREF(item);
-        PyErr_SetString(PyExc_RuntimeError, "the audit queue is not initialised");
-        return -1;
-    }
-    int failed = PyList_Append(q->items, item);
-    Py_DECREF(item);
-    if (failed) return -1;
-    if (!q->woken) {
-        q->woken = 1;
-        PyObject *result = PyObject_CallNoArgs(q->wake);
-        if (result == NULL) return -1;
-        Py_DECREF(result);
-    }
-    return 0;
-}
-
-static PyObject *queue_take(AuditQueue *self, PyObject *unused) {
-    (void)unused;
-    PyObject *fresh = PyList_New(0);
-    if (fresh == NULL) return NULL;
-    PyObject *taken = self->items;
-    self->items = fresh;
-    self->woken = 0;
-    return taken;
-}
-
-static PyObject *queue_close(AuditQueue *self, PyObject *unused) {
-    (void)unused;
-    self->closed = 1;
-    Py_RETURN_NONE;
-}
-
-static Py_ssize_t queue_len(AuditQueue *self) {
-    return self->items == NULL ? 0 : PyList_GET_SIZE(self->items);
-}
-
-static PyObject *queue_get_closed(AuditQueue *self, void *closure) {
-    (void)closure;
-    return PyBool_FromLong(self->closed);
-}
-
-/* ------------------------------------------------------------------- Lane */
-
-typedef struct {
-    PyObject_HEAD
-    PyObject *conn;
-    PyObject *client_write;   /* the client transport's write */
-    PyObject *upstream_write; /* the upstream transport's write */
-    AuditQueue *queue;
-    PyObject *session_id;     /* str */
-    PyObject *shapes;         /* dict: literal mask -> statement data up to its sha256 */
-    PyObject *texts;          /* dict: Parse text -> (statement data, StatementDecision) */
-    /* the Python relay (bound methods of conn) */
-    PyObject *slow_client;    /* (data) -> quiet: bool */
-    PyObject *slow_upstream;  /* (data) -> quiet: bool */
-    PyObject *adopt;          /* (seq, t0, tag | None, tag_at, decision | None, answered, described) */
-    PyObject *unhold;         /* (seq | None, held, rest, decision | None, execute at, end, described) */
-    PyObject *resume;         /* (rest: list[bytes]) */
-    PyObject *backlog;        /* () */
-    PyObject *failed;         /* (exception) */
-    PyObject *unnamed_hook;   /* (decision): the unnamed statement and portal it left */
-    Py_ssize_t backlog_max;
-    int enabled;
-    int quiet;
-    int quiet_when_idle;      /* what quiet becomes at a ReadyForQuery 'I' of the lane's */
-    int relay_txn;            /* the relay's txn (a ReadyForQuery status) as the lane left it */
-    int ended;
-    int state;
-    /* HOLD */
-    PyObject *held;           /* the Query message (bytes) */
-    PyObject *rest;           /* list of client chunks that arrived after it, or NULL */
-    Py_ssize_t rest_size;
-    int backlog_blocked;
-    /* HOLD and FLIGHT of the extended shape */
-    PyObject *decision;       /* its StatementDecision, or NULL for a simple Query */
-    int described;            /* a Describe came between Bind and Execute */
-    int answered;             /* ParseComplete, BindComplete, the description: seen so far */
-    Py_ssize_t execute_at, execute_end; /* the Execute within the held bytes */
-    PyObject *unnamed;        /* the decision the relay has not been told of yet */
-    /* FLIGHT */
-    long long seq;
-    int64_t t0;
-    PyObject *tag;            /* the CommandComplete tag (str), or NULL */
-    int64_t tag_at;
-} Lane;
 
 static PyTypeObject LaneType;
 
@@ -350,7 +203,7 @@ static int lane_sync_unnamed(Lane *self) {
 }
 
 /* Call a slow path that answers whether Python's relay is quiescent afterwards. */
-static int lane_slow(Lane *self, PyObject *slow, PyObject *data) {
+int lane_slow(Lane *self, PyObject *slow, PyObject *data) {
     self->quiet = 0;
     if (lane_sync_unnamed(self) < 0) return -1;
     PyObject *quiet = PyObject_CallOneArg(slow, data);
@@ -361,7 +214,7 @@ static int lane_slow(Lane *self, PyObject *slow, PyObject *data) {
 }
 
 /* FLIGHT -> IDLE: the statement in flight becomes an entry of Python's relay. */
-static int lane_hand_over(Lane *self) {
+int lane_hand_over(Lane *self) {
     if (self->state != LANE_FLIGHT) return 0;
     self->state = LANE_IDLE;
     self->quiet = 0;
@@ -556,138 +409,6 @@ static void lane_recorded(Lane *self, long long seq) {
     }
 }
 
-/* Relay data[0:upto] to the client: the bytes object itself when it is all of it. */
-static int relay(Lane *self, PyObject *data, Py_ssize_t upto) {
-    if (upto <= 0) return 0;
-    PyObject *chunk;
-    if (upto == PyBytes_GET_SIZE(data)) {
-        chunk = data;
-        Py_INCREF(chunk);
-    } else {
-        chunk = PyBytes_FromStringAndSize(PyBytes_AS_STRING(data), upto);
-        if (chunk == NULL) return -1;
-    }
-    PyObject *result = PyObject_CallOneArg(self->client_write, chunk);
-    Py_DECREF(chunk);
-    if (result == NULL) return -1;
-    Py_DECREF(result);
-    return 0;
-}
-
-static PyObject *tail(PyObject *data, Py_ssize_t from) {
-    return PyBytes_FromStringAndSize(PyBytes_AS_STRING(data) + from,
-                                     PyBytes_GET_SIZE(data) - from);
-}
-
-static PyObject *lane_upstream_data(Lane *self, PyObject *data) {
-    if (!PyBytes_Check(data)) {
-        PyErr_SetString(PyExc_TypeError, "upstream data must be bytes");
-        return NULL;
-    }
-    if (self->state != LANE_FLIGHT) {
-        int holding = self->state == LANE_HOLD;
-        if (lane_slow(self, self->slow_upstream, data) < 0) return NULL;
-        /* Something came while a statement waits for its entry (a notification, a
-         * setting reported after a configuration reload): the relay's view may have
-         * changed, so its own answer decides, not the one it gave at the start. */
-        if (holding) self->quiet_when_idle = 0;
-        Py_RETURN_NONE;
-    }
-    const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(data);
-    Py_ssize_t n = PyBytes_GET_SIZE(data), pos = 0;
-    while (n - pos >= 5) {
-        unsigned char kind = d[pos];
-        uint32_t length = be32(d + pos + 1);
-        if (length < 4 || (Py_ssize_t)length > n - pos - 1) break; /* Python reads the rest */
-        Py_ssize_t end = pos + 1 + (Py_ssize_t)length;
-        if (self->decision != NULL) { /* the extended shape's answers, in order */
-            if ((kind == '1' && self->answered == 0) || (kind == '2' && self->answered == 1) ||
-                ((kind == 'T' || kind == 'n') && self->answered == 2 && self->described)) {
-                self->answered++;
-                pos = end;
-                continue;
-            }
-            if (self->answered != 2 + self->described) break;
-            if (kind == 'D') {
-                if (self->tag != NULL) break;
-                pos = end;
-                continue;
-            }
-        } else if (kind == 'T' || kind == 'D') {
-            pos = end;
-            continue;
-        }
-        if (kind == 'C') {
-            if (self->tag != NULL || d[end - 1] != 0) break;
-            Py_ssize_t size = end - 1 - (pos + 5);
-            const unsigned char *text = d + pos + 5;
-            int plain = 1;
-            for (Py_ssize_t i = 0; i < size; i++) {
-                if (text[i] < 0x20 || text[i] >= 0x7f) plain = 0;
-            }
-            /* a count too long for C: the Python relay records it */
-            if (!plain || contract_tag_rows((const char *)text, size) == -2) break;
-            self->tag = PyUnicode_DecodeASCII((const char *)text, size, NULL);
-            if (self->tag == NULL) return NULL;
-            self->tag_at = now_ns();
-            pos = end;
-            continue;
-        }
-        if (kind == 'Z' && length == 5 && self->tag != NULL) {
-            Py_ssize_t tag_size;
-            const char *tag = PyUnicode_AsUTF8AndSize(self->tag, &tag_size);
-            if (tag == NULL) return NULL;
-            long long us = (self->tag_at - self->t0 + 500) / 1000;
-            PyObject *entry_data = contract_outcome_data(tag, tag_size, us < 0 ? 0 : us);
-            if (entry_data == NULL) return NULL;
-            PyObject *ref = PyLong_FromLongLong(self->seq);
-            PyObject *item = ref == NULL ? NULL
-                                         : PyTuple_Pack(5, contract_outcome_kind, self->session_id, ref,
-                                                        entry_data, Py_None);
-            Py_XDECREF(ref);
-            Py_DECREF(entry_data);
-            if (item == NULL || queue_push(self->queue, item) < 0) return NULL;
-            Py_CLEAR(self->tag);
-            /* the unnamed statement and portal it leaves, told to the relay later */
-            Py_XSETREF(self->unnamed, self->decision);
-            self->decision = NULL;
-            self->state = LANE_IDLE;
-            unsigned char status = d[pos + 5];
-            if (status != self->relay_txn) { /* the server's status is the truth */
-                PyObject *value = PyLong_FromLong(status);
-                if (value == NULL || PyObject_SetAttrString(self->conn, "txn", value) < 0) {
-                    Py_XDECREF(value);
-                    return NULL;
-                }
-                Py_DECREF(value);
-                self->relay_txn = status;
-            }
-            self->quiet = status == 'I' && self->quiet_when_idle;
-            if (relay(self, data, end) < 0) return NULL;
-            if (end < n) {
-                PyObject *rest = tail(data, end);
-                if (rest == NULL) return NULL;
-                int failed = lane_slow(self, self->slow_upstream, rest);
-                Py_DECREF(rest);
-                if (failed) return NULL;
-            }
-            Py_RETURN_NONE;
-        }
-        break; /* an error, a notice, a parameter status, ...: Python's */
-    }
-    /* What was read is relayed as is; Python takes the statement and the rest. */
-    if (relay(self, data, pos) < 0) return NULL;
-    if (lane_hand_over(self) < 0) return NULL;
-    if (pos < n) {
-        PyObject *rest = pos ? tail(data, pos) : (Py_INCREF(data), data);
-        if (rest == NULL) return NULL;
-        int failed = lane_slow(self, self->slow_upstream, rest);
-        Py_DECREF(rest);
-        if (failed) return NULL;
-    }
-    Py_RETURN_NONE;
-}
-
 /* carry(message, entry_data, txn, quiet_when_idle) -> bool: a simple Query the relay
  * has decided (one allowed statement; ``entry_data`` its statement entry's data),
  * given to the lane while the relay has nothing going on: the lane records it,
@@ -764,7 +485,7 @@ static PyObject *lane_get_in_flight(Lane *self, void *closure) {
 
 /* queue.deliver(items, first_seq | None): tell each held statement among ``items``
  * (a batch from take(), written from first_seq on) its seq, or that it failed. */
-static PyObject *queue_deliver(AuditQueue *self, PyObject *args) {
+PyObject *audit_queue_deliver(AuditQueue *self, PyObject *args) {
     (void)self;
     PyObject *items, *first;
     if (!PyArg_ParseTuple(args, "O!O", &PyList_Type, &items, &first)) return NULL;
@@ -787,45 +508,6 @@ static PyObject *queue_deliver(AuditQueue *self, PyObject *args) {
     Py_DECREF(items);
     Py_RETURN_NONE;
 }
-
-static PyMethodDef queue_methods[] = {
-    {"take", (PyCFunction)queue_take, METH_NOARGS,
-     "take() -> the queued items (kind, session_id, ref, data, waiter), emptying the queue"},
-    {"deliver", (PyCFunction)queue_deliver, METH_VARARGS,
-     "deliver(items, first_seq | None): the held statements among items learn their seqs"},
-    {"close", (PyCFunction)queue_close, METH_NOARGS,
-     "close(): lanes stop queueing (the Python path reports the closed writer)"},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyMemberDef queue_members[] = {
-    {"decided", T_LONGLONG, offsetof(AuditQueue, decided), READONLY,
-     "statements the lanes decided from their caches"},
-    {NULL, 0, 0, 0, NULL},
-};
-
-static PyGetSetDef queue_getset[] = {
-    {"closed", (getter)queue_get_closed, NULL, "whether close() was called", NULL},
-    {NULL, NULL, NULL, NULL, NULL},
-};
-
-static PySequenceMethods queue_as_sequence = {.sq_length = (lenfunc)queue_len};
-
-static PyTypeObject AuditQueueType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "runner._native._speedups.AuditQueue",
-    .tp_basicsize = sizeof(AuditQueue),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "The lanes' audit entries of one loop iteration, for the writer's flush.",
-    .tp_new = PyType_GenericNew,
-    .tp_init = (initproc)queue_init,
-    .tp_dealloc = (destructor)queue_dealloc,
-    .tp_traverse = (traverseproc)queue_traverse,
-    .tp_clear = (inquiry)queue_clear,
-    .tp_methods = queue_methods,
-    .tp_members = queue_members,
-    .tp_getset = queue_getset,
-    .tp_as_sequence = &queue_as_sequence,
-};
 
 static PyMethodDef lane_methods[] = {
     {"client_data", (PyCFunction)lane_client_data, METH_O, "the client transport's data_received"},
@@ -870,12 +552,7 @@ static PyTypeObject LaneType = {
 };
 
 int lane_add_to_module(PyObject *module) {
-    if (PyType_Ready(&AuditQueueType) < 0 || PyType_Ready(&LaneType) < 0) return -1;
-    Py_INCREF(&AuditQueueType);
-    if (PyModule_AddObject(module, "AuditQueue", (PyObject *)&AuditQueueType) < 0) {
-        Py_DECREF(&AuditQueueType);
-        return -1;
-    }
+    if (audit_queue_add_to_module(module) < 0 || PyType_Ready(&LaneType) < 0) return -1;
     Py_INCREF(&LaneType);
     if (PyModule_AddObject(module, "Lane", (PyObject *)&LaneType) < 0) {
         Py_DECREF(&LaneType);
