@@ -135,7 +135,7 @@ async def _open(
         raise UpstreamError(f"the upstream {where} sent an invalid answer to the SSL request")
     # Anything the server sent after 'S' and before the handshake was not
     # encrypted and could have been injected (CVE-2021-23222): refuse it.
-    if getattr(reader, "_buffer", b""):
+    if await _already_sent(reader):
         writer.close()
         raise UpstreamError(f"the upstream {where} sent unencrypted data after its SSL answer")
     try:
@@ -349,3 +349,18 @@ async def cancel(
                     await writer.wait_closed()
     except (UpstreamError, OSError, TimeoutError, ssl.SSLError):
         return
+
+
+async def _already_sent(reader: asyncio.StreamReader) -> bool:
+    """Whether bytes beyond what was read are already buffered, asked through the
+    public API: a read of one byte finishes at once only when one is there; else it
+    is cancelled before anything arrives (nothing is consumed either way that
+    matters: any byte means the connection is refused)."""
+    probe = asyncio.ensure_future(reader.read(1))
+    await asyncio.sleep(0)
+    if probe.done():
+        return bool(probe.result())
+    probe.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await probe
+    return False
