@@ -267,6 +267,9 @@ def test_housekeeping_outside_the_plan_is_named_not_failed(sessions: Sessions) -
         ("SELECT n.nspname FROM pg_catalog.pg_class c JOIN pg_namespace n ON true", True),
         ("ROLLBACK", True),
         ("RESET ALL", True),
+        ("SET TIME ZONE 'UTC'", True),
+        ("select pg_catalog.version()", True),
+        ("SET TIME ZONE 'UTC'; DROP TABLE t", False),
         ("SELECT count(*) FROM patients", False),  # a read of data, outside the plan
         ("SELECT setval('s', 1)", False),
         ("SELECT nextval('s')", False),

@@ -84,6 +84,9 @@ def is_housekeeping(text: str) -> bool:
     setting = _SET.match(text)
     if setting is not None:
         name = setting.group(1).lower()
+        if name == "time":  # SET TIME ZONE 'UTC': the timezone setting's own syntax
+            rest = text.strip().rstrip(";").split(None, 3)
+            return len(rest) >= 3 and rest[2].upper() == "ZONE" and ";" not in text.rstrip("; ")
         if name == "all":
             return text.strip().rstrip(";").strip().upper() == "RESET ALL"
         return name in SESSION_SETTINGS and ";" not in text.strip().rstrip(";")
