@@ -203,6 +203,7 @@ def run_job(
         if state not in ("approved", "not-needed"):
             raise SignoffError(f"the gateway answered plan state {state!r}; upgrade signoff")
         report = _apply(job, plan)
+        _report_on_review(job)
         outcome = JobOutcome.APPLIED if report.ok else JobOutcome.FAILED
         return job.result(outcome, report.reason, plan=plan, status=status, apply=report)
     finally:
@@ -283,6 +284,18 @@ def _wait(job: _Job, plan: Plan, status: dict[str, Any]) -> dict[str, Any]:
                 f"[{refusal.get('rule')}] {refusal.get('reason')}"
             )
     return status
+
+
+def _report_on_review(job: _Job) -> None:
+    """Ask the gateway to write what ran on the PR/MR (from its own records). The
+    apply's outcome does not depend on it: a failure here is a line in the log."""
+    try:
+        status = job.client.report(job.session)
+    except GatewayError as error:
+        job.say(f"the gateway could not report on the review: {error}")
+        return
+    if status.get("comment_url"):
+        job.say(f"gateway status on the review: {status['comment_url']}")
 
 
 def _reopen(job: _Job) -> None:

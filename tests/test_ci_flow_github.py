@@ -35,10 +35,14 @@ def audit_records(flow: Flow, session_id: str | None = None) -> list[dict[str, A
     return [json.loads(line) for line in shown.stdout.splitlines()]
 
 
-def plan_comments(flow: Flow, number: int = 7) -> list[str]:
+def bot_comments(flow: Flow, marker: str, number: int = 7) -> list[str]:
     review = flow.host.repo("github", REPO).reviews[number]
     bot = flow.host.user("signoff-bot").id
-    return [c.body for c in review.comments if c.author == bot]
+    return [c.body for c in review.comments if c.author == bot and c.body.startswith(marker)]
+
+
+def plan_comments(flow: Flow, number: int = 7) -> list[str]:
+    return bot_comments(flow, "<!-- signoff:plan db=ehr -->", number)
 
 
 def test_plan_on_the_pr_then_apply_after_merge(flow: Flow, scratch_db_url: str) -> None:
@@ -72,8 +76,12 @@ def test_plan_on_the_pr_then_apply_after_merge(flow: Flow, scratch_db_url: str) 
     assert drop["grant"]["approver"] == "bob"
     assert drop["grant"]["evidence_url"].startswith(flow.host.base_url)
     assert any(r.get("event") == "plan-approved" for r in records)
-    # The sticky comment was not rewritten by the apply after merge.
+    # The sticky comment was not rewritten by the apply after merge; the gateway's
+    # status comment, from its own audit records, says what ran and on whose approval.
     assert len(plan_comments(flow)) == 1
+    [status] = bot_comments(flow, "<!-- signoff:status db=ehr -->")
+    assert "applied" in status and "bob" in status
+    assert "9 of 9 statement(s) completed" in status
 
 
 def test_apply_from_the_pr_on_the_approval_comment(flow: Flow, scratch_db_url: str) -> None:

@@ -44,6 +44,19 @@ def marker(database: str) -> str:
     return f"<!-- signoff:plan db={database} -->"
 
 
+def status_marker(database: str) -> str:
+    """The hidden first line of the gateway's status comment (what ran) of ``database``."""
+    marker(database)  # the same rule for the name
+    return f"<!-- signoff:status db={database} -->"
+
+
+def require_status_marker(body: str, database: str) -> str:
+    wanted = status_marker(database)
+    if body.split("\n", 1)[0].strip() != wanted:
+        raise ValueError(f"a status comment body must start with {wanted}")
+    return wanted
+
+
 def parse_marker(body: str) -> PlanMarker | None:
     """The marker of a plan comment body, or None when it is not one.
 

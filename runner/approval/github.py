@@ -28,7 +28,7 @@ from github.NamedUser import NamedUser
 from github.Organization import Organization
 from urllib3.util.retry import Retry
 
-from runner.approval.comment import parse_marker
+from runner.approval.comment import parse_marker, require_status_marker
 from runner.approval.model import (
     ApprovalComment,
     CodeHostError,
@@ -197,6 +197,21 @@ class GitHubHost:
             target = next(r for r in raw if r.id == existing.id)
             target.edit(body)
             return _as_plan_comment(_comment(target), database)
+
+    def upsert_status_comment(self, review: Review, *, database: str, body: str) -> str:
+        """The gateway's status comment (what ran, on whose approval), created or
+        edited in place; its URL. Never the plan comment: its marker differs."""
+        marker = require_status_marker(body, database)
+        with _errors(f"GitHub {review}"):
+            me = self._me().lower()
+            for raw in self._raw_comments(review):
+                text = raw.body or ""
+                if text.split("\n", 1)[0].strip() == marker and raw.user.login.lower() == me:
+                    if text != body:
+                        raw.edit(body)
+                    return str(raw.html_url)
+            issue = self._gh.get_repo(review.repository).get_issue(review.number)
+            return str(issue.create_comment(body).html_url)
 
     # --- after merge -----------------------------------------------------------------------------
 

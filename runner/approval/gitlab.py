@@ -25,7 +25,7 @@ import requests
 from gitlab.exceptions import GitlabError, GitlabGetError
 from gitlab.v4.objects import Project, ProjectMergeRequest
 
-from runner.approval.comment import parse_marker
+from runner.approval.comment import parse_marker, require_status_marker
 from runner.approval.model import (
     ApprovalComment,
     CodeHostError,
@@ -178,6 +178,27 @@ class GitLabHost:
             target.body = body
             target.save(**_WRITE)
             return _as_plan_comment(_note(target.attributes, web_url), database)
+
+    def upsert_status_comment(self, review: Review, *, database: str, body: str) -> str:
+        """The gateway's status note (what ran, on whose approval), created or edited
+        in place; its URL. Never the plan note: its marker differs."""
+        marker = require_status_marker(body, database)
+        with _errors(f"GitLab {review}"):
+            mr = self._merge_request(review)
+            web_url = str(mr.web_url)
+            me = self._me().lower()
+            for raw in self._raw_notes(mr):
+                note = _note(raw.attributes, web_url)
+                if (
+                    note.body.split("\n", 1)[0].strip() == marker
+                    and note.author.login.lower() == me
+                ):
+                    if note.body != body:
+                        raw.body = body
+                        raw.save(**_WRITE)
+                    return note.url
+            created = mr.notes.create({"body": body}, **_WRITE)
+            return _note(created.attributes, web_url).url
 
     # --- after merge -----------------------------------------------------------------------------
 

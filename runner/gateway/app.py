@@ -234,6 +234,13 @@ def create_app(service: GatewayService) -> FastAPI:
             raise ApiError(refused.status, refused.error, refused.detail) from None
         return await reviewed(service.submit_plan, session, body.plan, target)
 
+    @app.post("/v1/sessions/{session_id}/report", responses=_REVIEW_ERRORS)
+    async def report(session_id: str, request: Request) -> dict[str, Any]:
+        """What the session ran of the plan it submitted, from the gateway's audit
+        records, written on the PR/MR as the gateway's status comment."""
+        session = await authenticated(request, session_id, allow_ended=True)
+        return await reviewed(service.report_plan, session)
+
     @app.get("/v1/sessions/{session_id}/plans/{plan_hash}", responses=_REVIEW_ERRORS)
     async def plan_state(session_id: str, plan_hash: str, request: Request) -> dict[str, Any]:
         """The plan's approval state, verified on the code host now; when approved,

@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from runner.approval.comment import approve_line
+from runner.approval.comment import approve_line, status_marker
 from runner.approval.host import CodeHost, open_host, post_plan
 from runner.approval.model import (
     Actor,
@@ -125,12 +125,14 @@ class ReviewDesk:
         server_facts: Callable[[str], ServerFacts],
         add_grant: Callable[..., Grant],
         record: Callable[[Session, str, Mapping[str, Any]], None],
+        session_records: Callable[[str], list[dict[str, Any]]] = lambda _id: [],
     ) -> None:
         self.config = config
         self._hosts = hosts
         self._server_facts = server_facts
         self._add_grant = add_grant
         self._record = record
+        self._session_records = session_records
         self._lock = threading.Lock()
         self._submitted: dict[tuple[str, str], Submitted] = {}
         self._granted: set[tuple[str, str]] = set()
@@ -339,6 +341,61 @@ class ReviewDesk:
             },
         )
 
+    # -- report ------------------------------------------------------------------------
+
+    def report(self, session: Session) -> dict[str, Any]:
+        """What this session ran of the plans it submitted, from the gateway's own
+        audit records (never from the runner), written to the review as the
+        gateway's status comment (not the plan comment: approvals keep their time)."""
+        with self._lock:
+            mine = [s for (sid, _), s in self._submitted.items() if sid == session.id]
+        if not mine:
+            raise ReviewRefused(
+                404, "not-found", "this session submitted no plan; POST it to .../plans first"
+            )
+        submitted = mine[-1]
+        plan = submitted.plan
+        wanted = [s.fingerprint for s in plan.statements]
+        ran: list[dict[str, Any]] = [
+            r
+            for r in self._session_records(session.id)
+            if r.get("kind") == "statement" and r.get("fingerprint") in set(wanted)
+        ]
+        completed = [r for r in ran if r.get("status") == "completed"]
+        failed = [r for r in ran if r.get("status") == "failed"]
+        refused = [r for r in ran if r.get("decision") == "blocked"]
+        approvers = sorted({r["grant"]["approver"] for r in ran if r.get("grant")})
+        if len(completed) >= len(wanted) and not failed and not refused:
+            outcome = "applied"
+        elif not ran:
+            outcome = "not-run"
+        else:
+            outcome = "failed"
+        status = {
+            "plan_hash": plan.hash,
+            "outcome": outcome,
+            "statements": len(wanted),
+            "completed": len(completed),
+            "failed": len(failed),
+            "refused": len(refused),
+            "approvers": approvers,
+            "session_id": session.id,
+            "comment_url": None,
+        }
+        review = submitted.review
+        if review is not None:
+            host = self._host(review.platform)
+            try:
+                status["comment_url"] = host.upsert_status_comment(
+                    review, database=session.database, body=_status_body(session, status)
+                )
+            except CodeHostError as error:
+                raise ReviewRefused(502, "code-host", f"{review}: {error}") from None
+            finally:
+                host.close()
+        self._record(session, "plan-reported", status)
+        return status
+
     # -- pieces ------------------------------------------------------------------------
 
     def _submitted_of(self, session: Session, plan_hash: str) -> Submitted:
@@ -483,6 +540,33 @@ class ReviewDesk:
             "reason": verdict.reason if verdict else None,
             "grants": list(grants),
         }
+
+
+_OUTCOME_TITLE = {
+    "applied": "✅ applied",
+    "failed": "❌ failed",
+    "not-run": "⏸️ nothing ran",
+}
+
+
+def _status_body(session: Session, status: Mapping[str, Any]) -> str:
+    principal = session.principal
+    who = principal.actor or principal.sub
+    run = f" (run {principal.run_id})" if principal.run_id else ""
+    lines = [
+        status_marker(session.database),
+        f"### Signoff: plan `{status['plan_hash'][:12]}` {_OUTCOME_TITLE[status['outcome']]} "
+        f"on **{session.database}**",
+        "",
+        f"{status['completed']} of {status['statements']} statement(s) completed, "
+        f"{status['failed']} failed, {status['refused']} refused by the gateway; "
+        f"session `{session.id}` for {who}{run}.",
+    ]
+    if status["approvers"]:
+        lines.append(f"Approved by {', '.join(status['approvers'])} (verified by the gateway).")
+    lines.append("")
+    lines.append("Written by the gateway from its audit records.")
+    return "\n".join(lines) + "\n"
 
 
 def _decided(role: RoleConfig, findings: tuple[Finding, ...]) -> tuple[Finding, ...]:

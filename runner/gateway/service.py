@@ -26,6 +26,7 @@ from runner.audit.entries import (
     statement_data_prefix,
     statement_entry,
 )
+from runner.audit.records import merge_records
 from runner.audit.writer import AuditWriter
 from runner.errors import DatabaseError
 from runner.gateway.config import AccessRule, GatewayConfig
@@ -109,6 +110,9 @@ class GatewayService:
             server_facts=self._plan_facts,
             add_grant=self.add_grant,
             record=lambda session, event, data: self._event(session, event, **data),
+            session_records=lambda session_id: merge_records(
+                self.store.entries(session_id=session_id)
+            ),
         )
         self._upstreams: dict[str, Upstream] = {}
         self._lock = threading.Lock()
@@ -348,7 +352,6 @@ class GatewayService:
         )
         return grant
 
-
     # -- review (plans and approvals: runner.gateway.review) --------------------------------
 
     def _plan_facts(self, database: str) -> PlanFacts:
@@ -362,6 +365,9 @@ class GatewayService:
         if role.review_as is not None:
             role = self.config.roles[role.review_as]
         return self.review.submit(session, role, plan, target)
+
+    def report_plan(self, session: Session) -> dict[str, Any]:
+        return self.review.report(session)
 
     def plan_status(
         self, session: Session, plan_hash: str, evidence: Sequence[int | str] = ()
