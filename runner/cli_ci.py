@@ -11,8 +11,10 @@ from pathlib import Path
 import click
 
 from runner import jobreport
+from runner.audit.storage import StorageConfig
 from runner.cliutil import State, fail_on_option, handle_errors, resolve_settings
 from runner.errors import SignoffError
+from runner.evidence import EvidenceOptions
 from runner.job import JobOptions, run_job
 from runner.plan.model import Plan
 
@@ -88,10 +90,24 @@ def parse_seconds(value: str, option: str) -> float:
     help="Run alembic online through the gateway (for migrations that need a live "
     "connection) instead of the planned SQL; statements are matched to grants by fingerprint.",
 )
-@click.option("--bundle-dir", envvar="SIGNOFF_BUNDLE_DIR", hidden=True)
-@click.option("--s3-bucket", envvar="SIGNOFF_S3_BUCKET", hidden=True)
-@click.option("--s3-prefix", envvar="SIGNOFF_S3_PREFIX", hidden=True)
-@click.option("--s3-endpoint-url", envvar="SIGNOFF_S3_ENDPOINT_URL", hidden=True)
+@click.option(
+    "--bundle-dir",
+    envvar="SIGNOFF_BUNDLE_DIR",
+    default="signoff-audit",
+    show_default=True,
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Where the run's audit bundle is written (and spooled when an upload fails).",
+)
+@click.option("--s3-bucket", envvar="SIGNOFF_S3_BUCKET", help="Store the bundle in this bucket.")
+@click.option("--s3-prefix", envvar="SIGNOFF_S3_PREFIX", default="", help="Key prefix.")
+@click.option("--s3-endpoint-url", envvar="SIGNOFF_S3_ENDPOINT_URL", help="An S3-compatible store.")
+@click.option(
+    "--s3-object-lock/--no-s3-object-lock",
+    envvar="SIGNOFF_S3_OBJECT_LOCK",
+    default=True,
+    show_default=True,
+    help="Require Object Lock on the bucket (COMPLIANCE retention, six years).",
+)
 @fail_on_option
 @click.pass_obj
 @handle_errors
@@ -106,10 +122,11 @@ def apply_command(
     lock_wait: str,
     plan_only: bool,
     online: bool,
-    bundle_dir: str | None,
+    bundle_dir: Path,
     s3_bucket: str | None,
-    s3_prefix: str | None,
+    s3_prefix: str,
     s3_endpoint_url: str | None,
+    s3_object_lock: bool,
     fail_on: str | None,
 ) -> None:
     """Plan, get the plan approved on the PR/MR, and apply it, all through the gateway.
@@ -119,12 +136,11 @@ def apply_command(
     --plan-only, nothing needs approval); 1 failed, rejected or denied; 2 usage or
     environment error; 3 waiting for approval (--plan-only) or no approval within --wait.
     """
-    if s3_bucket or bundle_dir:
-        raise SignoffError(
-            "audit bundles (--bundle-dir, --s3-bucket) are not available in this version; "
-            "leave them unset (the gateway keeps every statement's audit record)"
-        )
-    del s3_prefix, s3_endpoint_url  # read with the bundle options, above
+    evidence = EvidenceOptions(
+        bundle_dir=bundle_dir,
+        destination=f"s3://{s3_bucket}/{s3_prefix.strip('/')}" if s3_bucket else None,
+        storage=StorageConfig(endpoint_url=s3_endpoint_url, require_object_lock=s3_object_lock),
+    )
     settings = resolve_settings(state, alembic_ini.parent, fail_on, None)
     options = JobOptions(
         gateway_url=gateway_url,
@@ -139,6 +155,7 @@ def apply_command(
         wait_s=parse_seconds(wait, "--wait"),
         lock_wait_s=parse_seconds(lock_wait, "--lock-wait"),
         lock_timeout_ms=settings.lock_timeout_ms,
+        evidence=evidence,
     )
     if not alembic_ini.is_file():
         raise SignoffError(f"{alembic_ini}: no such file; pass --alembic-ini with the project's")
@@ -146,7 +163,9 @@ def apply_command(
     result = run_job(options, env=env, say=lambda line: click.echo(line, err=True))
     if env.get("GITHUB_ACTIONS") == "true":
         click.echo(jobreport.workflow_annotations(result), nl=False)
-    jobreport.write_github_files(result, env)
+    jobreport.write_github_files(
+        result, env, bundle_uri=result.evidence.uri if result.evidence else ""
+    )
     click.echo(f"signoff: {result.outcome.value}: {result.reason}", err=True)
     sys.exit(result.exit_status)
 

@@ -122,6 +122,13 @@ class GatewayClient:
             secret=session.secret,
         )
 
+    def attestation(self, session: GatewaySession) -> dict[str, Any]:
+        return self._call(
+            "GET",
+            f"/v1/sessions/{quote(session.session_id, safe='')}/attestation",
+            secret=session.secret,
+        )
+
     def report(self, session: GatewaySession) -> dict[str, Any]:
         return self._call(
             "POST",

@@ -32,6 +32,7 @@ from runner.apply import ApplyOptions, ApplyReport, LockWaiting, OnlineRun, Outc
 from runner.config import Settings
 from runner.dryrun.executor import StatementDone
 from runner.errors import SignoffError
+from runner.evidence import Evidence, EvidenceOptions, collect
 from runner.gatewayclient import GatewayClient, GatewayError, GatewaySession
 from runner.identity import CiContext, TokenSource, ci_context, token_source
 from runner.plan.model import Plan
@@ -79,6 +80,9 @@ class JobOptions:
     online: bool = False  # alembic online through the gateway instead of the planned SQL
     poll_min_s: float = 5.0
     poll_max_s: float = 30.0
+    # The session's audit bundle, written and stored at the end of every run
+    # (None: not collected, e.g. in tests of the flow itself).
+    evidence: EvidenceOptions | None = None
 
 
 @dataclass
@@ -90,10 +94,13 @@ class JobResult:
     status: Mapping[str, Any] | None = None  # the gateway's last answer on the plan
     apply: ApplyReport | None = None
     sessions: list[str] = field(default_factory=list)
+    evidence: Evidence | None = None
+    evidence_error: str | None = None  # the bundle could not be stored (it is spooled)
 
     @property
     def exit_status(self) -> int:
-        return _EXIT[self.outcome]
+        status = _EXIT[self.outcome]
+        return 1 if status == 0 and self.evidence_error else status
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -104,6 +111,9 @@ class JobResult:
             "apply": self.apply.to_json() if self.apply else None,
             "sessions": list(self.sessions),
             "context": self.context.as_dict(),
+            "bundle": str(self.evidence.path) if self.evidence else None,
+            "bundle_uri": self.evidence.uri if self.evidence else None,
+            "evidence_error": self.evidence_error,
         }
 
 
@@ -125,6 +135,7 @@ class _Job:
         )
         self.client = GatewayClient(options.gateway_url)
         self.sessions: list[GatewaySession] = []
+        self.plan: Plan | None = None
 
     @property
     def session(self) -> GatewaySession:
@@ -166,48 +177,77 @@ def run_job(
     sleep: Callable[[float], None] = time.sleep,
 ) -> JobResult:
     """Run the CI job; raises :class:`SignoffError` (one line) for what cannot start
-    (no token, gateway unreachable or refusing the session, unreadable project)."""
+    (no token, gateway unreachable or refusing the session, unreadable project).
+    Once a session is open, its audit bundle is left whatever happens next."""
+    if options.evidence is not None:
+        options.evidence.check()  # a destination that would refuse: before anything runs
     job = _Job(options, env, say, sleep)
+    result: JobResult | None = None
     try:
-        job.open()
-        plan = _plan(job)
-        if not plan.statements:
-            return job.result(JobOutcome.NOTHING_PENDING, "no pending revision", plan=plan)
-        status = _submit(job, plan)
-        state = status.get("state")
-        if state == "denied":
-            return job.result(JobOutcome.DENIED, _denied_reason(status), plan=plan, status=status)
-        if state == "waiting" and options.plan_only:
-            return job.result(
-                JobOutcome.NEEDS_APPROVAL,
-                f"waits for approval on {_where(status)}: {status.get('approve_line')}",
-                plan=plan,
-                status=status,
-            )
-        if options.plan_only:
-            return job.result(JobOutcome.PLANNED, _state_reason(status), plan=plan, status=status)
-        if state == "waiting":
-            status = _wait(job, plan, status)
-            state = status.get("state")
-        if state == "rejected":
-            names = ", ".join(a["login"] for a in status.get("rejected_by", []))
-            return job.result(JobOutcome.REJECTED, f"rejected by {names}", plan=plan, status=status)
-        if state == "waiting":
-            return job.result(
-                JobOutcome.TIMED_OUT,
-                f"no approval within {_duration(options.wait_s)}; once {_where(status)} has "
-                f"'{status.get('approve_line')}', re-run this job",
-                plan=plan,
-                status=status,
-            )
-        if state not in ("approved", "not-needed"):
-            raise SignoffError(f"the gateway answered plan state {state!r}; upgrade signoff")
-        report = _apply(job, plan)
-        _report_on_review(job)
-        outcome = JobOutcome.APPLIED if report.ok else JobOutcome.FAILED
-        return job.result(outcome, report.reason, plan=plan, status=status, apply=report)
+        result = _run(job)
+        return result
     finally:
+        if options.evidence is not None and job.sessions:
+            _leave_evidence(job, options.evidence, result)
         job.close()
+
+
+def _run(job: _Job) -> JobResult:
+    options = job.options
+    job.open()
+    plan = _plan(job)
+    job.plan = plan
+    if not plan.statements:
+        return job.result(JobOutcome.NOTHING_PENDING, "no pending revision", plan=plan)
+    status = _submit(job, plan)
+    state = status.get("state")
+    if state == "denied":
+        return job.result(JobOutcome.DENIED, _denied_reason(status), plan=plan, status=status)
+    if state == "waiting" and options.plan_only:
+        return job.result(
+            JobOutcome.NEEDS_APPROVAL,
+            f"waits for approval on {_where(status)}: {status.get('approve_line')}",
+            plan=plan,
+            status=status,
+        )
+    if options.plan_only:
+        return job.result(JobOutcome.PLANNED, _state_reason(status), plan=plan, status=status)
+    if state == "waiting":
+        status = _wait(job, plan, status)
+        state = status.get("state")
+    if state == "rejected":
+        names = ", ".join(a["login"] for a in status.get("rejected_by", []))
+        return job.result(JobOutcome.REJECTED, f"rejected by {names}", plan=plan, status=status)
+    if state == "waiting":
+        return job.result(
+            JobOutcome.TIMED_OUT,
+            f"no approval within {_duration(options.wait_s)}; once {_where(status)} has "
+            f"'{status.get('approve_line')}', re-run this job",
+            plan=plan,
+            status=status,
+        )
+    if state not in ("approved", "not-needed"):
+        raise SignoffError(f"the gateway answered plan state {state!r}; upgrade signoff")
+    report = _apply(job, plan)
+    _report_on_review(job)
+    outcome = JobOutcome.APPLIED if report.ok else JobOutcome.FAILED
+    return job.result(outcome, report.reason, plan=plan, status=status, apply=report)
+
+
+def _leave_evidence(job: _Job, options: EvidenceOptions, result: JobResult | None) -> None:
+    """The last session's bundle; a job that failed with an error still leaves it."""
+    try:
+        evidence = collect(job.client, job.session, job.plan, job.context, options)
+    except SignoffError as error:
+        job.say(f"audit bundle: {error}")
+        if result is not None:
+            result.evidence_error = str(error)
+        return
+    where = f", stored at {evidence.uri}" if evidence.uri else ""
+    signed = "signed by the gateway" if evidence.signed else "UNSIGNED"
+    job.say(f"audit bundle ({signed}): {evidence.path}{where}")
+    if result is not None:
+        result.evidence = evidence
 
 
 def _plan(job: _Job) -> Plan:

@@ -19,8 +19,11 @@ from typing import Any
 
 import pytest
 from codehost import CodeHostServer
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gateway_harness import Gateway, running_gateway
 
+from runner.evidence import EvidenceOptions
 from runner.job import JobOptions, JobResult, run_job
 
 REPO = "acme/ehr-api"
@@ -215,6 +218,7 @@ class Flow:
             "poll_min_s": 0.05,
             "poll_max_s": 0.2,
             "wait_s": 5.0,
+            "evidence": EvidenceOptions(bundle_dir=self.tmp / "bundles"),
         }
         defaults.update(options)
         return run_job(JobOptions(**defaults), env=env, say=self.lines.append)
@@ -269,6 +273,14 @@ def ci_flow(
     session_ttl: str = "15m",
     max_session_ttl: str = "1h",
 ) -> Iterator[Flow]:
+    key = tmp_path / "gateway-ed25519.pem"
+    key.write_bytes(
+        Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     with CodeHostServer() as host:
         host.add_user("signoff-bot", bot=True)
         for login in ("alice", "bob", "carol", "dave", "erin"):
@@ -296,6 +308,7 @@ def ci_flow(
                 extra_config=extra,
                 session_ttl=session_ttl,
                 max_session_ttl=max_session_ttl,
+                signing_key=key,
             ) as gateway,
             TokenEndpoint(gateway) as tokens,
         ):

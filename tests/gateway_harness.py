@@ -94,6 +94,7 @@ def running_gateway(
     extra_config: str = "",
     session_ttl: str = "15m",
     max_session_ttl: str = "1h",
+    signing_key: Path | None = None,
 ) -> Iterator[Gateway]:
     """The whole gateway in this process (GatewayThread): SQLite state, a loopback
     OIDC issuer, the scratch database behind it with a small ``patients`` table;
@@ -126,6 +127,7 @@ def running_gateway(
     state_url = "sqlite:///{state}"
     session_ttl = "{session_ttl}"
     max_session_ttl = "{max_session_ttl}"
+{f'signing_key = "{signing_key}"' if signing_key else ""}
 
     [listen]
     http = "127.0.0.1:0"

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 from ci_flow_harness import HEAD, MERGED, REPO, Flow, ci_flow
@@ -239,3 +242,44 @@ def test_online_apply_without_approval_is_stopped_by_the_gateway(
     assert report.outcome.value == "failed"
     assert "42501" in report.reason or "approval" in report.reason
     assert table_exists(scratch_db_url, "visits_old")
+
+
+def test_every_run_leaves_a_bundle_the_gateways_key_verifies(
+    flow: Flow, scratch_db_url: str
+) -> None:
+    from runner.audit.offline import verify_bundle
+
+    public_key = httpx.get(f"{flow.gateway.http}/.well-known/signoff/attestation-key.pem").text
+    planned = flow.run(flow.pull_request_job(), plan_only=True)
+    assert planned.evidence is not None and planned.evidence.signed  # a plan-only run too
+    assert planned.plan is not None
+    flow.approve("bob", planned.plan.hash)
+    flow.host.merge("github", REPO, 7, MERGED)
+    applied = flow.run(flow.push_job())
+    assert applied.outcome is JobOutcome.APPLIED
+    assert applied.evidence is not None
+    report = verify_bundle(applied.evidence.path, public_key)
+    assert report.ok, report
+    assert applied.evidence.path.name.endswith(f"{planned.plan.short_hash}.tar.gz")
+    # The CLI says the same, one line per check, exit 0; a flipped byte fails.
+    key_file = flow.tmp / "gateway.pub.pem"
+    key_file.write_text(public_key)
+    verify = [sys.executable, "-m", "runner.cli", "audit", "verify"]
+    shown = subprocess.run(
+        [*verify, str(applied.evidence.path), "--public-key", str(key_file)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    tampered = flow.tmp / "tampered.tar.gz"
+    data = bytearray(applied.evidence.path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    tampered.write_bytes(bytes(data))
+    failed = subprocess.run(
+        [*verify, str(tampered), "--public-key", str(key_file)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert failed.returncode != 0

@@ -67,8 +67,16 @@ _SET = re.compile(
     r"\s*(?:SET|RESET)\s+(?:(?:SESSION|LOCAL)\s+)?\"?([A-Za-z_][A-Za-z0-9_.]*)\"?", re.IGNORECASE
 )
 _SHOW = re.compile(r"\s*SHOW\s+\"?[A-Za-z_][A-Za-z0-9_.]*\"?\s*;?\s*\Z", re.IGNORECASE)
+# A transaction's modes change nothing themselves (the planner reads the target's
+# facts in BEGIN READ ONLY).
+_MODE = (
+    r"(?:READ\s+ONLY|READ\s+WRITE|(?:NOT\s+)?DEFERRABLE|ISOLATION\s+LEVEL\s+"
+    r"(?:SERIALIZABLE|REPEATABLE\s+READ|READ\s+COMMITTED|READ\s+UNCOMMITTED))"
+)
 _TRANSACTION = re.compile(
-    r"\s*(?:BEGIN|START\s+TRANSACTION|COMMIT|END|ROLLBACK|ABORT)(?:\s+(?:WORK|TRANSACTION))?"
+    r"\s*(?:(?:BEGIN|START\s+TRANSACTION)(?:\s+(?:WORK|TRANSACTION))?"
+    rf"(?:\s+{_MODE}(?:\s*,?\s*{_MODE})*)?"
+    r"|(?:COMMIT|END|ROLLBACK|ABORT)(?:\s+(?:WORK|TRANSACTION))?)"
     r"\s*;?\s*\Z",
     re.IGNORECASE,
 )

@@ -14,11 +14,12 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from runner import __version__
+from runner.audit.attestation import gateway_attestation, public_key_pem
 from runner.audit.records import merge_records
 from runner.gateway.model import Session, utcnow
 from runner.gateway.review import ReviewRefused, ReviewTarget
@@ -212,7 +213,13 @@ def create_app(service: GatewayService) -> FastAPI:
     async def session_audit(session_id: str, request: Request) -> dict[str, Any]:
         await authenticated(request, session_id, allow_ended=True)
         entries = await asyncio.to_thread(service.store.entries, session_id=session_id)
-        return {"session_id": session_id, "records": merge_records(entries)}
+        # The chain entries as stored (what a bundle's session.jsonl holds and an
+        # auditor re-hashes) and the merged records (what a person reads).
+        return {
+            "session_id": session_id,
+            "records": merge_records(entries),
+            "entries": [entry.to_json() for entry in entries],
+        }
 
     async def reviewed(call: Any, *args: Any) -> dict[str, Any]:
         try:
@@ -255,12 +262,41 @@ def create_app(service: GatewayService) -> FastAPI:
         session = await authenticated(request, session_id, allow_ended=False)
         return await reviewed(service.plan_status, session, body.plan_hash, tuple(body.evidence))
 
-    @app.get("/v1/sessions/{session_id}/attestation", status_code=501, responses=_ERRORS)
-    async def attestation(session_id: str, request: Request) -> JSONResponse:
-        await authenticated(request, session_id, allow_ended=True)
-        return JSONResponse(
-            {"error": "not-implemented", "detail": "attestations are not implemented yet"},
-            status_code=501,
-        )
+    @app.get(
+        "/v1/sessions/{session_id}/attestation",
+        responses={**_ERRORS, 503: {"model": ErrorBody}},
+    )
+    async def attestation(session_id: str, request: Request) -> dict[str, Any]:
+        """The session's audit entries attested (in-toto Statement v1) in a DSSE
+        envelope signed with the gateway's Ed25519 key."""
+        session = await authenticated(request, session_id, allow_ended=True)
+        key = service.signing_key
+        if key is None:
+            raise ApiError(
+                503,
+                "no-signing-key",
+                "the gateway has no gateway.signing_key; its operator makes one with "
+                "`signoff gateway keygen`",
+            )
+        # An awaited append: every entry before it is durable when the chain is read.
+        await service.record_event(session, "attestation-requested")
+        try:
+            envelope: dict[str, Any] = await asyncio.to_thread(
+                gateway_attestation, service.store, session_id, key
+            )
+        except ValueError as error:
+            raise ApiError(404, "not-found", str(error)) from None
+        return envelope
+
+    @app.get(
+        "/.well-known/signoff/attestation-key.pem",
+        response_class=PlainTextResponse,
+        responses={503: {"model": ErrorBody}},
+    )
+    async def attestation_key() -> PlainTextResponse:
+        """The public key attestations verify with (PEM, SubjectPublicKeyInfo)."""
+        if service.signing_key is None:
+            raise ApiError(503, "no-signing-key", "the gateway has no gateway.signing_key")
+        return PlainTextResponse(public_key_pem(service.signing_key))
 
     return app

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
+from runner.audit.attestation import load_signing_key
 from runner.audit.entries import (
     outcome_entry,
     statement_data_json,
@@ -81,6 +82,10 @@ class GatewayService:
         self.config = config
         self.store = store
         self.pg_port = config.pg_port  # the bound port once the proxy listens
+        # Attestations are signed with it (preflight checked it at start).
+        self.signing_key = (
+            load_signing_key(config.signing_key) if config.signing_key is not None else None
+        )
         self.validator = validator or OidcValidator(
             config.issuers, config.audience, replay=store.remember_jti
         )
