@@ -63,7 +63,9 @@ class SchemaState:
     # -- changes, called by the analysis after each statement ---------------------
 
     def create_table(self, name: str, columns: Mapping[str, exp.DataType | None]) -> None:
-        self.tables[relation_key(name)] = TableState(created_in_plan=True, columns=dict(columns))
+        self.tables[relation_key(name)] = TableState(
+            created_in_plan=True, columns={c: _detached(t) for c, t in columns.items()}
+        )
 
     def drop_table(self, name: str) -> None:
         self.tables.pop(relation_key(name), None)
@@ -78,7 +80,7 @@ class SchemaState:
 
     def set_column(self, table: str, column: str, type_: exp.DataType | None) -> None:
         state = self.tables.setdefault(relation_key(table), TableState(created_in_plan=False))
-        state.columns[column] = type_
+        state.columns[column] = _detached(type_)
 
     def drop_column(self, table: str, column: str) -> None:
         state = self.table(table)
@@ -107,6 +109,13 @@ class SchemaState:
     def has_validated_not_null_check(self, table: str, column: str) -> bool:
         state = self.table(table)
         return state is not None and (column, True) in state.not_null_checks.values()
+
+
+def _detached(type_: exp.DataType | None) -> exp.DataType | None:
+    """A copy without the statement around it: a type node links to its parent, and
+    kept as it is it would keep the whole syntax tree of every CREATE TABLE and
+    ADD COLUMN of the plan alive (lint streams files of any size)."""
+    return None if type_ is None else type_.copy()
 
 
 def parse_type(text: str) -> exp.DataType | None:

@@ -366,7 +366,7 @@ def meta_only(metas: Sequence[MetaCommand]) -> RawStatement:
     )
 
 
-def clean_cut(sql: str, tokens: Sequence[Token], metas: Sequence[tuple[int, int]]) -> int:
+def clean_cut(sql: str, tokens: Sequence[Token]) -> int:
     """The last offset where ``sql`` (tokenized as ``tokens``) can be cut between
     statements: the end of a line whose last token is a ``;`` (a line comment may
     follow it). 0 when there is none.
@@ -374,13 +374,12 @@ def clean_cut(sql: str, tokens: Sequence[Token], metas: Sequence[tuple[int, int]
     The statements before such a cut are the same whether the text after it is
     split with them or on its own, so lint can split a file piece by piece.
     """
-    last_meta = metas[-1][1] if metas else -1
+    # A meta-command starts a line of its own, so none lies between a ``;`` and the
+    # end of its line; those before or after the cut are split with their side.
     for index in range(len(tokens) - 1, -1, -1):
         token = tokens[index]
         if token.token_type is not TokenType.SEMICOLON:
             continue
-        if token.end < last_meta:
-            return 0
         newline = sql.find("\n", token.end + 1)
         if newline < 0:
             return 0  # the line goes on past what has been read
@@ -407,7 +406,7 @@ def split_untokenizable(sql: str, first_line: int) -> tuple[list[RawStatement], 
             tokens, metas = scan(piece, psql_script=True)
         except TokenError:
             continue
-        if clean_cut(piece, tokens, metas) != len(piece):
+        if clean_cut(piece, tokens) != len(piece):
             continue
         found, _ = assemble(piece, tokens, metas, line, len(piece))
         statements.extend(found)

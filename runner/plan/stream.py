@@ -94,7 +94,7 @@ def read_statements(
             tokens, metas = scan(piece, psql_script=True)
         except TokenError:
             continue  # cut inside a string, a comment or a dollar quote: read on
-        cut = clean_cut(piece, tokens, metas)
+        cut = clean_cut(piece, tokens)
         if cut == 0:
             continue
         statements, _ = assemble(
@@ -352,6 +352,12 @@ def lint_stream(
     return summary
 
 
+# Statements between two full collections: the young generations are collected
+# as usual, but Python postpones full ones as the heap grows, and trees kept a
+# while (the parse reuse) die old; bounded memory needs one now and then.
+_FULL_COLLECTION_EVERY = 10_000
+
+
 @contextmanager
 def _few_collections() -> Iterator[None]:
     """Fewer garbage collections while statements stream through.
@@ -398,6 +404,8 @@ def _lint_all(
                 findings=analysed.findings,
             )
             index += 1
+            if index % _FULL_COLLECTION_EVERY == 0:
+                gc.collect()  # the old trees (parses kept a while) the young passes miss
             hasher.add(statement.sha256)
             summary.count(statement)
             sink.statement(statement)
