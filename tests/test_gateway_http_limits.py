@@ -18,11 +18,14 @@ import pytest
 from test_gateway_startup import CONFIG, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-LIMITS = 'http_header_timeout = "1s"\nhttp_body_timeout = "1s"\nhttp_max_connections = 8'
+LIMITS = (
+    'http_header_timeout = "1s"\nhttp_body_timeout = "1s"\nhttp_max_connections = 8\n'
+    'pg_startup_timeout = "1s"\npg_max_connections = 3'
+)
 
 
 @pytest.fixture
-def http_url(tmp_path: Path) -> Iterator[str]:
+def ports(tmp_path: Path) -> Iterator[tuple[str, int]]:
     http, pg = free_port(), free_port()
     config = tmp_path / "gateway.toml"
     config.write_text(
@@ -45,7 +48,7 @@ def http_url(tmp_path: Path) -> Iterator[str]:
                 time.sleep(0.05)
         else:
             pytest.fail("the gateway did not start")
-        yield url
+        yield url, pg
     finally:
         proc.terminate()
         proc.wait(timeout=20)
@@ -65,6 +68,11 @@ def closed_by_server(conn: socket.socket, within: float) -> bool:
         return False
     except ConnectionResetError:
         return True
+
+
+@pytest.fixture
+def http_url(ports: tuple[str, int]) -> str:
+    return ports[0]
 
 
 def test_half_sent_request_heads_are_closed_and_others_still_answered(http_url: str) -> None:
@@ -104,4 +112,28 @@ def test_connections_beyond_the_limit_get_503(http_url: str) -> None:
         extra.close()
     finally:
         for conn in held:
+            conn.close()
+
+
+def test_postgresql_clients_that_never_start_are_closed_and_beyond_the_limit_refused(
+    ports: tuple[str, int],
+) -> None:
+    _, pg = ports
+    silent = [socket.create_connection(("127.0.0.1", pg), timeout=5) for _ in range(3)]
+    try:
+        time.sleep(0.3)  # the three are accepted before the fourth arrives
+        extra = socket.create_connection(("127.0.0.1", pg), timeout=5)
+        extra.settimeout(5)
+        answer = extra.recv(4096)
+        assert answer[:1] == b"E" and b"53300" in answer, answer  # too many clients
+        extra.close()
+        # Each silent client gets its startup timeout's FATAL, then the close.
+        for conn in silent:
+            conn.settimeout(5)
+            data = b""
+            while chunk := conn.recv(4096):
+                data += chunk
+            assert b"08006" in data and b"startup timed out" in data
+    finally:
+        for conn in silent:
             conn.close()

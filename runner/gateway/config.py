@@ -103,6 +103,8 @@ _LISTEN_KEYS = {
     "http_header_timeout",
     "http_body_timeout",
     "http_max_connections",
+    "pg_startup_timeout",
+    "pg_max_connections",
 }
 _ISSUER_KEYS = {"name", "issuer", "jwks_uri", "algorithms", "require_jti"}
 _DATABASE_KEYS = {
@@ -235,6 +237,8 @@ class GatewayConfig:
     http_header_timeout: timedelta = timedelta(seconds=10)
     http_body_timeout: timedelta = timedelta(seconds=30)
     http_max_connections: int = 256
+    pg_startup_timeout: timedelta = timedelta(seconds=60)
+    pg_max_connections: int = 1024
     code_hosts: Mapping[str, CodeHostConfig] = field(default_factory=dict)
     path: Path | None = None
 
@@ -338,6 +342,12 @@ def parse_gateway_config(
         ),
         http_max_connections=fields.positive_int(
             listen.get("http_max_connections", 256), where, "listen.http_max_connections"
+        ),
+        pg_startup_timeout=_duration(
+            listen.get("pg_startup_timeout", "60s"), where, "listen.pg_startup_timeout"
+        ),
+        pg_max_connections=fields.positive_int(
+            listen.get("pg_max_connections", 1024), where, "listen.pg_max_connections"
         ),
         code_hosts=_code_hosts(data.get("code_hosts", {}), where),
         path=path,

@@ -69,6 +69,8 @@ async def serve(
             port=config.pg_port,
             ssl_context=_ssl_context(config),
             allow_cleartext_on_loopback=config.allow_cleartext_on_loopback,
+            startup_timeout=config.pg_startup_timeout.total_seconds(),
+            max_connections=config.pg_max_connections,
         ),
     )
     http = uvicorn.Server(

@@ -56,7 +56,7 @@ class ClientConnection:
     async def run(self) -> None:
         try:
             try:
-                started = await asyncio.wait_for(self._startup(), STARTUP_TIMEOUT_S)
+                started = await asyncio.wait_for(self._startup(), self.proxy.config.startup_timeout)
             except (TimeoutError, wire.ProtocolError) as exc:
                 code = "08P01" if isinstance(exc, wire.ProtocolError) else "08006"
                 text = str(exc) if isinstance(exc, wire.ProtocolError) else "startup timed out"
@@ -82,6 +82,11 @@ class ClientConnection:
                 self.proxy.cancels.forget(self.cancel_key)
             if self.up is not None:
                 self.up.abort()
+
+    def refuse(self, code: str, text: str) -> None:
+        """Answer FATAL ``code`` and close, before anything of the client is read."""
+        self._send_fatal(code, text)
+        self.stream.transport.close()
 
     def _send_fatal(self, code: str, text: str, detail: str | None = None) -> None:
         transport = self.stream.transport

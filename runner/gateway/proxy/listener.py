@@ -34,6 +34,10 @@ class ProxyConfig:
     # other client, and every client when False, authenticates with SCRAM-SHA-256.
     allow_cleartext_on_loopback: bool = True
     upstream_connect_timeout: float = upstream_mod.CONNECT_TIMEOUT_S
+    # What one client can hold: its time to finish the startup (PostgreSQL's
+    # authentication_timeout) and, with everyone else, the connections served.
+    startup_timeout: float = 60.0
+    max_connections: int = 1024
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,11 @@ class PgProxy:
 
     async def _handle(self, stream: ClientStream) -> None:
         conn = ClientConnection(self, stream)
+        if len(self._connections) >= self.config.max_connections:
+            # As PostgreSQL answers max_connections: the client learns why, nothing
+            # of it is read, and the sessions already connected are not slowed.
+            conn.refuse("53300", "sorry, too many clients already (listen.pg_max_connections)")
+            return
         conn.task = asyncio.current_task()
         self._connections.add(conn)
         try:
