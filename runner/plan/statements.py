@@ -304,10 +304,14 @@ def assemble(
     # Offset where the text of the next statement may begin (just after the
     # previous terminator), and comments waiting for the statement they lead.
     region_start = 0
+    # Offset of the next meta-command (past the end when none: the common case
+    # costs one comparison per token).
+    meta_at = metas[0][0] if metas else len(sql) + 1
     for token in tokens:
-        while next_meta < len(metas) and metas[next_meta][0] < token.start:
+        while meta_at < token.start:
             span = metas[next_meta]
             next_meta += 1
+            meta_at = metas[next_meta][0] if next_meta < len(metas) else len(sql) + 1
             meta = _meta_command(sql, span, lines.at(span[0]), bool(current))
             if current:  # it ends the statement psql had been reading
                 statements.append(
