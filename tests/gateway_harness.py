@@ -154,6 +154,7 @@ def running_gateway(
     claims = {{ repository = "acme/ehr-api", ref = ["refs/heads/main", "refs/tags/v*"] }}
 
     [roles.deployer]
+    lock_timeout = "30s"            # in force on the role's upstream connections
     destructive = "needs-approval"
     unanalysable = "needs-approval"
     locking = "allow"

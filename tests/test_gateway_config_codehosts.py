@@ -93,3 +93,18 @@ def test_a_planning_role_names_the_role_its_plans_are_reviewed_as() -> None:
     config = parse_gateway_config(tomllib.loads(text), where="gateway.toml")
     assert config.roles["planner"].review_as == "deployer"
     assert config.roles["deployer"].review_as is None
+
+
+def test_a_roles_timeouts_become_its_upstream_settings() -> None:
+    text = GOOD.replace(
+        "[roles.deployer]\n", '[roles.deployer]\nlock_timeout = "5s"\nstatement_timeout = "2min"\n'
+    )
+    role = parse_gateway_config(tomllib.loads(text), where="g").roles["deployer"]
+    assert role.settings() == (("lock_timeout", "5000"), ("statement_timeout", "120000"))
+    with pytest.raises(ConfigError, match="roles.deployer.lock_timeout"):
+        parse_gateway_config(
+            tomllib.loads(
+                GOOD.replace("[roles.deployer]\n", '[roles.deployer]\nlock_timeout = "soon"\n')
+            ),
+            where="g",
+        )

@@ -257,3 +257,12 @@ def test_the_database_password_never_leaks(gateway: Gateway) -> None:
         seen.extend(str(row) for row in db.execute("SELECT * FROM sessions"))
     assert not any(PASSWORD in text for text in seen)
     assert not any(session["secret"] in text for text in seen[-2:])
+
+
+def test_the_roles_lock_timeout_is_in_force_on_its_upstream_connections(
+    gateway: Gateway,
+) -> None:
+    session = gateway.session()
+    with gateway.connect(session) as conn:
+        row = conn.execute("SHOW lock_timeout").fetchone()
+    assert row == ("30s",)  # the harness's deployer role: lock_timeout = "30s"

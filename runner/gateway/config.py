@@ -67,6 +67,7 @@ from pathlib import Path
 from typing import Any
 
 from runner import tomlfields as fields
+from runner.config import parse_duration_ms
 from runner.errors import ConfigError
 from runner.gateway.model import Upstream, Verdict
 from runner.gateway.oidc import IssuerConfig
@@ -166,6 +167,17 @@ class RoleConfig:
     # A planning role (the pull_request job, which runs the PR's code and must not
     # change the database) submits plans for review as the role that will apply them.
     review_as: str | None = None
+    # Put in force on the role's upstream connections (milliseconds; None: the server's).
+    lock_timeout_ms: int | None = None
+    statement_timeout_ms: int | None = None
+
+    def settings(self) -> tuple[tuple[str, str], ...]:
+        """The role's settings as startup parameters."""
+        pairs = (
+            ("lock_timeout", self.lock_timeout_ms),
+            ("statement_timeout", self.statement_timeout_ms),
+        )
+        return tuple((name, str(value)) for name, value in pairs if value is not None)
 
     def verdict(self, rule_id: str, category: Category) -> Verdict:
         if rule_id in self.rules:
@@ -449,9 +461,13 @@ def _role(name: str, raw: Any, where: str) -> RoleConfig:
     rules: dict[str, Verdict] = {}
     known_rules = catalogue()
     review_as: str | None = None
+    timeouts: dict[str, int | None] = {}
     for key, value in table.items():
         if key == "review_as":
             review_as = fields.string(value, where, f"roles.{name}.review_as")
+            continue
+        if key in ("lock_timeout", "statement_timeout"):
+            timeouts[key] = parse_duration_ms(value, f"{where}: roles.{name}.{key}")
             continue
         if key == "rules":
             for rule_id, verdict in fields.table(value, where, f"roles.{name}.rules").items():
@@ -462,9 +478,21 @@ def _role(name: str, raw: Any, where: str) -> RoleConfig:
                     )
                 rules[rule_id] = _verdict(verdict, where, f"roles.{name}.rules.{rule_id}")
             continue
-        category = fields.category(key, where, f"roles.{name}.{key}", also="rules or review_as")
+        category = fields.category(
+            key,
+            where,
+            f"roles.{name}.{key}",
+            also="rules, review_as, lock_timeout or statement_timeout",
+        )
         categories[category] = _verdict(value, where, f"roles.{name}.{key}")
-    return RoleConfig(name=name, categories=categories, rules=rules, review_as=review_as)
+    return RoleConfig(
+        name=name,
+        categories=categories,
+        rules=rules,
+        review_as=review_as,
+        lock_timeout_ms=timeouts.get("lock_timeout"),
+        statement_timeout_ms=timeouts.get("statement_timeout"),
+    )
 
 
 def _access(

@@ -244,6 +244,9 @@ class Upstream:
     user: str
     password: str | None = field(repr=False, default=None)
     sslmode: str = "prefer"  # disable | prefer | require
+    # Settings the gateway puts in force for the session's role (lock_timeout,
+    # statement_timeout), sent in the startup packet after the client's own.
+    settings: tuple[tuple[str, str], ...] = ()
 
 
 class StatementDecision(NamedTuple):  # a tuple: made per statement on the proxy's hot path

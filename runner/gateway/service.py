@@ -15,7 +15,7 @@ import os
 import secrets
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -221,11 +221,17 @@ class GatewayService:
         return session
 
     def upstream(self, session: Session) -> Upstream:
+        """The held credential for the session's database, with its role's settings."""
+        key = f"{session.database}\x00{session.role}"
         with self._lock:
-            upstream = self._upstreams.get(session.database)
+            upstream = self._upstreams.get(key)
             if upstream is None:
-                upstream = self.config.databases[session.database].upstream()
-                self._upstreams[session.database] = upstream
+                role = self.config.roles.get(session.role)
+                upstream = replace(
+                    self.config.databases[session.database].upstream(),
+                    settings=role.settings() if role is not None else (),
+                )
+                self._upstreams[key] = upstream
             return upstream
 
     def decide(

@@ -192,7 +192,7 @@ async def _connect(
     reader, writer, tls = await _open(upstream, ssl_context)
     conn = UpstreamConnection(upstream, reader, writer, tls=tls)
     try:
-        await _startup(conn, parameters)
+        await _startup(conn, {**parameters, **dict(upstream.settings)})
     except BaseException:
         conn.abort()
         raise
