@@ -101,7 +101,7 @@ def test_a_roles_timeouts_become_its_upstream_settings() -> None:
     )
     role = parse_gateway_config(tomllib.loads(text), where="g").roles["deployer"]
     assert role.settings() == (("lock_timeout", "5000"), ("statement_timeout", "120000"))
-    with pytest.raises(ConfigError, match="roles.deployer.lock_timeout"):
+    with pytest.raises(ConfigError, match=r"roles\.deployer\.lock_timeout"):
         parse_gateway_config(
             tomllib.loads(
                 GOOD.replace("[roles.deployer]\n", '[roles.deployer]\nlock_timeout = "soon"\n')
