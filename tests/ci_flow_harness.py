@@ -10,10 +10,8 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gateway_harness import Gateway, running_gateway
 
+from runner.demo.token_endpoint import TokenEndpoint
 from runner.evidence import EvidenceOptions
 from runner.job import JobOptions, JobResult, run_job
 
@@ -68,57 +67,6 @@ def alembic_project(root: Path, revisions: list[tuple[str, str, str]]) -> Path:
         )
         down = rev
     return root / "alembic.ini"
-
-
-class TokenEndpoint:
-    """GitHub's ``ACTIONS_ID_TOKEN_REQUEST_URL``: every GET with the request token
-    mints a fresh token from the issuer with the claims of the job now running."""
-
-    REQUEST_TOKEN = "actions-request-token-for-tests"
-
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-        self.claims: dict[str, Any] = {}
-        self.minted = 0
-        self.lifetime_s = 300
-        self._server: ThreadingHTTPServer | None = None
-
-    def __enter__(self) -> TokenEndpoint:
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            disable_nagle_algorithm = True
-
-            def do_GET(self) -> None:
-                if self.headers.get("Authorization") != f"bearer {owner.REQUEST_TOKEN}":
-                    self.send_response(401)
-                    self.end_headers()
-                    return
-                owner.minted += 1
-                token = owner.gateway.token(lifetime_s=owner.lifetime_s, **owner.claims)
-                body = json.dumps({"count": 1, "value": token}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.shutdown()
-        self._server.server_close()
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}/token?api-version=2.0"
 
 
 @dataclass
