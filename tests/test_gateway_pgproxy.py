@@ -1656,3 +1656,16 @@ class Forwarder:
         if self.server is not None:
             self.server.close()
             await self.server.wait_closed()
+
+
+def test_the_client_is_told_the_servers_backend_pid(
+    proxy: PgProxy, backend: AuditBackend, dbname: str
+) -> None:
+    session, secret = backend.new_session(dbname)
+    with connect(proxy, session, secret, autocommit=True) as conn:
+        (server_pid,) = conn.execute("SELECT pg_backend_pid()").fetchone()  # type: ignore[misc]
+        assert conn.info.backend_pid == server_pid
+        conn.execute("LISTEN pid_channel")
+        conn.execute("NOTIFY pid_channel, 'x'")
+        [note] = list(conn.notifies(timeout=5, stop_after=1))
+        assert note.pid == server_pid  # NOTIFY carries the pid the client was given

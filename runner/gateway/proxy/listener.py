@@ -55,10 +55,14 @@ class CancelRoutes:
         self._targets: dict[tuple[int, int], CancelTarget] = {}
 
     def issue(self, upstream: Upstream, pid: int, key: int, session: Session) -> tuple[int, int]:
-        """A new (pid, secret) for a client whose upstream backend is (pid, key)."""
+        """The (pid, secret) a client gets for its upstream backend (pid, key): the
+        server's own pid, so pg_backend_pid(), pg_terminate_backend() and NOTIFY agree
+        with what the client was told, and a secret of the gateway's, so a
+        CancelRequest reaches the upstream only through this map (the server's key
+        never leaves the gateway)."""
         target = CancelTarget(upstream, pid, key, session)
         while True:
-            pair = (secrets.randbelow(2**31 - 2) + 1, secrets.randbits(32))
+            pair = (pid, secrets.randbits(32))
             if pair not in self._targets:
                 self._targets[pair] = target
                 return pair
