@@ -388,6 +388,11 @@ class ServerToClient(RelayCore):
         if self.detached:
             return
         client = self.ct
+        if client.is_closing():
+            # The client has gone and its close is under way: writing to it raises
+            # (uvloop: "the handler is closed"); the connection's end records what
+            # was in flight.
+            return
         passthrough = self.up_passthrough
         if passthrough:
             if len(data) <= passthrough:
