@@ -192,12 +192,14 @@ def dry_run(
 def _gateway_commands() -> None:
     from runner.cli_audit import audit
     from runner.cli_ci import apply_command, diff_command
+    from runner.cli_demo import demo_command
     from runner.gateway.cli import gateway
 
     main.add_command(gateway)
     main.add_command(audit)
     main.add_command(apply_command)
     main.add_command(diff_command)
+    main.add_command(demo_command)
 
 
 _gateway_commands()
