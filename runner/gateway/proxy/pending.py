@@ -164,6 +164,10 @@ class Bookkeeping:
         # function, say) may have turned standard_conforming_strings off, and the
         # server would read that text differently from the analysis.
         self.settled = True
+        # Whether a statement entry has left the FIFO since ``settled`` was last
+        # recomputed: only then can it have become true, so a burst of Syncs (one
+        # ReadyForQuery each) does not rescan the FIFO per answer (that was quadratic).
+        self.statement_left = False
         self.batch: list[tuple[int, Outcome]] = []  # outcomes waiting for ReadyForQuery
 
     # what the client sends -----------------------------------------------------------------
@@ -297,6 +301,7 @@ class Bookkeeping:
                 head.t0 = now
         elif kind == K_EXECUTE:
             self.pending.popleft()
+            self.statement_left = True
             if head.seqs:
                 outcome = Outcome(
                     tag=tag,

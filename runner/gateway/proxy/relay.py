@@ -513,20 +513,23 @@ class ServerToClient(RelayCore):
                 entry = pending.popleft()
                 if entry.kind == K_SYNC:
                     break
+                self.statement_left = True
                 self._discarded(entry)
         else:
             while pending:
                 entry = pending.popleft()
                 if entry.kind == K_QUERY:
+                    self.statement_left = True
                     self._finish_query(entry)
                     break
                 if entry.kind == K_SYNC:
                     break
+                self.statement_left = True
                 self._discarded(entry)
-        if not self.settled and not any(
-            entry.kind == K_QUERY or entry.kind == K_EXECUTE for entry in pending
-        ):
-            self.settled = True  # whatever changed a setting has been reported by now
+        if not self.settled and self.statement_left:
+            self.statement_left = False
+            if not any(entry.kind == K_QUERY or entry.kind == K_EXECUTE for entry in pending):
+                self.settled = True  # whatever changed a setting has been reported by now
         if self.batch:
             # Written with the next commit of the audit log, not waited for.
             self.submit_outcomes(self.batch)
