@@ -93,7 +93,14 @@ _CODE_HOST_KEYS = {"api_url", "token_env", "token_file", "bot_login"}
 GITHUB_PERMISSIONS = ("read", "triage", "write", "maintain", "admin")
 GITLAB_ACCESS_LEVELS = {"reporter": 20, "developer": 30, "maintainer": 40, "owner": 50}
 _DEFAULT_API_URLS = {"github": "https://api.github.com", "gitlab": "https://gitlab.com"}
-_GATEWAY_KEYS = {"audience", "state_url", "signing_key", "session_ttl", "max_session_ttl"}
+_GATEWAY_KEYS = {
+    "audience",
+    "state_url",
+    "signing_key",
+    "session_ttl",
+    "max_session_ttl",
+    "max_statement_bytes",
+}
 _LISTEN_KEYS = {
     "http",
     "pg",
@@ -246,6 +253,9 @@ class GatewayConfig:
     roles: Mapping[str, RoleConfig]
     approvals: ApprovalSettings = field(default_factory=ApprovalSettings)
     # What one HTTP client can hold: its request head, its body, and connections.
+    # A text longer than this is not analysed (its tokens and tree are where a
+    # gateway's memory and time would go): it is one unanalysable statement.
+    max_statement_bytes: int = 262_144
     http_header_timeout: timedelta = timedelta(seconds=10)
     http_body_timeout: timedelta = timedelta(seconds=30)
     http_max_connections: int = 256
@@ -346,6 +356,9 @@ def parse_gateway_config(
         access=access,
         roles=roles,
         approvals=_approvals(data.get("approvals", {}), where),
+        max_statement_bytes=fields.positive_int(
+            gateway.get("max_statement_bytes", 262_144), where, "gateway.max_statement_bytes"
+        ),
         http_header_timeout=_duration(
             listen.get("http_header_timeout", "10s"), where, "listen.http_header_timeout"
         ),

@@ -107,6 +107,7 @@ class GatewayService:
             consume_grant=self._consume_grant,
             entry_data=statement_data_json,
             entry_prefix=statement_data_prefix,
+            max_statement_bytes=config.max_statement_bytes,
         )
         self._facts: dict[str, ServerFacts] = {}
         # Plans submitted for review and the approvals the gateway verifies itself.

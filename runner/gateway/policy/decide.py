@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 from sqlglot.tokenizer_core import Token
 
@@ -24,7 +25,7 @@ from runner.gateway.model import (
     Verdict,
     utcnow,
 )
-from runner.plan.model import Finding, sha256_hex
+from runner.plan.model import Category, Decision, Finding, Severity, sha256_hex
 from runner.plan.statements import RawStatement, split_statements
 
 from .analysis import ServerFacts, SessionAnalysis
@@ -57,8 +58,50 @@ def role_verdict(role: RoleConfig, findings: tuple[Finding, ...]) -> tuple[Verdi
     return worst, causes
 
 
+class Identified(Protocol):
+    """What a decision records of a statement: its text and the two hashes."""
+
+    @property
+    def text(self) -> str: ...
+    @property
+    def sha256(self) -> str: ...
+    @property
+    def fingerprint(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Opaque:
+    """A text over ``max_statement_bytes``: never tokenized or parsed (that is where
+    its memory and time would go), so identified by its sha256 alone."""
+
+    text: str
+
+    @property
+    def sha256(self) -> str:
+        return sha256_hex(self.text)
+
+    @property
+    def fingerprint(self) -> str:
+        return "sha256:" + self.sha256
+
+
+def too_large(text: str, limit: int) -> Finding:
+    """The unanalysable finding of a text over the gateway's size bound."""
+    return Finding(
+        rule="SO001",
+        name="unparseable-statement",
+        category=Category.UNANALYSABLE,
+        severity=Severity.ERROR,
+        decision=Decision.NEEDS_APPROVAL,
+        message=(
+            f"not analysed: {len(text)} characters, over the gateway's max_statement_bytes "
+            f"({limit}); split it, or have it approved"
+        ),
+    )
+
+
 def decide_statement(
-    raw: RawStatement,
+    raw: Identified,
     findings: tuple[Finding, ...],
     *,
     role: RoleConfig,
@@ -121,7 +164,9 @@ class SessionPolicy:
         *,
         consume_grant: GrantLookup,
         lane: LaneEntryData,
+        max_statement_bytes: int = 262_144,
     ) -> None:
+        self.max_statement_bytes = max_statement_bytes
         self.session_id = session.id
         self.database = session.database
         self.role_name = session.role
@@ -145,6 +190,25 @@ class SessionPolicy:
             return [known]
         if self.role is None:
             raise KeyError(f"role {self.role_name!r} is not configured")
+        if len(sql) > self.max_statement_bytes:
+            # Bounded whatever a client sends: no tokens, no tree, one finding.
+            opaque = Opaque(sql)
+            finding = too_large(sql, self.max_statement_bytes)
+            decision = decide_statement(
+                opaque,
+                (finding,),
+                role=self.role,
+                database=self.database,
+                session_id=self.session_id,
+                now=utcnow(),
+                consume_grant=self.consume_grant,
+            )
+            if decision.blocked:
+                decision = decision._replace(
+                    reason=f"{finding.message}: `signoff gateway grant --database "
+                    f"{self.database} --fingerprint {opaque.fingerprint}` allows it once"
+                )
+            return [decision]
         if needs_literal_guard(sql):
             return self._decide_guarded(sql, in_transaction=in_transaction)
         mask, text, native, tokens = literal_shape(sql)
@@ -255,7 +319,9 @@ class GatewayPolicy:
         consume_grant: GrantLookup,
         entry_data: EntryData,
         entry_prefix: EntryData,
+        max_statement_bytes: int = 262_144,
     ) -> None:
+        self._max_statement_bytes = max_statement_bytes
         self._roles = roles
         self._facts = facts
         self._consume_grant = consume_grant
@@ -308,6 +374,7 @@ class GatewayPolicy:
                     facts,
                     consume_grant=self._consume_grant,
                     lane=lane,
+                    max_statement_bytes=self._max_statement_bytes,
                 )
                 self._sessions[session.id] = state
             return state
