@@ -66,6 +66,7 @@ PSQL_META_KIND = "psql_meta_command"
 _TRANSACTION_WORDS = frozenset({"BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT"})
 # Parses kept per plan, by exact statement text.
 _PARSED_LIMIT = 512
+_SEEN_LIMIT = 8192
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,7 @@ class Analysis:
         self._parsed: dict[
             str, tuple[exp.Expression | None, CommandShape | None, str | None, str | None]
         ] = {}
+        self._seen: dict[str, None] = {}  # texts parsed once (insertion-ordered set)
 
     def analyse(self, raws: Iterable[RawStatement]) -> list[AnalysedStatement]:
         return [self.analyse_one(raw) for raw in raws]
@@ -206,9 +208,16 @@ class Analysis:
             return StatementView(raw, node, shape, kind, parse_error=error)
         view = view_of(raw)
         if self._reuse_parses and raw.tokens and not raw.meta_commands:
-            if len(self._parsed) >= _PARSED_LIMIT:
-                self._parsed.clear()  # bounded memory; the common texts come back at once
-            self._parsed[raw.text] = (view.node, view.shape, view.kind, view.parse_error)
+            # Only a text seen before is kept: most texts of a dump are unique, and
+            # a tree kept a while dies old, where only a full collection finds it.
+            if raw.text in self._seen:
+                if len(self._parsed) >= _PARSED_LIMIT:
+                    self._parsed.clear()  # bounded; the common texts come back at once
+                self._parsed[raw.text] = (view.node, view.shape, view.kind, view.parse_error)
+            else:
+                if len(self._seen) >= _SEEN_LIMIT:
+                    self._seen.clear()
+                self._seen[raw.text] = None
         return view
 
     # -- transactions ---------------------------------------------------------------

@@ -355,7 +355,7 @@ def lint_stream(
 # Statements between two full collections: the young generations are collected
 # as usual, but Python postpones full ones as the heap grows, and trees kept a
 # while (the parse reuse) die old; bounded memory needs one now and then.
-_FULL_COLLECTION_EVERY = 10_000
+_FULL_COLLECTION_EVERY = 100_000
 
 
 @contextmanager
