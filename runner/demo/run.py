@@ -31,7 +31,7 @@ import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from cryptography.hazmat.primitives import serialization
@@ -44,6 +44,9 @@ from runner.errors import SignoffError
 from runner.evidence import EvidenceOptions
 from runner.job import JobOptions, JobOutcome, JobResult, run_job
 from runner.plan.model import Plan
+
+if TYPE_CHECKING:
+    from runner.gateway.serve import GatewayThread
 
 Say = Callable[[str], None]
 Ask = Callable[[str], bool]
@@ -222,7 +225,7 @@ def _flow(
     if approvers:
         progress.detail(
             f"the gateway verified the approval of {', '.join(map(str, approvers))} on the "
-            "code host itself and granted exactly the approved statement"
+            "code host itself and granted exactly the statement(s) it approved"
         )
     progress.detail(f"exit {applied.exit_status}: {applied.outcome.value}: {applied.reason}")
     result.ssn_column = _has_ssn(db_url)
@@ -306,9 +309,10 @@ class _Jobs:
             alembic_ini=self.ini,
             audience=AUDIENCE,
             plan_only=plan_only,
-            # The approval is on the PR before the job starts: a short wait is
-            # enough, and a refused approval ends the demo quickly.
-            wait_s=5.0,
+            # The answer is on the PR before the job starts, so the gateway's first
+            # reads of the code host normally settle it; the bound is for a loaded
+            # machine, where a short one would end a good run as timed out.
+            wait_s=60.0,
             poll_min_s=0.05,
             poll_max_s=0.25,
             evidence=evidence,
@@ -468,7 +472,7 @@ token_file = {q(token_path)}
 
 
 @contextlib.contextmanager
-def _gateway(config_path: Path) -> Iterator[Any]:
+def _gateway(config_path: Path) -> Iterator[GatewayThread]:
     from runner.gateway.config import load_gateway_config
     from runner.gateway.serve import GatewayThread
 
