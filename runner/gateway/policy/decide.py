@@ -28,6 +28,7 @@ from runner.gateway.model import (
 from runner.plan.model import Category, Decision, Finding, Severity, sha256_hex
 from runner.plan.statements import RawStatement, split_statements
 
+from . import prepared
 from .analysis import ServerFacts, SessionAnalysis
 from .caches import LaneEntryData, SessionCaches, literal_shape
 from .guard import literal_reading_refusal, needs_literal_guard
@@ -39,6 +40,15 @@ EntryData = Callable[[str, StatementDecision], str]
 
 _ALLOWED = AuditDecision.ALLOWED
 _RANK = {Verdict.ALLOW: 0, Verdict.NEEDS_APPROVAL: 1, Verdict.DENY: 2}
+
+
+def refusal_of(
+    own: tuple[str, str, str],
+    reason: str,
+    *,
+    findings: tuple[Mapping[str, Any], ...] = (),
+) -> StatementDecision:
+    return StatementDecision(*own, findings, AuditDecision.BLOCKED, reason=reason)
 
 
 def split(sql: str, *, tokens: list[Token] | None = None) -> list[RawStatement]:
@@ -177,6 +187,8 @@ class SessionPolicy:
             server_version=facts.server_version, columns=facts.columns
         )
         self.caches = SessionCaches()
+        # SQL-level prepared statements the gateway forwarded: name -> the text it runs.
+        self.prepared_texts: dict[str, str] = {}
         self.consume_grant = consume_grant
         self.lane = lane
 
@@ -229,6 +241,12 @@ class SessionPolicy:
         now: datetime | None = None
         decisions = []
         for raw in statements:
+            named = prepared.read(raw)
+            if named is not None:
+                decision_of = self._prepared(raw, named, in_transaction=in_transaction)
+                if decision_of is not None:
+                    decisions.append(decision_of)
+                    continue
             key = analysis.read_key(raw, in_transaction=in_transaction)
             if key is not None:
                 allowed = caches.allowed_reads.get(key)
@@ -261,6 +279,43 @@ class SessionPolicy:
                     )
             decisions.append(decision)
         return decisions
+
+    def _prepared(
+        self,
+        raw: RawStatement,
+        named: prepared.Prepare | prepared.Execute | prepared.Deallocate,
+        *,
+        in_transaction: bool,
+    ) -> StatementDecision | None:
+        """A SQL-level PREPARE, EXECUTE or DEALLOCATE (see policy.prepared); None: an
+        EXECUTE of a name the gateway never forwarded (the analysis judges it)."""
+        own = (raw.text, raw.sha256, raw.fingerprint)
+        if isinstance(named, prepared.Deallocate):
+            if named.name is None:
+                self.prepared_texts.clear()
+            else:
+                self.prepared_texts.pop(named.name, None)
+            return StatementDecision(*own, (), _ALLOWED)
+        if isinstance(named, prepared.Execute):
+            text = self.prepared_texts.get(named.name)
+            if text is None:
+                return None
+            # Decided again now, as the statement it runs: the catalog may have changed.
+            inner = self.decide(text, in_transaction=in_transaction, lanes=False)
+            if len(inner) != 1:
+                return refusal_of(own, f"EXECUTE {named.name}: not one statement")
+            return inner[0]._replace(text=raw.text, sha256=raw.sha256, fingerprint=raw.fingerprint)
+        inner = self.decide(named.text, in_transaction=in_transaction, lanes=False)
+        if len(inner) == 1 and inner[0].decision is _ALLOWED and inner[0].grant is None:
+            self.prepared_texts[named.name] = named.text
+            return StatementDecision(*own, inner[0].findings, _ALLOWED)
+        why = inner[0].reason if len(inner) == 1 and inner[0].reason else "not allowed"
+        return refusal_of(
+            own,
+            f"PREPARE {named.name}: the statement it prepares is not allowed as it stands "
+            f"({why}); run it directly, where a grant can cover its one run",
+            findings=inner[0].findings if len(inner) == 1 else (),
+        )
 
     def _decide_guarded(self, sql: str, *, in_transaction: bool) -> list[StatementDecision]:
         """Text that might touch standard_conforming_strings: every statement analysed

@@ -13,7 +13,7 @@ never from a cache, and ``literal_reading_refusal`` judges each statement.
 
 from __future__ import annotations
 
-from sqlglot.tokenizer_core import TokenType
+from sqlglot.tokenizer_core import Token, TokenType
 
 from runner.plan.statements import RawStatement
 
@@ -40,9 +40,83 @@ def needs_literal_guard(sql: str) -> bool:
     return False
 
 
+# What turning it on may be spelt as (SET ... = on is harmless: it is the reading
+# the analysis assumes). DEFAULT and RESET are not here: a role or database default
+# may be off.
+_ON = frozenset({"on", "true", "yes", "1"})
+
+
+def _plain(token: Token, source: str, first: str) -> bool:
+    """The token is spelt plainly: its first character in the text is ``first``'s
+    class (a letter for a name, a quote for a string), not an escape or a quote."""
+    head = source[token.start : token.start + 1]
+    return head == "'" if first == "'" else head.isalpha() or head.isdigit()
+
+
+def _turns_it_on(tokens: tuple[Token, ...], source: str) -> bool:
+    """``SET [SESSION|LOCAL] standard_conforming_strings {=|TO} on`` exactly."""
+    words = [t for t in tokens if t.token_type is not TokenType.SEMICOLON]
+    i = 1
+    if len(words) > i and words[i].text.upper() in ("SESSION", "LOCAL"):
+        i += 1
+    if len(words) != i + 3:
+        return False
+    name, equals, value = words[i], words[i + 1], words[i + 2]
+    quote = "'" if value.token_type is TokenType.STRING else "a"
+    return (
+        name.text.lower() == _SCS
+        and _plain(name, source, "a")
+        and (equals.token_type is TokenType.EQ or equals.text.upper() == "TO")
+        and value.text.lower() in _ON
+        and _plain(value, source, quote)
+    )
+
+
+# pg_dump sets settings it may lack by reading their names from pg_settings:
+#   SELECT set_config(name, '...', false) FROM pg_settings WHERE name = '...'
+# The WHERE names the one setting it can change; read exactly that shape.
+_SETTINGS_ROW = (
+    (TokenType.SELECT, None),
+    (None, "set_config"),
+    (TokenType.L_PAREN, None),
+    (None, "name"),
+    (TokenType.COMMA, None),
+    (TokenType.STRING, None),
+    (TokenType.COMMA, None),
+    (None, ("false", "true")),
+    (TokenType.R_PAREN, None),
+    (TokenType.FROM, None),
+    (None, "pg_settings"),
+    (TokenType.WHERE, None),
+    (None, "name"),
+    (TokenType.EQ, None),
+    (TokenType.STRING, None),
+)
+
+
+def _sets_one_named_setting(tokens: tuple[Token, ...], source: str) -> bool:
+    words = [t for t in tokens if t.token_type is not TokenType.SEMICOLON]
+    if len(words) != len(_SETTINGS_ROW):
+        return False
+    for token, (kind, text) in zip(words, _SETTINGS_ROW, strict=True):
+        if kind is not None and token.token_type is not kind:
+            return False
+        if text is not None and token.text.lower() not in (
+            (text,) if isinstance(text, str) else text
+        ):
+            return False
+        if kind is None and not _plain(token, source, "a"):
+            return False  # "name" in quotes or escapes is another column's spelling
+        if kind is TokenType.STRING and not _plain(token, source, "'"):
+            return False
+    setting = words[-1].text.lower()
+    return all(word not in setting for word in LITERAL_GUARD_WORDS)
+
+
 def literal_reading_refusal(raw: RawStatement) -> str | None:
     """Why ``raw`` is refused for what it could do to standard_conforming_strings;
-    None when it cannot change it (SHOW may read it)."""
+    None when it cannot change it (SHOW may read it; SET ... = on is what the
+    analysis assumes; pg_dump's set_config over one named pg_settings row)."""
     tokens = raw.tokens
     if not tokens:
         return None  # unanalysable: refused (needs approval) by the analysis anyway
@@ -50,6 +124,10 @@ def literal_reading_refusal(raw: RawStatement) -> str | None:
     if first == "SHOW":
         return None
     source = raw.source_text
+    if first == "SET" and _turns_it_on(tokens, source):
+        return None
+    if first == "SELECT" and _sets_one_named_setting(tokens, source):
+        return None
     if first in ("SET", "RESET", "ALTER") and any(
         source[t.start : t.start + 2].lower() == "u&" for t in tokens
     ):
