@@ -148,6 +148,30 @@ def test_demo_yes_applies_the_approved_drop_and_leaves_a_bundle_that_verifies(
     assert [p for p in ports if not refuses(p)] == []
 
 
+def test_demo_asks_in_the_terminal_and_a_y_approves(tmp_path: Path, home: Path) -> None:
+    controller, terminal = os.openpty()  # stdin is a terminal: the demo asks there
+    try:
+        running = subprocess.Popen(
+            [*SIGNOFF, "demo", "--out", str(tmp_path / "audit")],
+            stdin=terminal,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "SIGNOFF_HOME": str(home)},
+            cwd=ROOT,
+        )
+        os.write(controller, b"y\n")  # typed ahead: the terminal holds it for the prompt
+        stdout, stderr = running.communicate(timeout=300)
+    finally:
+        os.close(controller)
+        os.close(terminal)
+    assert running.returncode == 0, stdout + stderr
+    assert re.search(r"Approve as riley \(/signoff approve [0-9a-f]{12}\)\? \[y/N\]", stdout)
+    assert "riley: /signoff approve " in stdout
+    assert "patients.ssn is gone" in stdout
+    assert_embedded_server_stopped(home)
+
+
 def test_demo_without_a_terminal_answers_no_and_the_job_stops(tmp_path: Path, home: Path) -> None:
     done = signoff("demo", "--out", str(tmp_path / "audit"), home=home, stdin=subprocess.DEVNULL)
     assert done.returncode == 1, done.stdout + done.stderr
