@@ -81,3 +81,78 @@ def test_sql_prepare_is_forwarded_only_for_what_is_allowed_and_execute_is_decide
     records = gateway.audit(session)
     executes = [r for r in records if r.get("text") == "EXECUTE byid(3)"]
     assert [r["decision"] for r in executes] == ["allowed", "blocked"]
+
+
+def test_psycopg_server_side_cursors_and_pipeline_mode(gateway: Gateway) -> None:
+    session = gateway.session()
+    with gateway.connect(session) as conn:
+        conn.autocommit = False
+        with conn.cursor(name="patients_by_id") as cursor:  # DECLARE, FETCH, CLOSE
+            cursor.itersize = 7
+            cursor.execute("SELECT id FROM patients ORDER BY id")
+            assert [row[0] for row in cursor] == list(range(1, 21))
+        conn.commit()
+        with conn.pipeline():
+            results = [
+                conn.execute("SELECT mrn FROM patients WHERE id = %s", (n,)) for n in (1, 2, 3)
+            ]
+        assert [r.fetchone() for r in results] == [("M1",), ("M2",), ("M3",)]
+        # FETCH of a cursor the gateway never saw declared is not a read it can vouch for.
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("FETCH 1 FROM nowhere")
+
+
+def test_psql_meta_commands(gateway: Gateway) -> None:
+    session = gateway.session()
+    run = subprocess.run(
+        ["psql", "-X", "-v", "ON_ERROR_STOP=1", "-c", r"\dt", "-c", r"\d patients", "-c", r"\l"],
+        env=libpq_env(gateway, session),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "patients" in run.stdout and "mrn" in run.stdout
+
+
+def test_pgbench_select_only(gateway: Gateway, scratch_db_url: str) -> None:
+    init = subprocess.run(
+        ["pgbench", "-i", "-s", "1", "-q", scratch_db_url],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert init.returncode == 0, init.stderr
+    session = gateway.session()
+    for protocol in ("simple", "extended"):
+        run = subprocess.run(
+            ["pgbench", "-S", "-n", "-t", "20", "-M", protocol],
+            env=libpq_env(gateway, session),
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+        assert run.returncode == 0, run.stderr
+        assert "number of transactions actually processed: 20/20" in run.stdout
+
+
+def test_sqlalchemy(gateway: Gateway) -> None:
+    import sqlalchemy
+
+    session = gateway.session()
+    engine = sqlalchemy.create_engine(
+        f"postgresql+psycopg://{session['session_id']}:{session['secret']}"
+        f"@127.0.0.1:{gateway.pg_port}/ehr",
+        poolclass=sqlalchemy.pool.NullPool,
+    )
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sqlalchemy.text("SELECT mrn FROM patients WHERE id = :id"), {"id": 5}
+            ).all()
+        assert rows == [("M5",)]
+    finally:
+        engine.dispose()

@@ -189,6 +189,7 @@ class SessionPolicy:
         self.caches = SessionCaches()
         # SQL-level prepared statements the gateway forwarded: name -> the text it runs.
         self.prepared_texts: dict[str, str] = {}
+        self.cursors: set[str] = set()  # cursors the gateway forwarded a DECLARE of
         self.consume_grant = consume_grant
         self.lane = lane
 
@@ -283,13 +284,24 @@ class SessionPolicy:
     def _prepared(
         self,
         raw: RawStatement,
-        named: prepared.Prepare | prepared.Execute | prepared.Deallocate,
+        named: prepared.Held,
         *,
         in_transaction: bool,
     ) -> StatementDecision | None:
-        """A SQL-level PREPARE, EXECUTE or DEALLOCATE (see policy.prepared); None: an
-        EXECUTE of a name the gateway never forwarded (the analysis judges it)."""
+        """A statement that holds, uses or drops a held statement (see policy.prepared);
+        None: an EXECUTE or FETCH of a name the gateway never forwarded (the analysis
+        judges it: it cannot read it, so it needs approval)."""
         own = (raw.text, raw.sha256, raw.fingerprint)
+        if isinstance(named, prepared.CloseCursor):
+            if named.name is None:
+                self.cursors.clear()
+            else:
+                self.cursors.discard(named.name)
+            return StatementDecision(*own, (), _ALLOWED)
+        if isinstance(named, prepared.Fetch):
+            if named.name not in self.cursors:
+                return None
+            return StatementDecision(*own, (), _ALLOWED)
         if isinstance(named, prepared.Deallocate):
             if named.name is None:
                 self.prepared_texts.clear()
@@ -306,13 +318,17 @@ class SessionPolicy:
                 return refusal_of(own, f"EXECUTE {named.name}: not one statement")
             return inner[0]._replace(text=raw.text, sha256=raw.sha256, fingerprint=raw.fingerprint)
         inner = self.decide(named.text, in_transaction=in_transaction, lanes=False)
+        verb = "PREPARE" if isinstance(named, prepared.Prepare) else "DECLARE"
         if len(inner) == 1 and inner[0].decision is _ALLOWED and inner[0].grant is None:
-            self.prepared_texts[named.name] = named.text
+            if isinstance(named, prepared.Prepare):
+                self.prepared_texts[named.name] = named.text
+            else:
+                self.cursors.add(named.name)
             return StatementDecision(*own, inner[0].findings, _ALLOWED)
         why = inner[0].reason if len(inner) == 1 and inner[0].reason else "not allowed"
         return refusal_of(
             own,
-            f"PREPARE {named.name}: the statement it prepares is not allowed as it stands "
+            f"{verb} {named.name}: the statement it holds is not allowed as it stands "
             f"({why}); run it directly, where a grant can cover its one run",
             findings=inner[0].findings if len(inner) == 1 else (),
         )

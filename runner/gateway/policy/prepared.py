@@ -1,6 +1,11 @@
-"""SQL-level prepared statements: ``PREPARE name [(types)] AS stmt``, ``EXECUTE name
-[(args)]`` and ``DEALLOCATE [PREPARE] name | ALL`` (what pg_dump sends, and any
-client may).
+"""Statements that hold another statement for later: SQL-level prepared statements
+(``PREPARE name [(types)] AS stmt``, ``EXECUTE name [(args)]``, ``DEALLOCATE
+[PREPARE] name | ALL``: what pg_dump sends) and cursors (``DECLARE name ... CURSOR
+... FOR query``, then ``FETCH``/``MOVE``/``CLOSE``: psycopg's server-side cursors).
+
+A cursor's query is fixed at its DECLARE and only read by FETCH and MOVE: the
+DECLARE is forwarded when that query is allowed as it stands (no grant), and
+FETCH/MOVE/CLOSE of a cursor the gateway forwarded are allowed.
 
 The statement a PREPARE holds runs later, at each EXECUTE, against whatever the
 catalog is then. So the gateway keeps, per session, the text each name was prepared
@@ -40,6 +45,31 @@ class Deallocate:
     name: str | None  # None: ALL
 
 
+@dataclass(frozen=True)
+class Declare:
+    name: str
+    text: str  # the cursor's query, as written
+
+
+@dataclass(frozen=True)
+class Fetch:
+    name: str  # FETCH or MOVE of this cursor
+
+
+@dataclass(frozen=True)
+class CloseCursor:
+    name: str | None  # None: ALL
+
+
+Held = Prepare | Execute | Deallocate | Declare | Fetch | CloseCursor
+
+_CURSOR_OPTIONS = frozenset({"BINARY", "ASENSITIVE", "INSENSITIVE", "NO", "SCROLL"})
+_HOLD_OPTIONS = frozenset({"WITH", "WITHOUT", "HOLD"})
+_DIRECTIONS = frozenset(
+    {"NEXT", "PRIOR", "FIRST", "LAST", "ABSOLUTE", "RELATIVE", "ALL", "FORWARD", "BACKWARD"}
+)
+
+
 def _name(token: Token) -> str | None:
     if token.token_type not in _NAME_TYPES:
         return None
@@ -63,11 +93,52 @@ def _skip_parens(tokens: tuple[Token, ...], i: int) -> int | None:
     return None
 
 
-def read(raw: RawStatement) -> Prepare | Execute | Deallocate | None:
-    """What ``raw`` is, when it is one of the three; None otherwise."""
+def _cursor(tokens: tuple[Token, ...], raw: RawStatement) -> Held | None:
+    verb = tokens[0].text.upper()
+    if verb == "DECLARE":
+        name = _name(tokens[1])
+        words = [t.text.upper() for t in tokens]
+        if name is None or "CURSOR" not in words or "FOR" not in words:
+            return None
+        cursor, for_at = words.index("CURSOR"), words.index("FOR")
+        if not (
+            set(words[2:cursor]) <= _CURSOR_OPTIONS
+            and cursor < for_at < len(tokens) - 1
+            and set(words[cursor + 1 : for_at]) <= _HOLD_OPTIONS
+        ):
+            return None
+        start = tokens[for_at + 1].start
+        return Declare(name, raw.source_text[start : tokens[-1].end + 1])
+    if verb in ("FETCH", "MOVE"):
+        name = _name(tokens[-1])
+        middle = tokens[1:-1]
+        if name is None:
+            return None
+        for token in middle:
+            word = token.text.upper()
+            if not (
+                word in _DIRECTIONS
+                or word in ("FROM", "IN")
+                or token.token_type in (TokenType.NUMBER, TokenType.DASH, TokenType.PLUS)
+            ):
+                return None
+        return Fetch(name)
+    if verb == "CLOSE" and len(tokens) == 2:
+        if tokens[1].text.upper() == "ALL":
+            return CloseCursor(None)
+        name = _name(tokens[1])
+        return CloseCursor(name) if name is not None else None
+    return None
+
+
+def read(raw: RawStatement) -> Held | None:
+    """What ``raw`` is, when it holds or uses a held statement; None otherwise."""
     tokens = tuple(t for t in raw.tokens if t.token_type is not TokenType.SEMICOLON)
     if len(tokens) < 2:
         return None
+    cursor = _cursor(tokens, raw)
+    if cursor is not None:
+        return cursor
     verb = tokens[0].text.upper()
     name = _name(tokens[1])
     if verb == "PREPARE" and name is not None:
