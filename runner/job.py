@@ -36,6 +36,7 @@ from runner.evidence import Evidence, EvidenceOptions, collect
 from runner.gatewayclient import GatewayClient, GatewayError, GatewaySession
 from runner.identity import CiContext, TokenSource, ci_context, token_source
 from runner.plan.model import Plan
+from runner.plan.render import first_line
 
 Say = Callable[[str], None]
 
@@ -365,7 +366,7 @@ def _apply(job: _Job, plan: Plan) -> ApplyReport:
         elif isinstance(event, StatementDone):
             statement = event.statement
             mark = "failed" if event.run.error else "ok"
-            first = statement.text.strip().splitlines()[0][:90] if statement.text.strip() else ""
+            first = first_line(statement)
             job.say(f"  [{statement.index + 1}/{len(plan.statements)}] {mark}: {first}")
 
     online = None

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import tempfile
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -320,26 +319,7 @@ class _Jobs:
         return run_job(options, env=env, say=self._say)
 
     def _say(self, line: str) -> None:
-        """The job's line, with a statement shown by its first line of SQL: alembic
-        starts the DROP with a ``-- Running upgrade`` comment, which hides what runs."""
-        match = _STATEMENT_LINE.match(line)
-        if match is not None and self.plan is not None:
-            number, total = int(match["number"]), int(match["total"])
-            if total == len(self.plan.statements) and 1 <= number <= total:
-                sql = _first_sql_line(self.plan.statements[number - 1].text)
-                line = f"{match['head']}{sql[:90]}"
         self.progress.detail(line)
-
-
-_STATEMENT_LINE = re.compile(r"(?P<head>\s*\[(?P<number>\d+)/(?P<total>\d+)\] \w+: )")
-
-
-def _first_sql_line(text: str) -> str:
-    for line in text.splitlines():
-        stripped = line.strip()
-        if stripped and not stripped.startswith("--"):
-            return stripped
-    return text.strip().splitlines()[0] if text.strip() else ""
 
 
 def _seed(db_url: str) -> None:
