@@ -140,8 +140,8 @@ def test_a_psql_script_that_cannot_be_tokenized_keeps_the_statements_before() ->
     assert script[2].token_error and script[2].text == "SELECT 'never closed;\nSELECT 2;"
     # Where a script may be cut: after a line ending in ';' (a line comment may follow).
     text = "SELECT 1; SELECT 2\n;\nSELECT 3; -- c\nSELECT 4"
-    assert clean_cut(text, tokenize(text), []) == text.index("SELECT 4")
-    assert clean_cut("SELECT 1; SELECT 2", tokenize("SELECT 1; SELECT 2"), []) == 0
+    assert clean_cut(text, tokenize(text)) == text.index("SELECT 4")
+    assert clean_cut("SELECT 1; SELECT 2", tokenize("SELECT 1; SELECT 2")) == 0
 
 
 def test_meta_command_lines_are_not_statement_text() -> None:
