@@ -4,19 +4,25 @@
 (runner.audit.offline): one line per check, a verdict, exit 0 (verified) or 1.
 ``flush --spool DIR --to DEST`` uploads the bundles an upload spooled
 (runner.audit.storage): exit 0 when the spool is empty afterwards, 1 otherwise.
-Bad input is one line naming the fix, exit 2. ``replay`` and the report come later.
+``replay BUNDLE [--pace real|fast]`` prints the session as a timeline (runner.audit.replay);
+``report BUNDLE --public-key KEY`` renders the auditor's page with the verdict computed
+now (runner.audit.report). Bad input is one line naming the fix, exit 2.
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from runner import command
 from runner.cliutil import handle_errors
 from runner.errors import SignoffError
+
+if TYPE_CHECKING:
+    from runner.audit.offline import VerifyReport
 
 
 @click.group("audit")
@@ -127,4 +133,113 @@ def flush_command(
         f"{len(report.uploaded)} of {len(waiting)} spooled bundle(s) uploaded to {target}"
         + (f"; {len(report.failed)} still in {spool}" if report.failed else "")
     )
+    sys.exit(command.EXIT_OK if report.ok else command.EXIT_FINDINGS)
+
+
+def _load_bundle(bundle: str) -> tuple[str, dict[str, bytes]]:
+    from runner.audit.bundle import BundleError, read_bundle
+
+    if bundle.startswith("s3://"):
+        raise SignoffError(f"{bundle}: replay and report read a local bundle; download it first")
+    path = Path(bundle.removeprefix("file://"))
+    try:
+        return str(path), read_bundle(path).files
+    except BundleError as error:
+        raise SignoffError(f"{error}; pass an audit bundle (.tar.gz)") from None
+
+
+def _verified(files: dict[str, bytes], public_key: Path) -> tuple[VerifyReport, str]:
+    from runner.audit.bundle import Bundle
+    from runner.audit.dsse import DsseError, key_id, load_public_key_pem
+    from runner.audit.offline import verify_loaded
+
+    try:
+        pem = public_key.read_bytes()
+    except OSError as error:
+        raise SignoffError(
+            f"--public-key {public_key}: cannot read it ({error.strerror}); pass the gateway's "
+            "public key file"
+        ) from None
+    try:
+        key = load_public_key_pem(pem, what=f"--public-key {public_key}")
+    except DsseError as error:
+        raise SignoffError(str(error)) from None
+    return verify_loaded(Bundle(dict(files)), pem, _key=key), key_id(key)
+
+
+@audit.command("replay")
+@click.argument("bundle")
+@click.option(
+    "--pace",
+    type=click.Choice(["fast", "real"]),
+    default="fast",
+    show_default=True,
+    help="real: sleep the recorded gap before each line (at most 2 s per gap).",
+)
+@click.option(
+    "--public-key",
+    "public_key",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Verify the bundle first with the gateway's public key; exit 1 if it does not verify.",
+)
+@handle_errors
+def replay_command(bundle: str, pace: str, public_key: Path | None) -> None:
+    """Print BUNDLE's session as a timeline: who, when, what ran, how long, what came
+    back, what was refused and why, the approvals."""
+    from runner.audit.replay import header_lines, play, printable, session_view, summary_lines
+    from runner.audit.replay import timeline as session_timeline
+
+    source, files = _load_bundle(bundle)
+    view = session_view(files)
+    for line in header_lines(view, source):
+        click.echo(printable(line))
+    ok = True
+    if public_key is None:
+        click.echo(
+            "  not verified here: pass --public-key, or run "
+            f"`signoff audit verify {source} --public-key GATEWAY.pub`"
+        )
+    else:
+        report, _ = _verified(files, public_key)
+        ok = report.ok
+        click.echo(f"  {report.verdict()}")
+    click.echo("")
+    play(session_timeline(view), pace=pace, echo=click.echo)
+    click.echo("")
+    for line in summary_lines(view):
+        click.echo(printable(line))
+    sys.exit(command.EXIT_OK if ok else command.EXIT_FINDINGS)
+
+
+@audit.command("report")
+@click.argument("bundle")
+@click.option(
+    "--public-key",
+    "public_key",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The gateway's Ed25519 public key: the page's verdict is computed with it, now.",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Where to write the page (default: BUNDLE's name with .report.html).",
+)
+@handle_errors
+def report_command(bundle: str, public_key: Path, out: Path | None) -> None:
+    """Render BUNDLE's auditor's report with the verification verdict computed now,
+    with --public-key (the report inside a bundle cannot vouch for it). Exit 1 when
+    the bundle does not verify (the page is written and says so)."""
+    from runner.audit.report import render_report
+
+    source, files = _load_bundle(bundle)
+    report, keyid = _verified(files, public_key)
+    report.source = source
+    target = out or Path(source.removesuffix(".tar.gz") + ".report.html")
+    try:
+        target.write_bytes(render_report(files, verification=report, key_id=keyid))
+    except OSError as error:
+        raise SignoffError(f"--out {target}: cannot write it ({error.strerror})") from None
+    click.echo(report.verdict())
+    click.echo(f"report: {target}")
     sys.exit(command.EXIT_OK if report.ok else command.EXIT_FINDINGS)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.audit.bundle import build_bundle, write_bundle
+from runner.audit.report import render_report
 from runner.audit.storage import (
     Destination,
     StorageConfig,
@@ -81,6 +82,7 @@ def collect(
         plan=plan.to_json() if plan is not None else None,
         unsigned_reason=unsigned_reason,
         run=_run(context, session),
+        render_report=render_report,
     )
     key = bundle_key(
         repository=context.repository or "local",
