@@ -223,7 +223,7 @@ def replay_command(bundle: str, pace: str, public_key: Path | None) -> None:
 @click.option(
     "--out",
     type=click.Path(path_type=Path, dir_okay=False),
-    help="Where to write the page (default: BUNDLE's name with .report.html).",
+    help="Where to write the page (default: BUNDLE's name with .report-viewed.html).",
 )
 @handle_errors
 def report_command(bundle: str, public_key: Path, out: Path | None) -> None:
@@ -235,7 +235,8 @@ def report_command(bundle: str, public_key: Path, out: Path | None) -> None:
     source, files = _load_bundle(bundle)
     report, keyid = _verified(files, public_key)
     report.source = source
-    target = out or Path(source.removesuffix(".tar.gz") + ".report.html")
+    # Not STEM.report.html: that name is the page taken out of the bundle (signoff demo).
+    target = out or Path(source.removesuffix(".tar.gz") + ".report-viewed.html")
     try:
         target.write_bytes(render_report(files, verification=report, key_id=keyid))
     except OSError as error:

@@ -276,6 +276,15 @@ def test_the_page_signoff_audit_report_renders_carries_the_verdict(
         assert f"ok {check}" in verdict
     assert key_id_of(demo.public_key)[:16] in verdict
 
+    # Without --out: next to the bundle, not over the page taken out of it.
+    taken_out = demo.path.with_name(demo.path.name.removesuffix(".tar.gz") + ".report.html")
+    before = taken_out.read_bytes()
+    done = signoff_cli("audit", "report", str(demo.path), "--public-key", str(demo.public_key))
+    default = demo.path.with_name(demo.path.name.removesuffix(".tar.gz") + ".report-viewed.html")
+    assert done.returncode == 0 and f"report: {default}" in done.stdout
+    assert "VERIFIED: all 8 checks passed" in parse(default.read_bytes()).text("verdict")
+    assert taken_out.read_bytes() == before
+
     # Another key: the page is written and says NOT VERIFIED; exit 1.
     other = tmp_path / "other.pub"
     other.write_text(public_key_pem(Ed25519PrivateKey.generate()))
@@ -375,7 +384,9 @@ def _chromium_run(binary: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_the_report_renders_in_chromium(demo: DemoBundle, tmp_path: Path) -> None:
+def test_the_report_renders_in_chromium(
+    demo: DemoBundle, refusing: RefusingSession, tmp_path: Path
+) -> None:
     binary = _chromium()
     viewed = tmp_path / "report.html"
     done = signoff_cli(
@@ -390,7 +401,17 @@ def test_the_report_renders_in_chromium(demo: DemoBundle, tmp_path: Path) -> Non
     assert done.returncode == 0, done.stdout + done.stderr
     in_bundle = tmp_path / "in-bundle.report.html"
     in_bundle.write_bytes(demo.files["report.html"])
-    for page in (viewed, in_bundle):
+    # A session with a refusal, viewed with its key (NOT VERIFIED: a read outside the plan).
+    bundle = refusing.bundle()
+    with_refusal = tmp_path / "refusal.report.html"
+    with_refusal.write_bytes(
+        render_report(
+            bundle.files,
+            verification=verify_loaded(bundle, public_key_pem(refusing.key)),
+            key_id=key_id(refusing.key.public_key()),
+        )
+    )
+    for page in (viewed, in_bundle, with_refusal):
         shot = page.with_suffix(".png")
         done = _chromium_run(
             binary, f"--screenshot={shot}", "--window-size=1200,2000", page.as_uri()
@@ -408,3 +429,6 @@ def test_the_report_renders_in_chromium(demo: DemoBundle, tmp_path: Path) -> Non
     assert "dana" in text and "ALTER TABLE patients DROP COLUMN ssn" in text
     dom = _chromium_run(binary, "--dump-dom", in_bundle.as_uri())
     assert "NOT VERIFIED BY THIS PAGE" in dom.stdout and demo.plan_hash in dom.stdout
+    dom = _chromium_run(binary, "--dump-dom", with_refusal.as_uri())
+    assert "NOT VERIFIED:" in dom.stdout and REFUSED in dom.stdout
+    assert "&lt;script&gt;" in dom.stdout and "<script>" not in dom.stdout

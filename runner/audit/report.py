@@ -150,7 +150,7 @@ def _section(anchor: str, title: str, body: str) -> str:
 
 def _table(head: Sequence[str], rows: Sequence[Sequence[str]], cls: str = "") -> str:
     """A table of already-escaped cells."""
-    header = "".join(f"<th>{e(h)}</th>" for h in head)
+    header = "".join(f"<th>{html.escape(h)}</th>" for h in head)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
     return f'<table class="{cls}"><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table>'
 
@@ -169,6 +169,9 @@ def _verdict(
 ) -> str:
     if verification is not None:
         when = (viewed_at or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M:%S UTC")
+        key_text = (
+            f"the gateway public key {e(key_id[:16])}\u2026" if key_id else "the public key given"
+        )
         cls = "verdict ok" if verification.ok else "verdict bad"
         word = "VERIFIED" if verification.ok else "NOT VERIFIED"
         rows = [
@@ -187,7 +190,7 @@ def _verdict(
         body = (
             f'<div class="{cls}"><strong>{word}:</strong> {e(_verdict_detail(verification))}</div>'
             f"<p>Computed when this page was rendered, {e(when)}, by <code>signoff audit "
-            f"report</code> with the gateway public key {e((key_id or '')[:16] or None)}\u2026, "
+            f"report</code> with {key_text}, "
             f"from the same files shown below.</p>{caution}"
             + _table(["", "check", "detail"], rows, "checks")
         )
@@ -556,7 +559,7 @@ header h1 { margin: 0 0 4px; font-size: 22px; }
 h2 { font-size: 16px; border-bottom: 2px solid #2d3748; padding-bottom: 2px; margin: 22px 0 8px; }
 h3 { font-size: 13px; margin: 12px 0 6px; }
 .summary { display: flex; flex-wrap: wrap; gap: 6px; }
-.summary div { border: 1px solid #cbd5e0; border-radius: 4px; padding: 4px 8px; min-width: 96px; }
+.summary div { border: 1px solid #cbd5e0; border-radius: 4px; padding: 4px 8px; flex: 1 1 auto; }
 .summary span { display: block; font-size: 10px; color: #4a5568; text-transform: uppercase; }
 table { border-collapse: collapse; width: 100%; table-layout: auto; margin: 4px 0 8px; }
 th, td { border: 1px solid #e2e8f0; padding: 3px 5px; vertical-align: top; text-align: left;
@@ -585,6 +588,11 @@ a { color: #2b6cb0; overflow-wrap: anywhere; }
 .badge.bad { background: #fed7d7; color: #742a2a; }
 table.stmts td:nth-child(3) { width: 44%; }
 table.stmts td:nth-child(2), table.stmts td:nth-child(6) { white-space: nowrap; }
+table.stmts td:nth-child(8) { min-width: 9em; }
+table.refused td:nth-child(2) { width: 30%; }
+table.refused td:nth-child(3) { width: 40%; }
+table.refused td:nth-child(3), table.refused td:nth-child(4), table.checks td:nth-child(3) {
+  overflow-wrap: anywhere; }
 .timeline { border: 1px solid #e2e8f0; padding: 4px; }
 footer { margin-top: 20px; font-size: 11px; color: #4a5568; border-top: 1px solid #e2e8f0;
   padding-top: 6px; }
