@@ -2,8 +2,8 @@
 
 runner/_native/ holds the gateway's per-statement hot path in C. ``optional=True``:
 where it cannot be built (no compiler), the install still succeeds and the
-pure-Python twins run, with the same results (tests/test_speedups.py,
-tests/test_native_properties.py).
+pure-Python twins run, with the same results (tests/native/test_speedups.py,
+tests/native/test_native_properties.py).
 """
 
 from setuptools import Extension, setup

@@ -6,7 +6,7 @@
  * statement's JSON layouts from runner.audit.entries, an audit entry's hashed text
  * and journal line from runner.audit.chain). Until then a Lane cannot be made and
  * the readers below refuse. The readers each have a Python twin that stays the
- * reference (runner/_native/reference.py, tests/test_native_properties.py). */
+ * reference (runner/_native/reference.py, tests/native/test_native_properties.py). */
 #ifndef SIGNOFF_CONTRACT_H
 #define SIGNOFF_CONTRACT_H
 

@@ -32,7 +32,7 @@
  * an unfinished statement over (``adopt``) before Python sees any byte that
  * follows it. The lane never decides anything Python did not decide first: its
  * cache holds only what service.GatewayService put there, the same ALLOW
- * decisions Python's own shape cache serves. tests/test_gateway_lane.py runs the
+ * decisions Python's own shape cache serves. tests/gateway/test_gateway_lane.py runs the
  * same client sessions with the lane and without it and requires the same bytes
  * to the client and the same audit records.
  *

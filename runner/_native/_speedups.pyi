@@ -56,7 +56,7 @@ class Lane:
     def end(self) -> None: ...
 
 # runner/_native/_contract.c: Python's values (runner/_native/contract.py), and the
-# readers that use them, each with a Python twin (tests/test_native_properties.py)
+# readers that use them, each with a Python twin (tests/native/test_native_properties.py)
 def configure(
     guard_words: tuple[str, ...],
     row_commands: tuple[str, ...],

@@ -3,7 +3,7 @@
 None where it was not built (no compiler at install time) or when
 ``SIGNOFF_PURE_PYTHON=1`` asks for the pure-Python twins (to compare them, or
 to rule the C code out while debugging). Both give the same results
-(tests/test_speedups.py, tests/test_native_properties.py).
+(tests/native/test_speedups.py, tests/native/test_native_properties.py).
 
 The extension refuses to make a Lane or chain a journal line before it has
 Python's values (``contract``); ``native`` hands them over at the first call

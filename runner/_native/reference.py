@@ -3,7 +3,7 @@
 The C lane takes a client's read only in two shapes; these functions say, in
 Python, exactly which reads those are. They are the reference: the C readers
 (runner/_native/_contract.c) are the fast copies, and
-tests/test_native_properties.py requires both to give the same answer on
+tests/native/test_native_properties.py requires both to give the same answer on
 random and mutated input. Nothing on the proxy's path calls these.
 """
 

@@ -21,7 +21,7 @@ must give the same bytes), so both backends hold the same chain. Nothing here
 imports the gateway: anyone can check a chain offline (``runner.audit.verify``).
 
 Test vectors: ``runner/audit/chain_vectors.json`` (checked against this module by
-tests/test_audit_chain.py; C implementations read the same file). It is a JSON
+tests/audit/test_audit_chain.py; C implementations read the same file). It is a JSON
 object::
 
     {"format": "signoff-audit-chain-vectors/1",
@@ -106,7 +106,7 @@ class CanonicalJson(str):
     """Entry data already encoded as a canonical JSON object (``canonical_json`` of a
     dict: sorted keys, no spaces, UTF-8 text). The proxy's hot path builds its
     statement and outcome data this way from templates, so the store neither
-    encodes nor checks it again; ``tests/test_gateway_entry_data.py`` checks the
+    encodes nor checks it again; ``tests/gateway/test_gateway_entry_data.py`` checks the
     templates equal ``canonical_json`` of the same dict."""
 
     __slots__ = ()
@@ -309,7 +309,7 @@ def chain_rows(
         kind_text = _KIND_TEXT[kind]
         # canonical_json(body) spelled out with the data's canonical text, which is
         # byte for byte what json.dumps gives for it: the data is encoded once
-        # (chain_vectors.json and tests/test_gateway_store.py check it).
+        # (chain_vectors.json and tests/gateway/test_gateway_store.py check it).
         body_text = (
             f'{{"data":{text},"kind":"{kind_text}",'
             f'"prev_hash":"{prev}","ref":{_json_int(ref)},"seq":{seq},'

@@ -2,7 +2,7 @@
 
 The proxy records two entries per statement, each before or right after it runs:
 their data is written straight as canonical JSON text (what ``canonical_json`` of
-the dict below gives, byte for byte; tests/test_gateway_entry_data.py checks both)
+the dict below gives, byte for byte; tests/gateway/test_gateway_entry_data.py checks both)
 rather than as a dict the store would encode again. ``merge_records``
 (runner/audit/records.py) reads entries of these shapes.
 """

@@ -13,7 +13,7 @@ that follows it.
 
 ``LaneHost`` is everything the C code calls on the object it is given as
 ``conn``: ``Lane.__init__`` looks each method up by name (``method_of``) and fails
-when one is missing; tests/test_gateway_lane_host.py holds the names to the C
+when one is missing; tests/gateway/test_gateway_lane_host.py holds the names to the C
 source. The names keep their leading underscore: they are the C code's to call,
 nobody else's.
 """

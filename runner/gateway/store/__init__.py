@@ -28,7 +28,7 @@ import urllib.parse
 from runner.audit.chain import GENESIS_HASH as GENESIS_HASH
 from runner.audit.chain import build_entries as build_entries
 from runner.audit.chain import canonical_data as canonical_data
-from runner.audit.chain import chain_rows as _chain_rows  # tests/test_speedups.py
+from runner.audit.chain import chain_rows as _chain_rows  # tests/native/test_speedups.py
 from runner.audit.chain import now_rfc3339 as _now_rfc3339
 from runner.audit.chain import parse_rfc3339 as _from_rfc3339
 from runner.audit.chain import rfc3339 as rfc3339

@@ -214,7 +214,7 @@ class Journal:
 
     def append_prepared(self, items: list[Any]) -> int:
         """``append`` when only the first seq is wanted: the same lines, made in C when
-        it is built (tests/test_speedups.py and chain_vectors.json check they are the
+        it is built (tests/native/test_speedups.py and chain_vectors.json check they are the
         same bytes). While the file is as this process left it, the whole append
         (lock, check, stamp, chain, write, unlock) is one C call: the gateway's group
         commit runs it a few thousand times a second, and in Python its bookkeeping

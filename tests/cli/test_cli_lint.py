@@ -113,7 +113,7 @@ def test_readme_rule_list_is_generated_from_the_catalogue() -> None:
     import subprocess
     import sys
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     done = subprocess.run(
         [sys.executable, str(root / "tools" / "update_readme.py"), "--check"],
         capture_output=True,

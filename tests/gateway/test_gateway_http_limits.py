@@ -17,7 +17,7 @@ import httpx
 import pytest
 from test_gateway_startup import CONFIG, free_port
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 LIMITS = (
     'http_header_timeout = "1s"\nhttp_body_timeout = "1s"\nhttp_max_connections = 8\n'
     'pg_startup_timeout = "1s"\npg_max_connections = 3'

@@ -22,7 +22,7 @@ from runner.plan.build import ServerFacts, lint_text
 from runner.plan.model import Category, Decision, Finding
 from runner.plan.policy import Policy
 
-CORPUS = Path(__file__).parents[2] / "shared" / "corpus" / "lint_examples.json"
+CORPUS = Path(__file__).parents[3] / "shared" / "corpus" / "lint_examples.json"
 
 # Column types the labels take for granted (what the catalog of the labelled
 # database would say): varchar(50) -> varchar(5) narrows, varchar(50) -> text

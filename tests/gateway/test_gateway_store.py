@@ -45,7 +45,7 @@ from runner.gateway.model import (
 from runner.gateway.store import PostgresStore, SqliteStore, StoreError, open_store
 from runner.plan.model import canonical_json
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # -- fixtures ------------------------------------------------------------------------------
 

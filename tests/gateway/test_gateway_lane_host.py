@@ -17,7 +17,7 @@ import pytest
 from runner._native.loader import native
 from runner.gateway.proxy.lane import LaneGlue, LaneHost
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NATIVE = ROOT / "runner" / "_native"
 
 

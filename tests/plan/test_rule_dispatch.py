@@ -17,7 +17,7 @@ from runner.plan.policy import Policy
 from runner.plan.rules import catalogue
 from runner.plan.statements import split_statements
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CORPUS = ROOT.parent / "shared" / "corpus" / "lint_examples.json"
 
 

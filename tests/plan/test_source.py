@@ -22,7 +22,7 @@ from runner.plan.source import (
     pending_revisions,
 )
 
-SAMPLE = Path(__file__).resolve().parent.parent / "sample_migrations"
+SAMPLE = Path(__file__).resolve().parents[2] / "sample_migrations"
 SAMPLE_INI = SAMPLE / "alembic.ini"
 
 # The sample project's revisions, oldest first.

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from ci_flow_harness import MERGED, REPO, Flow, ci_flow
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from runner.demo.run import DemoResult, run_demo
 from runner.job import JobOutcome
 
 SIGNOFF = [sys.executable, "-m", "runner.cli"]
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from runner.plan.rules.unbounded_dml import always_true
 from runner.plan.schema import SchemaState
 from runner.plan.statements import split_statements
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "lint_examples.json"
+CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "lint_examples.json"
 DESTRUCTIVE_IDS = [f"SO{n}" for n in range(101, 116)]
 
 

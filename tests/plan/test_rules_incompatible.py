@@ -1,6 +1,6 @@
 """SO3xx: statements that break the previous release during a rolling deploy.
 
-The rules' own examples (tests/test_rules_catalogue.py) say when each fires;
+The rules' own examples (tests/plan/test_rules_catalogue.py) say when each fires;
 these tests cover what examples cannot: the message names the object, state
 carried across statements and revisions, catalog facts, DO blocks and EXECUTE
 strings, and what the findings mean for the plan.

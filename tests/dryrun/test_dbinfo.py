@@ -25,7 +25,7 @@ from runner.errors import DatabaseError, SourceError
 from runner.pgurl import describe, redact, scrub, to_psycopg_conninfo
 from runner.plan.source import alembic_config, offline_sql, preserve_logging
 
-SAMPLE_INI = Path(__file__).resolve().parent.parent / "sample_migrations" / "alembic.ini"
+SAMPLE_INI = Path(__file__).resolve().parents[2] / "sample_migrations" / "alembic.ini"
 REVISIONS = [
     "0d5b4ef5d34c",
     "c2b722edb006",

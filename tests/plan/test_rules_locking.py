@@ -25,7 +25,7 @@ from runner.plan.rules.base import Context
 from runner.plan.schema import SchemaState
 from runner.plan.statements import split_statements
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "lint_examples.json"
+CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "lint_examples.json"
 CORPUS_FACTS = {
     "users": {"nickname": "character varying(50)"},
     "logs": {"created_at": "timestamp without time zone"},
