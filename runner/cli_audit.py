@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 
 @click.group("audit")
 def audit() -> None:
-    """Verify audit bundles offline; upload spooled bundles."""
+    """Verify audit bundles offline, replay their sessions, render the auditor's report;
+    upload spooled bundles."""
 
 
 @audit.command("verify")

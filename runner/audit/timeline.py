@@ -22,6 +22,7 @@ def e(value: Any) -> str:
 
 _W, _LEFT, _RIGHT, _LANE = 720, 72, 34, 30
 _LANES = ("session", "approvals", "statements", "refused")
+_LABEL_GAP = 190  # px: about one 36-character label
 _COLOURS = {"ran": "#2b6cb0", "granted": "#2f855a", "failed": "#dd6b20", "refused": "#c53030"}
 
 
@@ -93,7 +94,7 @@ def timeline_svg(view: SessionView) -> str:
         f'<text x="{_LEFT}" y="{axis_y + 30}" fill="#555">time from '
         f"{e(start.strftime('%Y-%m-%d %H:%M:%S.%f')[:-3])} UTC</text>"
     )
-    labels: list[str] = []
+    labels: list[tuple[float, int, str, str]] = []  # x, lane top, text, colour
     for ev in events:
         at = float((ev.ts - start).total_seconds())  # type: ignore[operator]
         title = f"<title>{e(ev.label)}: {e(ev.text)}</title>"
@@ -110,15 +111,7 @@ def timeline_svg(view: SessionView) -> str:
                 f'fill="{colour}" fill-opacity="0.85">{title}</rect>'
             )
             if ev.kind == "refused" or ev.record.get("decision") == "approved":
-                labels.append(
-                    _label(
-                        x(at),
-                        y,
-                        sql_headline(str(ev.record.get("text", "")), 36),
-                        colour,
-                        len(labels),
-                    )
-                )
+                labels.append((x(at), y, sql_headline(str(ev.record.get("text", "")), 36), colour))
         elif ev.kind in ("approval", "grant"):
             y = lane_y["approvals"] + 14
             cx = x(at)
@@ -126,22 +119,14 @@ def timeline_svg(view: SessionView) -> str:
                 f'<path d="M{cx:.1f},{y - 8} l7,8 l-7,8 l-7,-8 z" fill="#6b46c1">{title}</path>'
             )
             if ev.kind == "grant":
-                labels.append(
-                    _label(
-                        cx,
-                        lane_y["approvals"],
-                        str(ev.record.get("approver")),
-                        "#6b46c1",
-                        len(labels),
-                    )
-                )
+                labels.append((cx, lane_y["approvals"], str(ev.record.get("approver")), "#6b46c1"))
         else:
             y = lane_y["session"]
             parts.append(
                 f'<rect x="{x(at) - 1:.1f}" y="{y + 6}" width="2" height="16" fill="#718096">'
                 f"{title}</rect>"
             )
-    parts += labels[:12]
+    parts += _placed_labels(labels)
     legend_y = height - 10
     legend = [
         ("ran", "ran"),
@@ -162,14 +147,22 @@ def timeline_svg(view: SessionView) -> str:
     return "".join(parts)
 
 
-def _label(at: float, lane_top: int, text: str, colour: str, index: int) -> str:
-    """A short label above a lane's mark; right-aligned near the right edge."""
-    anchor = "end" if at > _W - 180 else "start"
-    y = lane_top + 2 - (index % 2) * 0
-    return (
-        f'<text x="{at + (-3 if anchor == "end" else 3):.1f}" y="{y + 2}" text-anchor="{anchor}" '
-        f'fill="{colour}" font-weight="bold">{e(text)}</text>'
-    )
+def _placed_labels(labels: list[tuple[float, int, str, str]]) -> list[str]:
+    """Labels above their marks, right-aligned near the right edge; one that would
+    overlap the previous label of its lane is left out (the mark keeps its tooltip,
+    the tables below list every statement)."""
+    placed: list[str] = []
+    last: dict[int, float] = {}
+    for at, lane_top, text, colour in labels:
+        if lane_top in last and abs(at - last[lane_top]) < _LABEL_GAP:
+            continue
+        last[lane_top] = at
+        anchor = "end" if at > _W - 180 else "start"
+        placed.append(
+            f'<text x="{at + (-3 if anchor == "end" else 3):.1f}" y="{lane_top + 4}" '
+            f'text-anchor="{anchor}" fill="{colour}" font-weight="bold">{e(text)}</text>'
+        )
+    return placed
 
 
 __all__ = ["timeline_svg"]
