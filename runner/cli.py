@@ -7,6 +7,7 @@ environment error; 3 the plan needs a reviewer's approval.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -161,6 +162,14 @@ def rules(rule_id: str | None, fmt: str) -> None:
 @main.command("dry-run")
 @_source_options
 @click.option("--format", "fmt", type=click.Choice(render.DRY_RUN_FORMATS), default="text")
+@click.option(
+    "--bundle-dir",
+    envvar="SIGNOFF_BUNDLE_DIR",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("signoff-audit"),
+    show_default=True,
+    help="Where the dry-run's (unsigned) audit bundle is written.",
+)
 @click.pass_obj
 @handle_errors
 def dry_run(
@@ -172,6 +181,7 @@ def dry_run(
     target: str | None,
     postgres_version: str | None,
     fmt: str,
+    bundle_dir: Path,
 ) -> None:
     """Apply the pending plan to a scratch database (embedded PostgreSQL by default)."""
     settings = resolve_settings(state, alembic_ini.parent, None, postgres_version)
@@ -186,6 +196,11 @@ def dry_run(
         target=target,
     )
     click.echo(render.dry_run(report, fmt), nl=False)
+    from runner.evidence import dry_run_bundle
+
+    runs = [dataclasses.asdict(run) for run in report.runs]
+    path = dry_run_bundle(report.plan, runs, bundle_dir)
+    click.echo(f"signoff: unsigned audit bundle (dry-run, no gateway): {path}", err=True)
     sys.exit(command.EXIT_FINDINGS if report.failed is not None else command.EXIT_OK)
 
 

@@ -117,3 +117,20 @@ def _run(context: CiContext, session: GatewaySession) -> dict[str, Any]:
         "event": context.event,
         "session_id": session.session_id,
     }
+
+
+def dry_run_bundle(plan: Plan, runs: list[dict[str, Any]], bundle_dir: Path) -> Path:
+    """The unsigned bundle of a dry-run: the plan, and what each statement did on the
+    scratch copy (kept in the manifest as the runner's own, unverified, account). No
+    gateway saw it, so there is no chain and no attestation, and the manifest says so."""
+    bundle = build_bundle(
+        entries=[],
+        envelope=None,
+        plan=plan.to_json(),
+        unsigned_reason="dry-run: applied to a scratch database, not through a gateway",
+        run={"dry_run": runs},
+    )
+    bundle_dir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    return write_bundle(bundle, bundle_dir / f"dry-run-{stamp}-{plan.short_hash}.tar.gz")
+

@@ -57,3 +57,11 @@ def scratch_db_url(pg_url: str) -> Iterator[str]:
 def sample_migrations() -> Path:
     """The repository's sample alembic project."""
     return REPO_ROOT / "sample_migrations"
+
+
+@pytest.fixture(autouse=True)
+def _bundles_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commands that leave an audit bundle (dry-run, apply) leave it in the test's own
+    directory, not in the checkout."""
+    monkeypatch.setenv("SIGNOFF_BUNDLE_DIR", str(tmp_path / "signoff-audit"))
+

@@ -90,3 +90,34 @@ def test_dry_run_reports_a_failing_statement_with_exit_1(
     assert result.exit_code == 1, result.output
     assert "FAILED at statement" in result.stdout
     assert "no_such_column" in result.stdout
+
+
+def test_dry_run_leaves_an_unsigned_bundle_that_says_so(
+    sample_migrations: Path, pg_url: str, tmp_path: Path
+) -> None:
+    from runner.audit.bundle import read_bundle
+    from runner.plan.model import Plan
+
+    bundles = tmp_path / "bundles"
+    result = CliRunner().invoke(
+        main,
+        [
+            "dry-run",
+            "--alembic-ini",
+            str(sample_migrations / "alembic.ini"),
+            "--database-url",
+            pg_url,
+            "--bundle-dir",
+            str(bundles),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    [path] = list(bundles.glob("dry-run-*.tar.gz"))
+    assert str(path) in result.stderr and "unsigned" in result.stderr
+    bundle = read_bundle(path)
+    assert not bundle.signed
+    assert "dry-run" in json.dumps(bundle.manifest)
+    plan = Plan.loads(bundle.files["plan.json"].decode())
+    assert len(plan.revisions) == 11
+    runs = bundle.manifest["run"]["dry_run"]
+    assert len(runs) == len(plan.statements) and all(r["error"] is None for r in runs)
