@@ -148,3 +148,18 @@ def test_bad_input_is_one_line(tmp_path: Path) -> None:
     assert "cannot read it" in missing.stderr and "Traceback" not in missing.stderr
     pace = signoff_cli("audit", "replay", str(tmp_path / "nope.tar.gz"), "--pace", "slow")
     assert pace.returncode == 2 and "'slow' is not one of 'fast', 'real'" in pace.stderr
+
+
+def test_an_unsigned_bundle_says_so(tmp_path: Path) -> None:
+    from runner.audit.bundle import build_bundle
+    from runner.plan.build import SqlSource, build_plan
+    from runner.plan.policy import Policy
+
+    plan = build_plan([SqlSource("a.sql", "DROP TABLE x;")], policy=Policy(target="ehr"))
+    bundle = build_bundle(entries=[], envelope=None, plan=plan.to_json(), unsigned_reason="dry-run")
+    path = write_bundle(bundle, tmp_path / "dry.tar.gz")
+    done = signoff_cli("audit", "replay", str(path))
+    assert done.returncode == 0, done.stderr
+    assert "  UNSIGNED bundle (dry-run): not evidence of a session" in done.stdout
+    assert "no verified identity" in done.stdout and "verified by the gateway" not in done.stdout
+    assert f"plan:  {plan.short_hash} (1 statement(s), 1 needing approval)" in done.stdout

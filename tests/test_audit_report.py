@@ -432,3 +432,25 @@ def test_the_report_renders_in_chromium(
     dom = _chromium_run(binary, "--dump-dom", with_refusal.as_uri())
     assert "NOT VERIFIED:" in dom.stdout and REFUSED in dom.stdout
     assert "&lt;script&gt;" in dom.stdout and "<script>" not in dom.stdout
+
+
+def test_the_timeline_of_a_long_session_stays_bounded() -> None:
+    from runner.audit.replay import SessionView
+    from runner.audit.timeline import MAX_MARKS, timeline_svg
+
+    records = [
+        {
+            "kind": "statement",
+            "seq": n,
+            "ts": f"2026-12-04T02:00:{n // 1000:02d}.{n % 1000:03d}000Z",
+            "text": f"SELECT {n}",
+            "decision": "blocked" if n == 7 else "allowed",
+            "status": "not-run" if n == 7 else "completed",
+            "duration_ms": 0.5,
+        }
+        for n in range(MAX_MARKS + 500)
+    ]
+    svg = timeline_svg(SessionView(records=records))
+    assert "500 later event(s) not drawn" in svg
+    assert svg.count("<rect") <= MAX_MARKS + 10  # the marks and the legend's swatches
+    assert svg.count('fill="#c53030" fill-opacity') == 1  # the one refusal, in red

@@ -63,6 +63,8 @@ class SessionView:
     approvals: dict[str, Any] = field(default_factory=dict)
     records: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # files that did not read
+    signed: bool = False  # an attestation is in the bundle (not: it verifies)
+    unsigned_reason: str | None = None  # the manifest's, when it has one
 
     @property
     def principal(self) -> dict[str, Any]:
@@ -148,6 +150,10 @@ def session_view(files: Mapping[str, bytes]) -> SessionView:
         (_opt(r.get("session_id")) for r in view.records if r.get("session_id")), None
     )
     view.database = _opt(view.identity.get("database")) or _opt((view.plan or {}).get("target"))
+    view.signed = "attestation.dsse.json" in files
+    manifest = _json(files, "manifest.json", view.problems)
+    if isinstance(manifest, Mapping):
+        view.unsigned_reason = _opt(manifest.get("unsigned_reason"))
     return view
 
 
@@ -296,18 +302,26 @@ def _session_event(ts: datetime | None, record: Mapping[str, Any]) -> Event | No
 
 def header_lines(view: SessionView, source: str) -> list[str]:
     p, c = view.principal, view.claims
-    who = p.get("actor") or c.get("actor") or p.get("sub") or "unknown"
     start = view.start()
     plan_statements = (view.plan or {}).get("statements") or []
     needing = sum(1 for s in plan_statements if isinstance(s, Mapping) and s.get("needs_approval"))
-    lines = [
-        f"Session {view.session_id or '?'} on {view.database or '?'}: replay of {source}",
-        f"  who:   {who} ({p.get('sub') or c.get('sub')}), verified by the gateway via "
-        f"{p.get('iss') or c.get('iss')}",
-        f"  what:  {p.get('repository') or c.get('repository')} @ {p.get('ref') or c.get('ref')} "
-        f"{str(p.get('sha') or c.get('sha') or '')[:12]}, "
-        f"run {p.get('run_id') or c.get('run_id')}, "
-        f"workflow {p.get('workflow') or c.get('workflow')}",
+    lines = [f"Session {view.session_id or '?'} on {view.database or '?'}: replay of {source}"]
+    if not view.signed:
+        why = f" ({view.unsigned_reason})" if view.unsigned_reason else ""
+        lines.append(f"  UNSIGNED bundle{why}: not evidence of a session")
+    if p or c:
+        who = p.get("actor") or c.get("actor") or p.get("sub")
+        lines += [
+            f"  who:   {who} ({p.get('sub') or c.get('sub')}), verified by the gateway via "
+            f"{p.get('iss') or c.get('iss')}",
+            f"  what:  {p.get('repository') or c.get('repository')} @ "
+            f"{p.get('ref') or c.get('ref')} {str(p.get('sha') or c.get('sha') or '')[:12]}, "
+            f"run {p.get('run_id') or c.get('run_id')}, "
+            f"workflow {p.get('workflow') or c.get('workflow')}",
+        ]
+    else:
+        lines.append("  who:   no verified identity (identity.json names no principal)")
+    lines += [
         f"  plan:  {(view.plan_hash or 'none')[:12]} ({len(plan_statements)} statement(s), "
         f"{needing} needing approval)",
         f"  when:  {start.strftime('%Y-%m-%d %H:%M:%S UTC') if start else 'unknown'}",

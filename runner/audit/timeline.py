@@ -22,6 +22,7 @@ def e(value: Any) -> str:
 
 _W, _LEFT, _RIGHT, _LANE = 720, 72, 34, 30
 _LANES = ("session", "approvals", "statements", "refused")
+MAX_MARKS = 2000
 _LABEL_GAP = 190  # px: about one 36-character label
 _COLOURS = {"ran": "#2b6cb0", "granted": "#2f855a", "failed": "#dd6b20", "refused": "#c53030"}
 
@@ -50,6 +51,10 @@ def timeline_svg(view: SessionView) -> str:
     events = [ev for ev in view.events() if ev.ts is not None]
     if start is None or not events:
         return "<p>No timestamps to draw.</p>"
+    # A page stays light enough to open and print: past MAX_MARKS the rest are left
+    # out of the picture (and said so); the tables below still list every statement.
+    left_out = max(len(events) - MAX_MARKS, 0)
+    events = events[:MAX_MARKS]
 
     def end(ev: Any) -> float:
         duration = ev.record.get("duration_ms")
@@ -143,6 +148,11 @@ def timeline_svg(view: SessionView) -> str:
         lx += 24 + 6 * len(text)
     parts.append(f'<path d="M{lx + 5},{legend_y - 10} l5,6 l-5,6 l-5,-6 z" fill="#6b46c1"/>')
     parts.append(f'<text x="{lx + 14}" y="{legend_y}" fill="#333">approval</text>')
+    if left_out:
+        parts.append(
+            f'<text x="{_W - _RIGHT}" y="{legend_y}" text-anchor="end" fill="#c53030">'
+            f"{left_out} later event(s) not drawn</text>"
+        )
     parts.append("</svg>")
     return "".join(parts)
 
