@@ -257,6 +257,7 @@ def ci_flow(
                 session_ttl=session_ttl,
                 max_session_ttl=max_session_ttl,
                 signing_key=key,
+                archive=tmp_path / "gateway-archive",
             ) as gateway,
             TokenEndpoint(gateway) as tokens,
         ):

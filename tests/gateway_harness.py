@@ -95,6 +95,7 @@ def running_gateway(
     session_ttl: str = "15m",
     max_session_ttl: str = "1h",
     signing_key: Path | None = None,
+    archive: Path | None = None,
 ) -> Iterator[Gateway]:
     """The whole gateway in this process (GatewayThread): SQLite state, a loopback
     OIDC issuer, the scratch database behind it with a small ``patients`` table;
@@ -128,6 +129,7 @@ def running_gateway(
     session_ttl = "{session_ttl}"
     max_session_ttl = "{max_session_ttl}"
 {f'signing_key = "{signing_key}"' if signing_key else ""}
+    {f'archive = "file://{archive}"' if archive else ""}
 
     [listen]
     http = "127.0.0.1:0"

@@ -100,6 +100,8 @@ _GATEWAY_KEYS = {
     "session_ttl",
     "max_session_ttl",
     "max_statement_bytes",
+    "archive",
+    "archive_s3_endpoint_url",
 }
 _LISTEN_KEYS = {
     "http",
@@ -256,6 +258,10 @@ class GatewayConfig:
     # A text longer than this is not analysed (its tokens and tree are where a
     # gateway's memory and time would go): it is one unanalysable statement.
     max_statement_bytes: int = 262_144
+    # Where the gateway keeps each closed session's bundle itself (file://dir or
+    # s3://bucket/prefix), so a runner that never uploads still leaves evidence.
+    archive: str | None = None
+    archive_s3_endpoint_url: str | None = None
     http_header_timeout: timedelta = timedelta(seconds=10)
     http_body_timeout: timedelta = timedelta(seconds=30)
     http_max_connections: int = 256
@@ -356,6 +362,18 @@ def parse_gateway_config(
         access=access,
         roles=roles,
         approvals=_approvals(data.get("approvals", {}), where),
+        archive=(
+            None
+            if gateway.get("archive") is None
+            else fields.string(gateway["archive"], where, "gateway.archive")
+        ),
+        archive_s3_endpoint_url=(
+            None
+            if gateway.get("archive_s3_endpoint_url") is None
+            else fields.string(
+                gateway["archive_s3_endpoint_url"], where, "gateway.archive_s3_endpoint_url"
+            )
+        ),
         max_statement_bytes=fields.positive_int(
             gateway.get("max_statement_bytes", 262_144), where, "gateway.max_statement_bytes"
         ),

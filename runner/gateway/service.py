@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -30,6 +31,7 @@ from runner.audit.entries import (
 from runner.audit.records import merge_records
 from runner.audit.writer import AuditWriter
 from runner.errors import DatabaseError
+from runner.gateway.archive import archive_quietly
 from runner.gateway.config import AccessRule, GatewayConfig
 from runner.gateway.model import (
     AuditDecision,
@@ -211,6 +213,20 @@ class GatewayService:
     def revoke(self, session: Session) -> None:
         self.store.revoke_session(session.id, utcnow())
         self._event(session, "session-revoked")
+        if self.config.archive is not None:
+            uri = archive_quietly(
+                self.store,
+                session,
+                destination=self.config.archive,
+                signing_key=self.signing_key,
+                spool_dir=self._archive_spool(),
+                endpoint_url=self.config.archive_s3_endpoint_url,
+            )
+            self._event(session, "session-archived" if uri else "session-archive-failed", uri=uri)
+
+    def _archive_spool(self) -> Path:
+        base = self.config.path.parent if self.config.path is not None else Path.cwd()
+        return base / "signoff-archive-spool"
 
     # -- ProxyBackend ---------------------------------------------------------------------
 

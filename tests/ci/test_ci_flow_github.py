@@ -283,3 +283,23 @@ def test_every_run_leaves_a_bundle_the_gateways_key_verifies(
         check=False,
     )
     assert failed.returncode != 0
+
+
+def test_the_gateway_archives_each_closed_session_itself(flow: Flow, scratch_db_url: str) -> None:
+    from runner.audit.offline import verify_bundle
+
+    planned = flow.run(flow.pull_request_job(), plan_only=True)
+    assert planned.plan is not None
+    flow.approve("bob", planned.plan.hash)
+    flow.host.merge("github", REPO, 7, MERGED)
+    applied = flow.run(flow.push_job())
+    assert applied.outcome is JobOutcome.APPLIED
+    public_key = httpx.get(f"{flow.gateway.http}/.well-known/signoff/attestation-key.pem").text
+    archived = {p.name: p for p in (flow.tmp / "gateway-archive").rglob("*.tar.gz")}
+    # Both jobs closed their sessions; the gateway kept each one's bundle, signed.
+    for session_id in planned.sessions + applied.sessions:
+        path = archived[f"{session_id}.tar.gz"]
+        report = verify_bundle(path, public_key)
+        assert report.ok, report
+    records = audit_records(flow, applied.sessions[-1])
+    assert any(r.get("event") == "session-archived" for r in records)
