@@ -454,3 +454,41 @@ def test_the_timeline_of_a_long_session_stays_bounded() -> None:
     assert "500 later event(s) not drawn" in svg
     assert svg.count("<rect") <= MAX_MARKS + 10  # the marks and the legend's swatches
     assert svg.count('fill="#c53030" fill-opacity') == 1  # the one refusal, in red
+
+
+def test_hostile_claims_urls_and_findings_are_text() -> None:
+    hostile = '<img src=x onerror="alert(1)">'
+    files = {
+        "identity.json": json.dumps(
+            {"principal": {"iss": "https://t.example", "sub": hostile, "actor": hostile}}
+        ).encode(),
+        "approvals.json": json.dumps(
+            {
+                "verdicts": [
+                    {
+                        "event": "plan-approved",
+                        "approvers": [{"login": hostile, "comment_url": "javascript:alert(1)"}],
+                    }
+                ],
+                "grants": [{"id": "gr_1", "approver": hostile, "evidence_url": "data:text/html,x"}],
+            }
+        ).encode(),
+        "plan.json": json.dumps(
+            {
+                "hash": "ab" * 32,
+                "statements": [
+                    {
+                        "index": 0,
+                        "text": "DROP TABLE t",
+                        "fingerprint": "f",
+                        "needs_approval": True,
+                        "findings": [{"rule": "SO101", "name": "x", "message": hostile}],
+                    }
+                ],
+            }
+        ).encode(),
+    }
+    read = parse(render_report(files))
+    assert "img" not in read.tags and read.external == [] and read.hrefs == []
+    assert hostile in read.text("identity") and hostile in read.text("approvals")
+    assert hostile in read.text("plan")
