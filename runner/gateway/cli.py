@@ -176,7 +176,9 @@ def keygen(out: Path, force: bool) -> None:
         handle.write(private_pem)
     os.chmod(out, 0o600)
     public_path.write_bytes(public_pem)
-    click.echo(f"wrote {out} (private, mode 600) and {public_path}")
+    click.echo(f"wrote {out} (private, mode 600) and {public_path}", err=True)
+    # The public key auditors verify bundles with: on stdout, to hand over as it is.
+    click.echo(public_pem.decode("ascii"), nl=False)
 
 
 @gateway.command()

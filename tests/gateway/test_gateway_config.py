@@ -138,6 +138,8 @@ def test_keygen_writes_a_private_key_only_the_owner_reads(tmp_path: Path) -> Non
     public = load_pem_public_key((tmp_path / "gw.pem.pub").read_bytes())
     assert isinstance(private, Ed25519PrivateKey) and isinstance(public, Ed25519PublicKey)
     public.verify(private.sign(b"x"), b"x")
+    # The public key is printed too, to hand to auditors as it is.
+    assert result.stdout == (tmp_path / "gw.pem.pub").read_text()
     again = CliRunner().invoke(main, ["gateway", "keygen", "--out", str(out)])
     assert again.exit_code == 2 and "--force" in again.stderr
 
