@@ -395,9 +395,10 @@ def _apply(job: _Job, plan: Plan) -> ApplyReport:
 def _progress(status: Mapping[str, Any], left: float) -> str:
     approvers = status.get("approvers") or []
     required = status.get("required") or 1
+    who = status.get("who_may_approve") or "a reviewer"
     return (
         f"waiting for approval on {_where(status)}: {len(approvers)} of {required}; "
-        f"post '{status.get('approve_line')}' ({_duration(left)} left)"
+        f"{who} posts '{status.get('approve_line')}' ({_duration(left)} left)"
     )
 
 

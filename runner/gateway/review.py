@@ -522,6 +522,11 @@ class ReviewDesk:
             "review": _review_json(submitted.review) if submitted.review else None,
             "comment_url": submitted.comment_url,
             "approve_line": approve_line(plan),
+            "who_may_approve": (
+                _who_may_approve(self.config, submitted.review.platform, plan.target)
+                if submitted.review
+                else None
+            ),
             "needs_approval": [_statement_json(s) for s in submitted.needs_approval],
             "denied": [_statement_json(s) for s in submitted.denied],
             "required": verdict.required if verdict else None,

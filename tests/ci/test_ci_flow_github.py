@@ -103,6 +103,8 @@ def test_waiting_times_out_with_exit_3_and_says_how_to_continue(flow: Flow) -> N
     assert "re-run this job" in result.reason
     assert any(line.startswith("waiting for approval on acme/ehr-api#7") for line in flow.lines)
     assert any("left)" in line for line in flow.lines)
+    # who may approve, as the gateway's settings say
+    assert any("with `write` permission who is not the author" in line for line in flow.lines)
 
 
 def test_reject_stops_the_job(flow: Flow, scratch_db_url: str) -> None:
