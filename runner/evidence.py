@@ -129,6 +129,7 @@ def dry_run_bundle(plan: Plan, runs: list[dict[str, Any]], bundle_dir: Path) -> 
         plan=plan.to_json(),
         unsigned_reason="dry-run: applied to a scratch database, not through a gateway",
         run={"dry_run": runs},
+        render_report=render_report,
     )
     bundle_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from runner.audit.attestation import gateway_attestation
 from runner.audit.bundle import build_bundle
+from runner.audit.report import render_report
 from runner.audit.storage import StorageConfig, parse_destination, upload_bundle
 from runner.errors import SignoffError
 from runner.gateway.model import Session, StateStore
@@ -50,6 +51,7 @@ def archive_session(
         envelope=envelope,
         unsigned_reason=None if envelope else "the gateway has no signing key",
         run={"archived_by": "gateway", "session_id": session.id},
+        render_report=render_report,
     )
     uploaded = upload_bundle(
         bundle.to_bytes(),

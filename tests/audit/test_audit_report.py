@@ -39,7 +39,7 @@ from runner.plan.build import SqlSource, build_plan
 from runner.plan.policy import Policy
 
 SIGNOFF = [sys.executable, "-m", "runner.cli"]
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = "SELECT '<script>alert(\"x\")</script>' AS note FROM patients LIMIT 1"
 REFUSED = "DELETE FROM patients"  # SO111: every row, no grant
 SECTIONS = (
