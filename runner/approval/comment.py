@@ -14,6 +14,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from runner.approval.model import ApprovalComment, PlanComment
 from runner.plan.diff import diff_plans, render_markdown, summary
 from runner.plan.model import Plan, Statement
 from runner.plan.render import finding_line, first_line
@@ -237,3 +238,35 @@ def _fit(body: str, plan: Plan) -> str:
         + "\n\n… the plan is too long for one comment; the full plan is in the job's output.\n\n"
         + f"Plan hash `{plan.short_hash}` (full: `{plan.hash}`)\n"
     )
+
+
+def as_plan_comment(comment: ApprovalComment, database: str) -> PlanComment:
+    """A comment of the gateway's as the plan comment, with the head and hash its
+    hidden state line records."""
+    found = parse_marker(comment.body)
+    return PlanComment(
+        id=comment.id,
+        url=comment.url,
+        author=comment.author,
+        created_at=comment.created_at,
+        updated_at=comment.updated_at,
+        body=comment.body,
+        database=database,
+        head_sha=found.head_sha if found else None,
+        plan_hash=found.plan_hash if found else None,
+    )
+
+
+def find_plan_comment(
+    comments: Sequence[ApprovalComment], database: str, me: str
+) -> PlanComment | None:
+    """The first comment of ``database``'s plan written by ``me`` (the gateway's own
+    login): anyone can post a body that starts with the marker, so only the
+    gateway's own comment is the plan comment."""
+    for comment in sorted(comments, key=lambda c: (c.created_at, c.id)):
+        found = parse_marker(comment.body)
+        if found is None or found.database != database:
+            continue
+        if comment.author.login.lower() == me.lower():
+            return as_plan_comment(comment, database)
+    return None

@@ -28,7 +28,12 @@ from github.NamedUser import NamedUser
 from github.Organization import Organization
 from urllib3.util.retry import Retry
 
-from runner.approval.comment import parse_marker, require_status_marker
+from runner.approval.comment import (
+    as_plan_comment,
+    find_plan_comment,
+    parse_marker,
+    require_status_marker,
+)
 from runner.approval.model import (
     ApprovalComment,
     CodeHostError,
@@ -147,25 +152,7 @@ class GitHubHost:
         return self._bot_login
 
     def _plan_comment(self, comments: list[ApprovalComment], database: str) -> PlanComment | None:
-        me = self._me().lower()
-        for comment in sorted(comments, key=lambda c: (c.created_at, c.id)):
-            found = parse_marker(comment.body)
-            # Only the gateway's own comment is the plan comment: anyone can
-            # post a body that starts with the marker.
-            if found is None or found.database != database or comment.author.login.lower() != me:
-                continue
-            return PlanComment(
-                id=comment.id,
-                url=comment.url,
-                author=comment.author,
-                created_at=comment.created_at,
-                updated_at=comment.updated_at,
-                body=comment.body,
-                database=found.database,
-                head_sha=found.head_sha,
-                plan_hash=found.plan_hash,
-            )
-        return None
+        return find_plan_comment(comments, database, self._me())
 
     def _permission(self, repository: str, login: str) -> Permission:
         url = f"/repos/{repository}/collaborators/{urllib.parse.quote(login, safe='')}/permission"
@@ -191,12 +178,12 @@ class GitHubHost:
             if existing is None:
                 issue = self._gh.get_repo(review.repository).get_issue(review.number)
                 created = issue.create_comment(body)
-                return _as_plan_comment(_comment(created), database)
+                return as_plan_comment(_comment(created), database)
             if existing.body == body:
                 return existing
             target = next(r for r in raw if r.id == existing.id)
             target.edit(body)
-            return _as_plan_comment(_comment(target), database)
+            return as_plan_comment(_comment(target), database)
 
     def upsert_status_comment(self, review: Review, *, database: str, body: str) -> str:
         """The gateway's status comment (what ran, on whose approval), created or
@@ -245,21 +232,6 @@ def _comment(raw: IssueComment) -> ApprovalComment:
         created_at=_aware(raw.created_at),
         updated_at=_aware(raw.updated_at),
         body=raw.body or "",
-    )
-
-
-def _as_plan_comment(comment: ApprovalComment, database: str) -> PlanComment:
-    found = parse_marker(comment.body)
-    return PlanComment(
-        id=comment.id,
-        url=comment.url,
-        author=comment.author,
-        created_at=comment.created_at,
-        updated_at=comment.updated_at,
-        body=comment.body,
-        database=database,
-        head_sha=found.head_sha if found else None,
-        plan_hash=found.plan_hash if found else None,
     )
 
 

@@ -25,7 +25,12 @@ import requests
 from gitlab.exceptions import GitlabError, GitlabGetError
 from gitlab.v4.objects import Project, ProjectMergeRequest
 
-from runner.approval.comment import parse_marker, require_status_marker
+from runner.approval.comment import (
+    as_plan_comment,
+    find_plan_comment,
+    parse_marker,
+    require_status_marker,
+)
 from runner.approval.model import (
     ApprovalComment,
     CodeHostError,
@@ -133,15 +138,7 @@ class GitLabHost:
         return self._bot_username
 
     def _plan_comment(self, notes: list[ApprovalComment], database: str) -> PlanComment | None:
-        me = self._me().lower()
-        for note in sorted(notes, key=lambda c: (c.created_at, c.id)):
-            found = parse_marker(note.body)
-            # Only the gateway's own note is the plan comment: anyone can post a
-            # body that starts with the marker.
-            if found is None or found.database != database or note.author.login.lower() != me:
-                continue
-            return _as_plan_comment(note, database)
-        return None
+        return find_plan_comment(notes, database, self._me())
 
     def _permission(self, project: Project, user_id: int) -> Permission:
         try:
@@ -171,13 +168,13 @@ class GitLabHost:
             existing = self._plan_comment([_note(n.attributes, web_url) for n in raw], database)
             if existing is None:
                 created = mr.notes.create({"body": body}, **_WRITE)
-                return _as_plan_comment(_note(created.attributes, web_url), database)
+                return as_plan_comment(_note(created.attributes, web_url), database)
             if existing.body == body:
                 return existing
             target = next(n for n in raw if int(n.id) == existing.id)
             target.body = body
             target.save(**_WRITE)
-            return _as_plan_comment(_note(target.attributes, web_url), database)
+            return as_plan_comment(_note(target.attributes, web_url), database)
 
     def upsert_status_comment(self, review: Review, *, database: str, body: str) -> str:
         """The gateway's status note (what ran, on whose approval), created or edited
@@ -243,21 +240,6 @@ def _note(data: dict[str, Any], mr_web_url: str) -> ApprovalComment:
         created_at=_time(str(data["created_at"])),
         updated_at=_time(str(data.get("updated_at") or data["created_at"])),
         body=str(data.get("body") or ""),
-    )
-
-
-def _as_plan_comment(note: ApprovalComment, database: str) -> PlanComment:
-    found = parse_marker(note.body)
-    return PlanComment(
-        id=note.id,
-        url=note.url,
-        author=note.author,
-        created_at=note.created_at,
-        updated_at=note.updated_at,
-        body=note.body,
-        database=database,
-        head_sha=found.head_sha if found else None,
-        plan_hash=found.plan_hash if found else None,
     )
 
 
