@@ -358,6 +358,47 @@ class _Reporter:
     def _elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000.0
 
+    def _report(
+        self,
+        outcome: Outcome,
+        reason: str,
+        *,
+        waited_s: float,
+        found: tuple[str, ...] | None,
+        applied_revisions: tuple[str, ...] = (),
+        failed_revision: str | None = None,
+        not_applied_revisions: tuple[str, ...] | None = None,
+        statements: tuple[AppliedStatement, ...] = (),
+        failure: FailedStatement | None = None,
+        rolled_back: tuple[int, ...] = (),
+        not_run: tuple[int, ...] = (),
+    ) -> ApplyReport:
+        """What every report of this apply shares, and what this one found."""
+        plan = self.plan
+        return ApplyReport(
+            outcome=outcome,
+            reason=reason,
+            plan_hash=plan.hash,
+            database=self.where,
+            lock_key=self.key,
+            lock_waited_s=waited_s,
+            timeouts=self.timeouts,
+            expected_revisions=tuple(sorted(plan.from_revisions)),
+            found_revisions=found,
+            applied_revisions=applied_revisions,
+            failed_revision=failed_revision,
+            not_applied_revisions=(
+                tuple(r.id for r in plan.revisions)
+                if not_applied_revisions is None
+                else not_applied_revisions
+            ),
+            statements=statements,
+            failure=failure,
+            rolled_back=rolled_back,
+            not_run=not_run,
+            duration_ms=self._elapsed_ms(),
+        )
+
     def refused(
         self,
         outcome: Outcome,
@@ -366,24 +407,12 @@ class _Reporter:
         waited_s: float,
         found: tuple[str, ...] | None,
     ) -> ApplyReport:
-        return ApplyReport(
-            outcome=outcome,
-            reason=reason,
-            plan_hash=self.plan.hash,
-            database=self.where,
-            lock_key=self.key,
-            lock_waited_s=waited_s,
-            timeouts=self.timeouts,
-            expected_revisions=tuple(sorted(self.plan.from_revisions)),
-            found_revisions=found,
-            applied_revisions=(),
-            failed_revision=None,
-            not_applied_revisions=tuple(r.id for r in self.plan.revisions),
-            statements=(),
-            failure=None,
-            rolled_back=(),
+        return self._report(
+            outcome,
+            reason,
+            waited_s=waited_s,
+            found=found,
             not_run=tuple(s.index for s in self.plan.statements),
-            duration_ms=self._elapsed_ms(),
         )
 
     def online(
@@ -402,24 +431,14 @@ class _Reporter:
         else:
             outcome = Outcome.FAILED
             reason = error or f"alembic stopped at revision {_revisions(now)}"
-        return ApplyReport(
-            outcome=outcome,
-            reason=reason,
-            plan_hash=plan.hash,
-            database=self.where,
-            lock_key=self.key,
-            lock_waited_s=waited_s,
-            timeouts=self.timeouts,
-            expected_revisions=tuple(sorted(plan.from_revisions)),
-            found_revisions=found,
+        return self._report(
+            outcome,
+            reason,
+            waited_s=waited_s,
+            found=found,
             applied_revisions=applied,
             failed_revision=not_applied[0] if outcome is Outcome.FAILED and not_applied else None,
             not_applied_revisions=not_applied,
-            statements=(),
-            failure=None,
-            rolled_back=(),
-            not_run=(),
-            duration_ms=self._elapsed_ms(),
         )
 
     def ran(
@@ -457,16 +476,11 @@ class _Reporter:
                 f"applied {len(applied_revisions)} revision(s), {len(applied)} statement(s) "
                 f"to {self.where}"
             )
-        return ApplyReport(
-            outcome=outcome,
-            reason=reason,
-            plan_hash=plan.hash,
-            database=self.where,
-            lock_key=self.key,
-            lock_waited_s=waited_s,
-            timeouts=self.timeouts,
-            expected_revisions=tuple(sorted(plan.from_revisions)),
-            found_revisions=found,
+        return self._report(
+            outcome,
+            reason,
+            waited_s=waited_s,
+            found=found,
             applied_revisions=applied_revisions,
             failed_revision=failed_revision,
             not_applied_revisions=not_applied,
@@ -474,7 +488,6 @@ class _Reporter:
             failure=failure,
             rolled_back=rolled_back,
             not_run=tuple(s.index for s in plan.statements if s.index not in ran),
-            duration_ms=self._elapsed_ms(),
         )
 
     def _failure_reason(
