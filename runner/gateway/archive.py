@@ -29,7 +29,9 @@ _log = logging.getLogger("signoff.gateway.archive")
 
 
 def archive_key(session: Session, when: datetime | None = None) -> str:
-    moment = (when or datetime.now(UTC)).astimezone(UTC)
+    """Dated by when the session ended (closed, or expired): every node computes the
+    same key for it, so a second node's archive finds the first one's."""
+    moment = (when or session.revoked_at or session.expires_at or datetime.now(UTC)).astimezone(UTC)
     return f"gateway/{session.database}/{moment:%Y/%m/%d}/{session.id}.tar.gz"
 
 
@@ -55,12 +57,41 @@ def archive_session(
     )
     uploaded = upload_bundle(
         bundle.to_bytes(),
-        key=archive_key(session),
+        key=archive_key(session, session.revoked_at or datetime.now(UTC)),
         destination=parse_destination(destination),
         spool_dir=spool_dir,
         config=StorageConfig(endpoint_url=endpoint_url),
     )
     return uploaded.uri
+
+
+def archived(destination: str, session: Session, endpoint_url: str | None = None) -> bool:
+    """Whether ``session``'s bundle is already in the archive (by any gateway node)."""
+    target = parse_destination(destination)
+    for day in _days_of(session):
+        key = archive_key(session, day)
+        if target.scheme == "file":
+            if (Path(target.location) / key).exists():
+                return True
+        else:
+            from runner.audit.storage import s3_client
+
+            client = s3_client(StorageConfig(endpoint_url=endpoint_url))
+            full = f"{target.prefix}/{key}" if target.prefix else key
+            try:
+                client.head_object(Bucket=target.location, Key=full)
+            except Exception:  # botocore's ClientError (404) or any refusal: not known there
+                continue
+            return True
+    return False
+
+
+def _days_of(session: Session) -> list[datetime]:
+    """The days its key may carry: when it was closed, or when it expired."""
+    days = [session.expires_at]
+    if session.revoked_at is not None:
+        days.insert(0, session.revoked_at)
+    return days
 
 
 def archive_quietly(

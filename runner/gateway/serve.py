@@ -12,6 +12,7 @@ import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import uvicorn
 
@@ -19,6 +20,7 @@ from runner.errors import SignoffError
 from runner.gateway.app import create_app
 from runner.gateway.config import GatewayConfig
 from runner.gateway.httpguard import BodyTimeout, guarded_protocol
+from runner.gateway.model import utcnow
 from runner.gateway.proxy import PgProxy, ProxyConfig
 from runner.gateway.service import GatewayService
 from runner.gateway.store import open_store
@@ -115,6 +117,9 @@ async def serve(
             config.pg_host,
             proxy.port,
         )
+        sweeper = (
+            asyncio.create_task(_sweep_archive(service)) if config.archive is not None else None
+        )
         if running is not None:
             running.pg_port = proxy.port
             running.service = service
@@ -126,6 +131,10 @@ async def serve(
             http.should_exit = True
             stop_task.cancel()
         await http_task
+        if sweeper is not None:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
     finally:
         await proxy.stop()
         service.close()
@@ -138,6 +147,23 @@ async def serve(
             stats.requests,
             stats.lane_entries,
         )
+
+
+SWEEP_EVERY_S = 60.0
+SWEEP_LOOKBACK = timedelta(days=7)  # at start: sessions that ended while it was down
+
+
+async def _sweep_archive(service: GatewayService) -> None:
+    """Every minute, archive the sessions that expired without being closed."""
+    after = utcnow() - SWEEP_LOOKBACK
+    while True:
+        until = utcnow()
+        try:
+            await asyncio.to_thread(service.sweep_archive, after, until)
+            after = until
+        except Exception as error:  # a store or archive that is down: try again later
+            _log.error("archive sweep failed: %s", error)
+        await asyncio.sleep(SWEEP_EVERY_S)
 
 
 class StartupError(SignoffError):

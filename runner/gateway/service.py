@@ -31,7 +31,7 @@ from runner.audit.entries import (
 from runner.audit.records import merge_records
 from runner.audit.writer import AuditWriter
 from runner.errors import DatabaseError
-from runner.gateway.archive import archive_quietly
+from runner.gateway.archive import archive_quietly, archived
 from runner.gateway.config import AccessRule, GatewayConfig
 from runner.gateway.model import (
     AuditDecision,
@@ -223,6 +223,37 @@ class GatewayService:
                 endpoint_url=self.config.archive_s3_endpoint_url,
             )
             self._event(session, "session-archived" if uri else "session-archive-failed", uri=uri)
+
+    def sweep_archive(self, after: datetime, until: datetime) -> list[str]:
+        """Archive the sessions that expired in (after, until] without being closed (a
+        runner that was killed, or whose job no longer closes them): the ids
+        archived. Each node may sweep: a bundle already in the archive is skipped,
+        and the record goes to the chain without the session's id, so every node
+        builds the same bytes."""
+        destination = self.config.archive
+        if destination is None:
+            return []
+        done = []
+        for session in self.store.expired_sessions(after, until):
+            if archived(destination, session, self.config.archive_s3_endpoint_url):
+                continue
+            uri = archive_quietly(
+                self.store,
+                session,
+                destination=destination,
+                signing_key=self.signing_key,
+                spool_dir=self._archive_spool(),
+                endpoint_url=self.config.archive_s3_endpoint_url,
+            )
+            self._event(
+                None,
+                "session-archived" if uri else "session-archive-failed",
+                archived_session=session.id,
+                uri=uri,
+            )
+            if uri:
+                done.append(session.id)
+        return done
 
     def _archive_spool(self) -> Path:
         base = self.config.path.parent if self.config.path is not None else Path.cwd()

@@ -305,3 +305,34 @@ def test_the_gateway_archives_each_closed_session_itself(flow: Flow, scratch_db_
         assert report.ok, report
     records = audit_records(flow, applied.sessions[-1])
     assert any(r.get("event") == "session-archived" for r in records)
+
+
+def test_a_session_never_closed_is_archived_by_the_sweep_once(
+    scratch_db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    from runner.audit.offline import verify_bundle
+    from runner.gatewayclient import GatewayClient
+
+    with ci_flow(
+        scratch_db_url, tmp_path, monkeypatch, session_ttl="2s", max_session_ttl="2s"
+    ) as flow:
+        client = GatewayClient(flow.gateway.http)
+        # A runner that opens a session, runs a statement and is killed: no DELETE.
+        session = client.open_session(flow.gateway.token(), "ehr")
+        with psycopg.connect(session.conninfo(), autocommit=True) as conn:
+            conn.execute("SELECT count(*) FROM patients")
+        time.sleep(2.5)
+        service = flow.gateway.running.running.service
+        assert service is not None
+        window = (datetime.now(UTC) - timedelta(minutes=5), datetime.now(UTC))
+        assert service.sweep_archive(*window) == [session.session_id]
+        assert service.sweep_archive(*window) == []  # already in the archive: once
+        public_key = httpx.get(f"{flow.gateway.http}/.well-known/signoff/attestation-key.pem").text
+    [path] = list((tmp_path / "gateway-archive").rglob(f"{session.session_id}.tar.gz"))
+    checks = {c.name: c for c in verify_bundle(path, public_key).checks}
+    assert checks["signature"].ok and checks["chain"].ok and checks["identity"].ok
+    # The evidence shows what the killed runner did: a read outside any plan.
+    assert not checks["plan"].ok and "not housekeeping" in checks["plan"].detail

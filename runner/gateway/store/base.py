@@ -112,6 +112,14 @@ class SqlStore:
             row = conn.execute(self.statements.select_session, (session_id,)).fetchone()
         return None if row is None else session_from(row, self._from_db)
 
+    def expired_sessions(self, after: datetime, until: datetime) -> list[Session]:
+        """Sessions that expired in (after, until] without being revoked (closed)."""
+        with self._read() as conn:
+            rows = conn.execute(
+                self.statements.expired_sessions, (self._to_db(after), self._to_db(until))
+            ).fetchall()
+        return [session_from(row, self._from_db) for row in rows]
+
     def revoke_session(self, session_id: str, at: datetime) -> bool:
         with self._write() as conn:
             cur = conn.execute(self.statements.revoke_session, (self._to_db(at), session_id))

@@ -108,6 +108,7 @@ class Statements:
 
     insert_session: str
     select_session: str
+    expired_sessions: str
     revoke_session: str
     purge_jti: str
     remember_jti: str
@@ -130,6 +131,10 @@ class Statements:
         return cls(
             insert_session=f"INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ({marks(12)})",
             select_session=f"SELECT {SESSION_COLUMNS} FROM sessions WHERE id = {p}",
+            expired_sessions=(
+                f"SELECT {SESSION_COLUMNS} FROM sessions WHERE revoked_at IS NULL "
+                f"AND expires_at > {p} AND expires_at <= {p} ORDER BY expires_at, id"
+            ),
             revoke_session=(
                 f"UPDATE sessions SET revoked_at = {p} WHERE id = {p} AND revoked_at IS NULL"
             ),
