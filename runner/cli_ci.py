@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import os
-import re
 import sys
 from pathlib import Path
 
 import click
 
 from runner import jobreport
+from runner import tomlfields as fields
 from runner.audit.storage import StorageConfig
 from runner.cliutil import State, fail_on_option, handle_errors, resolve_settings
 from runner.errors import SignoffError
@@ -18,16 +18,10 @@ from runner.evidence import EvidenceOptions
 from runner.job import JobOptions, run_job
 from runner.plan.model import Plan
 
-_DURATION = re.compile(r"\s*(\d+)\s*(s|m|min|h)?\s*")
-_UNIT_S = {None: 1, "s": 1, "m": 60, "min": 60, "h": 3600}
-
 
 def parse_seconds(value: str, option: str) -> float:
-    """``"90"``, ``"90s"``, ``"30m"``, ``"1h"`` -> seconds."""
-    found = _DURATION.fullmatch(value)
-    if found is None:
-        raise SignoffError(f'{option} {value!r}: write a duration like "30m", "90s" or "1h"')
-    return float(int(found.group(1)) * _UNIT_S[found.group(2)])
+    """``"90"``, ``"90s"``, ``"30m"``, ``"1h"`` -> seconds (the TOML files' reader)."""
+    return fields.duration(value, "signoff apply", option, bare_seconds=True).total_seconds()
 
 
 @click.command("apply")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
+from datetime import timedelta
 from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
@@ -98,3 +99,20 @@ def read_secret(env: str | None, path: str | None, name: str) -> str | None:
         except OSError as error:
             raise ConfigError(f"{name}: cannot read {path} ({error.strerror})") from None
     return None
+
+
+_UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600}
+
+
+def duration(value: Any, where: str, name: str, *, bare_seconds: bool = False) -> timedelta:
+    """``"90s"``, ``"15m"``, ``"15min"``, ``"1h"`` (and, with ``bare_seconds``, ``"90"``)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if bare_seconds and text.isdigit() and int(text) > 0:
+            return timedelta(seconds=int(text))
+        for unit in sorted(_UNITS, key=len, reverse=True):
+            number = text.removesuffix(unit).strip()
+            if text.endswith(unit) and number.isdigit() and int(number) > 0:
+                return timedelta(seconds=int(number) * _UNITS[unit])
+    raise ConfigError(f'{where}: {name} = {value!r}; write a duration like "15m" or "1h"')
+

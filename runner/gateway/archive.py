@@ -16,12 +16,13 @@ import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
+from botocore.exceptions import ClientError
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from runner.audit.attestation import gateway_attestation
 from runner.audit.bundle import build_bundle
 from runner.audit.report import render_report
-from runner.audit.storage import StorageConfig, parse_destination, upload_bundle
+from runner.audit.storage import StorageConfig, parse_destination, s3_client, upload_bundle
 from runner.errors import SignoffError
 from runner.gateway.model import Session, StateStore
 
@@ -68,21 +69,18 @@ def archive_session(
 def archived(destination: str, session: Session, endpoint_url: str | None = None) -> bool:
     """Whether ``session``'s bundle is already in the archive (by any gateway node)."""
     target = parse_destination(destination)
-    for day in _days_of(session):
-        key = archive_key(session, day)
-        if target.scheme == "file":
-            if (Path(target.location) / key).exists():
-                return True
-        else:
-            from runner.audit.storage import s3_client
-
-            client = s3_client(StorageConfig(endpoint_url=endpoint_url))
-            full = f"{target.prefix}/{key}" if target.prefix else key
-            try:
-                client.head_object(Bucket=target.location, Key=full)
-            except Exception:  # botocore's ClientError (404) or any refusal: not known there
-                continue
-            return True
+    keys = [archive_key(session, day) for day in _days_of(session)]
+    if target.scheme == "file":
+        return any((Path(target.location) / key).exists() for key in keys)
+    client = s3_client(StorageConfig(endpoint_url=endpoint_url))
+    for key in keys:
+        try:
+            client.head_object(
+                Bucket=target.location, Key=f"{target.prefix}/{key}" if target.prefix else key
+            )
+        except ClientError:  # 404, or a refusal: not known to be there, so archive it
+            continue
+        return True
     return False
 
 

@@ -419,16 +419,8 @@ def _address(value: Any, where: str, name: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-_UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600}
-
-
 def _duration(value: Any, where: str, name: str) -> timedelta:
-    if isinstance(value, str):
-        for unit in sorted(_UNITS, key=len, reverse=True):
-            number = value.strip().removesuffix(unit)
-            if value.strip().endswith(unit) and number.strip().isdigit() and int(number) > 0:
-                return timedelta(seconds=int(number) * _UNITS[unit])
-    raise ConfigError(f'{where}: {name} = {value!r}; write a duration like "15m" or "1h"')
+    return fields.duration(value, where, name)
 
 
 def _issuer(raw: Mapping[str, Any], where: str, n: int) -> IssuerConfig:

@@ -62,6 +62,7 @@ _PR_REF = re.compile(r"refs/pull/(\d+)/(?:merge|head)")
 _MR_REF = re.compile(r"refs/merge-requests/(\d+)/(?:head|merge|train)")
 _SHA = re.compile(r"[0-9a-fA-F]{7,64}")
 _PLANS_KEPT = 256  # plans this node keeps by hash for "what changed" (per process)
+_SUBMITTED_KEPT = 4096  # (session, plan) pairs this node keeps for their approval state
 
 
 class ReviewRefused(Exception):
@@ -134,7 +135,9 @@ class ReviewDesk:
         self._record = record
         self._session_records = session_records
         self._lock = threading.Lock()
-        self._submitted: dict[tuple[str, str], Submitted] = {}
+        # (session id, plan hash) -> the plan it submitted, oldest first, bounded: a
+        # session lives minutes, so the oldest ones go (with their granted mark).
+        self._submitted: OrderedDict[tuple[str, str], Submitted] = OrderedDict()
         self._granted: set[tuple[str, str]] = set()
         self._plans: OrderedDict[str, Plan] = OrderedDict()
 
@@ -176,6 +179,9 @@ class ReviewDesk:
         submitted = Submitted(plan, review, needs, denied, comment_url)
         with self._lock:
             self._submitted[(session.id, plan.hash)] = submitted
+            while len(self._submitted) > _SUBMITTED_KEPT:
+                gone, _ = self._submitted.popitem(last=False)
+                self._granted.discard(gone)
             self._plans[plan.hash] = plan
             while len(self._plans) > _PLANS_KEPT:
                 self._plans.popitem(last=False)
@@ -400,11 +406,13 @@ class ReviewDesk:
 
     def _submitted_of(self, session: Session, plan_hash: str) -> Submitted:
         with self._lock:
-            for (session_id, full), submitted in self._submitted.items():
-                if session_id == session.id and (
-                    full == plan_hash or (len(plan_hash) >= 12 and full.startswith(plan_hash))
-                ):
-                    return submitted
+            found = self._submitted.get((session.id, plan_hash))
+            if found is not None:
+                return found
+            if len(plan_hash) >= 12:  # the short form shown to people
+                for (session_id, full), submitted in self._submitted.items():
+                    if session_id == session.id and full.startswith(plan_hash):
+                        return submitted
         raise ReviewRefused(
             404,
             "not-found",

@@ -131,8 +131,15 @@ def _cursor(tokens: tuple[Token, ...], raw: RawStatement) -> Held | None:
     return None
 
 
+_VERBS = frozenset({"PREPARE", "EXECUTE", "DEALLOCATE", "DECLARE", "FETCH", "MOVE", "CLOSE"})
+
+
 def read(raw: RawStatement) -> Held | None:
-    """What ``raw`` is, when it holds or uses a held statement; None otherwise."""
+    """What ``raw`` is, when it holds or uses a held statement; None otherwise (the
+    decision path asks this of every statement it analyses: the first word decides
+    before anything is copied)."""
+    if not raw.tokens or raw.tokens[0].text.upper() not in _VERBS:
+        return None
     tokens = tuple(t for t in raw.tokens if t.token_type is not TokenType.SEMICOLON)
     if len(tokens) < 2:
         return None
