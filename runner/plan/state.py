@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlglot import exp
+from sqlglot.tokenizer_core import Token, TokenType
 
 from runner.plan.commands import CommandShape, words
 from runner.plan.rules.base import Context, StatementView, ident, table_name
@@ -26,6 +27,10 @@ def observe(view: StatementView, context: Context) -> None:
         _alter_shape(view.shape, context)
     elif view.kind in ("set", "reset") or isinstance(node, exp.Set):
         _setting(view, context)
+        _search_path(view, context)
+    elif view.kind in ("commit", "rollback") and context.session_search_path is not None:
+        # A SET LOCAL search_path ends with its transaction.
+        context.search_path, context.session_search_path = context.session_search_path, None
 
 
 def _create(node: exp.Create, context: Context) -> None:
@@ -170,3 +175,48 @@ def _enum(view: StatementView, context: Context) -> None:
         name = (view.shape.relation or "").removeprefix("public.")
         if context.enum_types_created.get(name) != transaction:
             context.enum_labels_added[(name, view.shape.args[0])] = transaction
+
+
+DEFAULT_SEARCH_PATH = ("public",)
+
+
+def _search_path(view: StatementView, context: Context) -> None:
+    """SET [LOCAL|SESSION] search_path = a, "B", 'c' / TO DEFAULT; RESET search_path / ALL."""
+    tokens = list(view.raw.tokens)
+    ws = [w.text for w in words(tokens)]
+    if not ws:
+        return
+    if ws[0] == "RESET":
+        if len(ws) > 1 and ws[1] in ("SEARCH_PATH", "ALL"):
+            context.search_path, context.session_search_path = DEFAULT_SEARCH_PATH, None
+        return
+    local = len(ws) > 1 and ws[1] == "LOCAL"
+    start = 2 if len(ws) > 1 and ws[1] in ("LOCAL", "SESSION") else 1
+    if len(ws) < start + 3 or ws[start] != "SEARCH_PATH" or ws[start + 1] not in ("=", "TO"):
+        return
+    values = tokens[start + 2 :]
+    if len(values) == 1 and values[0].text.upper() == "DEFAULT":
+        path: tuple[str, ...] = DEFAULT_SEARCH_PATH
+    else:
+        path = tuple(
+            schema
+            for schema in (_schema_name(t) for t in values if t.token_type is not TokenType.COMMA)
+            if schema and schema != "$user"
+        )
+    if local:
+        if not context.in_transaction:
+            return  # PostgreSQL ignores SET LOCAL outside a transaction block
+        if context.session_search_path is None:
+            context.session_search_path = context.search_path
+    else:
+        context.session_search_path = None
+    context.search_path = path
+
+
+def _schema_name(token: Token) -> str:
+    """A schema as search_path lists it: quoted kept, bare folded, a string's content."""
+    if token.token_type is TokenType.IDENTIFIER:
+        return token.text
+    if token.token_type in (TokenType.STRING, TokenType.NATIONAL_STRING):
+        return token.text
+    return token.text.lower()

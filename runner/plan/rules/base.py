@@ -141,6 +141,13 @@ class Context:
     # to a type created in the same transaction are usable at once).
     enum_labels_added: dict[tuple[str, str], int] = field(default_factory=dict)
     enum_types_created: dict[str, int] = field(default_factory=dict)
+    # The schemas an unqualified name is looked up in, as SET search_path left them
+    # ("$user" dropped: the gateway's role has no schema of its own). pg_catalog is
+    # searched first unless it is listed (then where it is listed).
+    search_path: tuple[str, ...] = ("public",)
+    # The session's search_path while a SET LOCAL one is in force (restored at the
+    # transaction's end); None when no SET LOCAL search_path is in force.
+    session_search_path: tuple[str, ...] | None = None
 
     @property
     def in_transaction(self) -> bool:
@@ -149,6 +156,13 @@ class Context:
     @property
     def has_lock_timeout(self) -> bool:
         return self.apply_lock_timeout or self.lock_timeout_set or self.local_lock_timeout
+
+    @property
+    def resolution_path(self) -> tuple[str, ...]:
+        """The schemas an unqualified function or type name is resolved in, in order."""
+        if "pg_catalog" in self.search_path:
+            return self.search_path
+        return ("pg_catalog", *self.search_path)
 
     def version_below(self, version_num: int) -> bool:
         return self.server_version is None or self.server_version < version_num
