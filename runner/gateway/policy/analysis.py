@@ -74,11 +74,18 @@ class SessionAnalysis:
 
     @classmethod
     def start(
-        cls, *, server_version: int | None, columns: Mapping[str, Mapping[str, str]]
+        cls,
+        *,
+        server_version: int | None,
+        columns: Mapping[str, Mapping[str, str]],
+        lock_timeout: bool = False,
     ) -> SessionAnalysis:
+        """``lock_timeout``: the session's role puts a non-zero lock_timeout in force
+        on its upstream connections (without one, assume none: a client's own startup
+        setting or the server's default may be 0)."""
         return cls(
             Analysis(
-                Policy(apply_lock_timeout=True),
+                Policy(apply_lock_timeout=lock_timeout),
                 server_version=server_version,
                 schema=SchemaState.from_catalog(columns),
             )

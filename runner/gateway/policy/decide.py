@@ -184,7 +184,9 @@ class SessionPolicy:
         # restart with another configuration); each of its texts is refused.
         self.role = role
         self.analysis = SessionAnalysis.start(
-            server_version=facts.server_version, columns=facts.columns
+            server_version=facts.server_version,
+            columns=facts.columns,
+            lock_timeout=bool(role is not None and role.lock_timeout_ms),
         )
         self.caches = SessionCaches()
         # SQL-level prepared statements the gateway forwarded: name -> the text it runs.
