@@ -13,6 +13,8 @@ never from a cache, and ``literal_reading_refusal`` judges each statement.
 
 from __future__ import annotations
 
+import functools
+
 from sqlglot.tokenizer_core import Token, TokenType
 
 from runner.plan.statements import RawStatement
@@ -150,3 +152,120 @@ def literal_reading_refusal(raw: RawStatement) -> str | None:
             if not plain_name:
                 return SCS_REFUSAL + " (set_config with a setting name that is not a plain literal)"
     return None
+
+
+# -- backslashes in a text pipelined behind statements not yet answered ---------------------
+#
+# The server reports a changed standard_conforming_strings only at its next
+# ReadyForQuery, so a text decided while statements ahead of it are still running is
+# read by the server with whatever they left. Two things make that harmless, either
+# one enough: the text reads the same with the setting on or off, or nothing ahead
+# could have changed it.
+
+# Where a backslash means the same whatever the setting: comments, quoted
+# identifiers, E'...' strings (always escapes), dollar-quoted bodies (never).
+_ALIKE_TOKENS = frozenset({"SQL_COMMENT", "C_COMMENT"})
+
+
+def backslashes_read_alike(text: str) -> bool:
+    """Every backslash of ``text`` sits where standard_conforming_strings changes
+    nothing (PostgreSQL's own scanner says where). Only a plain '...' literal reads
+    differently, and as long as none holds a backslash every token, and so every
+    boundary, is the same either way. Unscannable: False."""
+    from pglast.parser import scan  # the gateway's only use of the scanner: on demand
+
+    data = text.encode("utf-8")
+    at = data.find(b"\\")
+    if at < 0:
+        return True
+    try:
+        tokens = scan(text)
+    except Exception:  # pglast raises its own error types for what does not scan
+        return False
+    index = 0
+    while at >= 0:
+        while index < len(tokens) and tokens[index].end < at:
+            index += 1
+        if index == len(tokens) or tokens[index].start > at:
+            return False  # a backslash outside any token: not SQL the analysis reads
+        token = tokens[index]
+        head = data[token.start : token.start + 1]
+        alike = (
+            token.name in _ALIKE_TOKENS
+            or (token.name == "IDENT" and head == b'"')
+            or (token.name == "SCONST" and head in (b"E", b"e", b"$"))
+        )
+        if not alike:
+            return False
+        at = data.find(b"\\", token.end + 1)
+    return True
+
+
+# Statements that run no code beyond what their text shows, as far as the text shows.
+_PLAIN_KINDS = frozenset(
+    {"SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt", "TransactionStmt", "VariableShowStmt"}
+)
+# Settings about backslashes (the one the analysis depends on, and its companions).
+_BACKSLASH_SETTINGS = frozenset({_SCS, "backslash_quote", "escape_string_warning"})
+_RESET_ALL = 5  # VariableSetKind.VAR_RESET_ALL
+# Built-in functions that run no SQL and change no setting (pg_catalog, unqualified or
+# qualified so). Any other call (set_config, a user's function, query_to_xml...) may.
+_PLAIN_FUNCTIONS = frozenset(
+    {
+        "abs", "array_agg", "array_length", "avg", "bool_and", "bool_or", "btrim",
+        "cardinality", "ceil", "char_length", "concat", "concat_ws", "count", "currval",
+        "date_part", "date_trunc", "decode", "dense_rank", "encode", "floor",
+        "gen_random_uuid", "generate_series", "json_agg", "json_build_array",
+        "json_build_object", "jsonb_agg", "jsonb_build_array", "jsonb_build_object",
+        "lag", "lead", "left", "length", "lower", "ltrim", "make_interval", "max", "md5",
+        "min", "nextval", "now", "position", "random", "rank", "regexp_replace",
+        "replace", "right", "round", "row_number", "rtrim", "split_part", "string_agg",
+        "strpos", "substr", "substring", "sum", "to_char", "to_date", "to_json",
+        "to_jsonb", "to_number", "to_timestamp", "trim", "trunc", "unnest", "upper",
+    }
+)  # fmt: skip
+
+
+def _plain_call(names: tuple[str, ...]) -> bool:
+    if len(names) == 2 and names[0] == "pg_catalog":
+        names = names[1:]
+    return len(names) == 1 and names[0] in _PLAIN_FUNCTIONS
+
+
+@functools.lru_cache(maxsize=1024)  # a pipeline repeats its few texts
+def may_change_literal_reading(text: str) -> bool:
+    """Whether running ``text`` could change how the server reads backslashes: a
+    SET/RESET of a backslash setting or RESET ALL, a call of anything but a plain
+    built-in (set_config, a user's function), DO, CALL, EXECUTE, any other kind of
+    statement, and whatever does not parse. A plain INSERT/SELECT/UPDATE/DELETE,
+    transaction control and SHOW do not, as far as their text shows. What the text
+    does not show (a trigger, rule, policy or view calling a function that turns the
+    setting off) is the one gap left: it needs such a function in the database, and
+    a plain '...' literal with a backslash pipelined right behind; the server
+    reports the change at its next ReadyForQuery, and from there the relay refuses
+    everything on the connection."""
+    from pglast import ast, parse_sql
+    from pglast.visitors import Visitor
+
+    try:
+        statements = parse_sql(text)
+    except Exception:  # pglast's ParseError and friends: unanalysable, so it may
+        return True
+    calls: list[tuple[str, ...]] = []
+
+    class Calls(Visitor):
+        def visit_FuncCall(self, ancestors: object, node: ast.FuncCall) -> None:
+            names = node.funcname or ()
+            calls.append(tuple(str(getattr(n, "sval", "")).lower() for n in names))
+
+    for raw in statements:
+        statement = raw.stmt
+        kind = type(statement).__name__
+        if isinstance(statement, ast.VariableSetStmt):
+            name = (statement.name or "").lower()
+            if statement.kind == _RESET_ALL or name in _BACKSLASH_SETTINGS or "." in name:
+                return True  # a dotted name is an extension's setting: its code runs
+        elif kind not in _PLAIN_KINDS:
+            return True
+    Calls()(statements)
+    return not all(_plain_call(names) for names in calls)
