@@ -10,16 +10,18 @@ the gateway, so a statement is judged the same way everywhere.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, is_dataclass
 
 from sqlglot import exp
 from sqlglot.dialects.postgres import Postgres
 from sqlglot.errors import ParseError, TokenError
 
-from runner.plan import directives, plpgsql
+from runner.plan import bodies, directives
 from runner.plan.commands import CommandShape, classify
+from runner.plan.functions import FunctionFacts, Functions
 from runner.plan.model import Category, Decision, Finding
 from runner.plan.policy import Policy
 from runner.plan.rules import catalogue
@@ -75,6 +77,58 @@ class AnalysedStatement:
     kind: str
     transaction: int | None
     findings: tuple[Finding, ...]
+
+
+@dataclass(frozen=True)
+class Judged:
+    """One statement judged before it runs: its findings (``statement``) and what
+    running it changes in the analysis's state (``Analysis.confirm``), kept apart
+    so the gateway changes its state only on what the server reports done."""
+
+    statement: AnalysedStatement
+    view: StatementView
+    inner: tuple[StatementView, ...] = ()
+
+
+def snapshot(context: Context) -> Context:
+    """A copy of ``context`` that changes to either leave the other alone (what the
+    gateway keeps at BEGIN and SAVEPOINT to undo a rollback): the schema copies
+    only its changes over the catalog; containers are copied, values shared."""
+    copied = copy.copy(context)
+    for f in fields(context):
+        setattr(copied, f.name, _copied(getattr(context, f.name)))
+    return copied
+
+
+def _copied(value: object) -> object:
+    if isinstance(value, SchemaState):
+        return value.snapshot()
+    if isinstance(value, dict):
+        return {key: _copied(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return list(value)
+    if isinstance(value, set):
+        return set(value)
+    if (
+        is_dataclass(value)
+        and not isinstance(value, type)
+        and not getattr(type(value), "__dataclass_params__").frozen  # noqa: B009
+    ):
+        clone = copy.copy(value)
+        for f in fields(value):
+            setattr(clone, f.name, _copied(getattr(value, f.name)))
+        return clone
+    return value
+
+
+def _creates_temporary(view: StatementView) -> bool:
+    node = view.node
+    if not isinstance(node, exp.Create):
+        return False
+    properties = node.args.get("properties")
+    return properties is not None and any(
+        isinstance(p, exp.TemporaryProperty) for p in properties.expressions
+    )
 
 
 def view_of(raw: RawStatement, origin: str | None = None) -> StatementView:
@@ -158,6 +212,7 @@ class Analysis:
         schema: SchemaState | None = None,
         rules: Sequence[Rule] | None = None,
         reuse_parses: bool = False,
+        functions: FunctionFacts | None = None,
     ) -> None:
         self.policy = policy
         self.rules = list(catalogue().values()) if rules is None else list(rules)
@@ -165,6 +220,8 @@ class Analysis:
             server_version=server_version,
             schema=schema if schema is not None else SchemaState(),
             apply_lock_timeout=policy.apply_lock_timeout,
+            # None: the catalog was not read (only the plan's own functions are judged).
+            functions=Functions.from_facts(functions),
         )
         self._next_transaction = 1
         self._rules_by_kind: dict[str | None, list[Rule]] = {}
@@ -181,18 +238,71 @@ class Analysis:
         return [self.analyse_one(raw) for raw in raws]
 
     def analyse_one(self, raw: RawStatement) -> AnalysedStatement:
+        """Judge a statement and take it as run (the planner: every statement runs)."""
+        judged = self.judge(raw)
+        self.confirm(judged)
+        return judged.statement
+
+    def judge(self, raw: RawStatement) -> Judged:
+        """The findings on ``raw`` against what is known now; nothing known changes
+        (``confirm`` does that, once the statement has run)."""
         view = self._view_of(raw)
-        transaction = self._enter(view)
-        inner = self._read_do_block(view) if view.kind == "do" else []
-        hits = self._hits(view)
-        for inner_view in inner:
-            prefix = f"{inner_view.origin}, line {inner_view.raw.line}: "
-            hits.extend(self._hits(inner_view, prefix))
-            observe(inner_view, self.context)
-        observe(view, self.context)
+        context = self.context
+        context.schema.search_path = context.search_path
+        transaction = context.transaction
+        opened = view.kind == "begin" and transaction is None
+        if opened:  # the rules on a BEGIN see the transaction it opens
+            transaction = context.transaction = self._next_transaction
+        try:
+            # DO blocks and the bodies of the functions it calls (runner.plan.bodies).
+            inner = bodies.expand(view, context, view_of)
+            hits = self._hits(view)
+            if inner:
+                hits.extend(self._inner_hits(inner))
+        finally:
+            if opened:
+                context.transaction = None
         findings = directives.apply(raw, hits, self.policy)
+        statement = AnalysedStatement(raw, view.kind or "unknown", transaction, tuple(findings))
+        return Judged(statement, view, tuple(i.view for i in inner if i.runs_now))
+
+    def confirm(self, judged: Judged) -> None:
+        """Take the judged statement as run: what it changes becomes what is known."""
+        view = judged.view
+        self._enter(view)
+        context = self.context
+        schema = context.schema
+        for inner_view in judged.inner:
+            schema.search_path = context.search_path
+            observe(inner_view, context)
+        schema.search_path = context.search_path
+        schema.creating_temporary = _creates_temporary(view)
+        try:
+            observe(view, context)
+        finally:
+            schema.creating_temporary = False
+        schema.search_path = context.search_path
         self._leave(view)
-        return AnalysedStatement(raw, view.kind or "unknown", transaction, tuple(findings))
+
+    def _inner_hits(self, inner: list[bodies.Inner]) -> list[tuple[Rule, str]]:
+        """A DO body's (or called function's) statements, each judged after the ones
+        before it had run: on a copy of what is known, so judging changes nothing. Of
+        a body that is only defined, not run, only what needs a reviewer is kept."""
+        saved = self.context
+        self.context = working = snapshot(saved)
+        hits: list[tuple[Rule, str]] = []
+        try:
+            for item in inner:
+                found = self._hits(item.view, item.prefix)
+                if item.review_only:
+                    found = [hit for hit in found if self._needs_review(hit[0])]
+                hits.extend(found)
+                if item.runs_now:
+                    working.schema.search_path = working.search_path
+                    observe(item.view, working)
+        finally:
+            self.context = saved
+        return hits
 
     def _view_of(self, raw: RawStatement) -> StatementView:
         """``view_of``, parsing a text seen before in this plan only once.
@@ -259,14 +369,9 @@ class Analysis:
                 )
         return hits
 
-    def _read_do_block(self, view: StatementView) -> list[StatementView]:
-        """The statements of a DO body; what cannot be read is noted on the outer view."""
-        body = plpgsql.read_do(view.raw)
-        view.unreadable_reasons.extend(body.unreadable)
-        return [
-            view_of(inner, origin=origin)
-            for inner, origin in zip(body.statements, body.origins, strict=True)
-        ]
+    def _needs_review(self, rule: Rule) -> bool:
+        decision = self.policy.decide(rule.id, rule.category, rule.decision)
+        return decision in (Decision.NEEDS_APPROVAL, Decision.DENY)
 
 
 def needs_review(findings: Iterable[Finding]) -> bool:

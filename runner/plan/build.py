@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from runner.plan.analyse import Analysis
+from runner.plan.functions import FunctionFacts
 from runner.plan.model import AnalysisBasis, Plan, Revision, Statement
 from runner.plan.policy import Policy
 from runner.plan.rules import RULESET_VERSION
@@ -35,6 +36,9 @@ class ServerFacts:
 
     server_version_num: int | None = None
     columns: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # The catalog's functions (built-in names, user functions with their bodies);
+    # None: not read, so only the plan's own functions are judged.
+    functions: FunctionFacts | None = None
 
     @property
     def from_database(self) -> bool:
@@ -57,6 +61,7 @@ def build_plan(
         server_version=basis.server_version_num,
         schema=SchemaState.from_catalog(facts.columns),
         reuse_parses=True,
+        functions=facts.functions,
     )
     statements: list[Statement] = []
     for source in sources:

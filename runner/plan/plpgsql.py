@@ -1,63 +1,75 @@
-"""Read the SQL statements inside a ``DO`` block, so they are judged like any other.
+"""Read the SQL inside a PL/pgSQL body (a DO block, a function, a procedure).
 
-A PL/pgSQL body is split on its tokens; block syntax (``DECLARE``, ``BEGIN``,
-``IF ... THEN``, ``LOOP``, ``END IF``, ``EXCEPTION WHEN ... THEN``) is stripped;
-what is left is either procedural (``RAISE``, assignments, ``RETURN``...) or an
-SQL statement, which is returned for analysis. ``EXECUTE 'literal'`` is read as
-SQL; ``EXECUTE`` of anything computed cannot be known before it runs and is
-reported as unreadable, so the block fails closed.
+The body is parsed by PostgreSQL's own PL/pgSQL parser (``pglast.parse_plpgsql``,
+a DO block wrapped as a function), so every statement it embeds is found: plain
+SQL, ``PERFORM``, ``CALL``, the query of ``FOR r IN <query> LOOP``, a cursor's
+``DECLARE c CURSOR FOR <query>`` and ``OPEN c FOR <query>``, ``RETURN QUERY``,
+and the handlers of ``EXCEPTION`` blocks. ``EXECUTE 'literal'`` (and the dynamic
+forms of FOR, OPEN and RETURN QUERY) is read as the SQL of its literal; dynamic
+SQL of a computed string cannot be known before it runs and is reported, so the
+body fails closed. Expressions (conditions, assignments, RAISE arguments...) run
+no statement of their own but may call functions: they are returned as
+``SELECT <expression>`` for the analysis to find those calls.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
+import pglast
+from pglast.parser import ParseError
+from sqlglot.errors import TokenError
 from sqlglot.tokenizer_core import Token, TokenType
 
-from runner.plan.statements import RawStatement, split_statements
+from runner.plan.statements import RawStatement, split_statements, tokenize
 
 _STRING_TYPES = frozenset({TokenType.STRING, TokenType.HEREDOC_STRING})
+EXECUTE_ORIGIN = "EXECUTE string"
 
-# Procedural statements that run no SQL of their own worth judging.
-_PROCEDURAL = frozenset(
+# (statement, key) of the expressions whose value is SQL run as dynamic SQL.
+_DYNAMIC = frozenset(
     {
-        "RAISE",
-        "RETURN",
-        "NULL",
-        "PERFORM",
-        "GET",
-        "EXIT",
-        "CONTINUE",
-        "ASSERT",
-        "OPEN",
-        "FETCH",
-        "CLOSE",
-        "MOVE",
+        ("PLpgSQL_stmt_dynexecute", "query"),
+        ("PLpgSQL_stmt_dynfors", "query"),
+        ("PLpgSQL_stmt_open", "dynquery"),
+        ("PLpgSQL_stmt_return_query", "dynquery"),
     }
 )
-# Block openers stripped up to (and including) the word that ends their header.
-_HEADERS = {
-    "IF": "THEN",
-    "ELSIF": "THEN",
-    "ELSEIF": "THEN",
-    "WHEN": "THEN",
-    "WHILE": "LOOP",
-    "FOR": "LOOP",
-    "FOREACH": "LOOP",
-    "CASE": None,
-}
+# PLpgSQL_expr.parseMode: 0 a whole SQL statement; 2 an expression; 3-5 an
+# assignment (``target := expression``).
+_STATEMENT_MODE = 0
+_ASSIGN_MODES = frozenset({3, 4, 5})
+
+
+@dataclass(frozen=True)
+class BodyStatement:
+    """One SQL statement a body runs, or an expression it evaluates (``calls_only``)."""
+
+    raw: RawStatement
+    origin: str  # "" (the body itself), "EXECUTE string", or "DO block"
+    calls_only: bool = False
 
 
 @dataclass
-class DoBody:
+class Body:
     language: str
-    statements: list[RawStatement] = field(default_factory=list)
-    origins: list[str] = field(default_factory=list)  # "DO block" / "EXECUTE string", per statement
-    unreadable: list[str] = field(default_factory=list)
+    statements: list[BodyStatement] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # what could not be read
+
+    # The DO reader's interface (analysis of a DO block predates function bodies).
+    @property
+    def unreadable(self) -> list[str]:
+        return self.problems
 
 
-def read_do(raw: RawStatement) -> DoBody:
+# Kept for readers of the DO-block interface.
+DoBody = Body
+
+
+def read_do(raw: RawStatement) -> Body:
+    """The statements of ``DO [LANGUAGE x] 'body'``."""
     tokens = list(raw.tokens[1:])  # after DO
     language = "plpgsql"
     body: Token | None = None
@@ -71,108 +83,156 @@ def read_do(raw: RawStatement) -> DoBody:
         if token.token_type in _STRING_TYPES and body is None:
             body = token
         index += 1
-    result = DoBody(language=language)
+    result = Body(language=language)
     if body is None:
-        result.unreadable.append("DO block without a body")
+        result.problems.append("DO block without a body")
         return result
     if language != "plpgsql":
-        result.unreadable.append(f"DO block in language {language} cannot be read")
+        result.problems.append(f"DO block in language {language} cannot be read")
         return result
-    first_line = _line_of(raw, body)
-    _read_body(body.text, first_line, result, origin="DO block")
+    wrapped = (
+        "CREATE FUNCTION signoff_do_block() RETURNS void LANGUAGE plpgsql AS "
+        + dollar_quote(body.text)
+    )
+    _read(wrapped, line_of(raw, body), result, origin="DO block")
     return result
 
 
-def _line_of(raw: RawStatement, token: Token) -> int:
+def read_function(definition: str, body_line: int) -> Body:
+    """The statements of a ``CREATE FUNCTION|PROCEDURE ... LANGUAGE plpgsql`` body
+    (``body_line``: the line its body string starts on)."""
+    result = Body(language="plpgsql")
+    _read(definition, body_line, result, origin="")
+    return result
+
+
+def dollar_quote(text: str) -> str:
+    """``text`` as a dollar-quoted string whose tag does not occur in it."""
+    tag, n = "$signoff$", 0
+    while tag in text:
+        n += 1
+        tag = f"$signoff{n}$"
+    return f"{tag}{text}{tag}"
+
+
+def line_of(raw: RawStatement, token: Token) -> int:
+    """The line of the plan ``token`` of ``raw`` starts on."""
     text_start = raw.tokens[-1].end + 1 - len(raw.text)
     return raw.line + raw.text.count("\n", 0, max(0, token.start - text_start))
 
 
-def _read_body(body: str, first_line: int, result: DoBody, *, origin: str) -> None:
-    in_declare = False
-    for chunk in split_statements(body, first_line=first_line):
-        if chunk.token_error:
-            result.unreadable.append(f"{origin} line {chunk.line}: {chunk.token_error}")
-            continue
-        tokens = list(chunk.tokens)
-        tokens, in_declare = _strip_block_syntax(tokens, in_declare)
-        if not tokens or in_declare:
-            continue
-        head = tokens[0].text.upper()
-        if head in _PROCEDURAL or (len(tokens) > 1 and tokens[1].token_type is TokenType.COLON_EQ):
-            continue
-        if (
-            len(tokens) > 1
-            and tokens[1].token_type is TokenType.EQ
-            and tokens[0].token_type is TokenType.VAR
-        ):
-            continue  # "x = expr" assignment
-        if head == "EXECUTE":
-            _read_execute(tokens, chunk, result)
-            continue
-        result.statements.append(_sub_statement(body, tokens, chunk))
-        result.origins.append(origin)
+def _read(definition: str, body_line: int, result: Body, *, origin: str) -> None:
+    try:
+        tree = pglast.parse_plpgsql(definition)
+    except ParseError as error:
+        message = str(error).splitlines()[0] if str(error) else "syntax error"
+        result.problems.append(f"cannot read the PL/pgSQL body: {message}")
+        return
+    _walk(tree, "", "", 1, _Reader(result, body_line, origin))
 
 
-def _strip_block_syntax(tokens: list[Token], in_declare: bool) -> tuple[list[Token], bool]:
-    while tokens:
-        word = tokens[0].text.upper()
-        if tokens[0].token_type is TokenType.LT and len(tokens) > 4:  # <<label>>
-            tokens = tokens[5:]
-        elif word == "DECLARE":
-            tokens, in_declare = tokens[1:], True
-        elif word == "BEGIN":
-            tokens, in_declare = tokens[1:], False
-        elif word in ("ELSE", "LOOP", "EXCEPTION"):
-            tokens = tokens[1:]
-        elif word == "END":
-            return [], in_declare
-        elif word in _HEADERS:
-            stop = _HEADERS[word]
-            if stop is None:
-                tokens = tokens[2:]
+@dataclass
+class _Reader:
+    result: Body
+    body_line: int  # the plan line of the body's line 1
+    origin: str
+
+    def line(self, lineno: int) -> int:
+        return self.body_line + max(lineno, 1) - 1
+
+    def add(self, sql: str, lineno: int, origin: str, *, calls_only: bool = False) -> None:
+        for raw in split_statements(sql, first_line=self.line(lineno)):
+            if raw.token_error is not None and calls_only:
+                self.result.problems.append(
+                    f"line {raw.line}: cannot read the expression {sql!r}: {raw.token_error}"
+                )
                 continue
-            end = _find_top_level(tokens, stop)
-            if end is None:
-                return [], in_declare
-            tokens = tokens[end + 1 :]
+            self.result.statements.append(BodyStatement(raw, origin, calls_only))
+
+
+def _walk(value: Any, statement: str, key: str, lineno: int, reader: _Reader) -> None:
+    if isinstance(value, list):
+        for item in value:
+            _walk(item, statement, key, lineno, reader)
+        return
+    if not isinstance(value, Mapping):
+        return
+    if len(value) == 1:
+        (name, node), = value.items()
+        if name == "PLpgSQL_expr" and isinstance(node, Mapping):
+            _expression(node, statement, key, lineno, reader)
+            return
+        if name.startswith("PLpgSQL_") and isinstance(node, Mapping):
+            lineno = int(node.get("lineno", lineno))
+            inner = name if name.startswith("PLpgSQL_stmt_") else statement
+            for child_key, child in node.items():
+                _walk(child, inner, child_key, lineno, reader)
+            return
+    for child_key, child in value.items():
+        _walk(child, statement, child_key, lineno, reader)
+
+
+def _expression(
+    expr: Mapping[str, Any], statement: str, key: str, lineno: int, reader: _Reader
+) -> None:
+    query = str(expr.get("query") or "")
+    mode = int(expr.get("parseMode", _STATEMENT_MODE))
+    if (statement, key) in _DYNAMIC:
+        literal = _literal(query)
+        if literal is None:
+            reader.result.problems.append(
+                f"line {reader.line(lineno)}: EXECUTE of a computed string "
+                "(its SQL is only known when it runs)"
+            )
         else:
-            break
-    return tokens, in_declare
+            reader.add(literal, lineno, EXECUTE_ORIGIN)
+        return
+    if mode == _STATEMENT_MODE:
+        reader.add(query, lineno, reader.origin)
+        return
+    tokens = _tokens(query)
+    if tokens is None:
+        reader.result.problems.append(
+            f"line {reader.line(lineno)}: cannot read the expression {query!r}"
+        )
+        return
+    if not any(t.token_type is TokenType.L_PAREN for t in tokens):
+        return  # no call in it
+    if mode in _ASSIGN_MODES:
+        cut = _assignment(tokens)
+        if cut is not None:
+            query = f"{query[: cut.start]}, {query[cut.end + 1 :]}"
+    reader.add(f"SELECT {query}", lineno, reader.origin, calls_only=True)
 
 
-def _find_top_level(tokens: Sequence[Token], word: str) -> int | None:
-    depth = 0
-    for index, token in enumerate(tokens):
-        if token.token_type is TokenType.L_PAREN:
-            depth += 1
-        elif token.token_type is TokenType.R_PAREN:
-            depth -= 1
-        elif depth == 0 and token.text.upper() == word:
-            return index
+def _tokens(text: str) -> list[Token] | None:
+    try:
+        return list(tokenize(text))
+    except TokenError:
+        return None
+
+
+def _literal(query: str) -> str | None:
+    """The content of ``'text'`` / ``$$text$$`` (an E'' string only without escapes)."""
+    tokens = _tokens(query)
+    if tokens is None or len(tokens) != 1:
+        return None
+    token = tokens[0]
+    if token.token_type in _STRING_TYPES:
+        return token.text
+    if token.token_type is TokenType.BYTE_STRING and "\\" not in token.text:
+        return token.text
     return None
 
 
-def _read_execute(tokens: list[Token], chunk: RawStatement, result: DoBody) -> None:
-    # EXECUTE 'literal' [INTO ...] [USING ...]: the literal is the SQL that runs.
-    literal = len(tokens) > 1 and tokens[1].token_type in _STRING_TYPES
-    tail_ok = len(tokens) == 2 or tokens[2].text.upper() in ("INTO", "USING")
-    if literal and tail_ok:
-        _read_body(tokens[1].text, chunk.line, result, origin="EXECUTE string")
-        return
-    result.unreadable.append(
-        f"line {chunk.line}: EXECUTE of a computed string (its SQL is only known when it runs)"
-    )
-
-
-def _sub_statement(body: str, tokens: list[Token], chunk: RawStatement) -> RawStatement:
-    text = body[tokens[0].start : tokens[-1].end + 1]
-    line = chunk.line + chunk.text.count("\n", 0, max(0, len(chunk.text) - len(text)))
-    return RawStatement(
-        text=text,
-        line=line,
-        end_line=line + text.count("\n"),
-        tokens=tuple(tokens),
-        comments=chunk.comments,
-        source_text=body,
-    )
+def _assignment(tokens: Iterable[Token]) -> Token | None:
+    """The ``:=`` (or ``=``) of ``target := value`` outside brackets."""
+    depth = 0
+    for token in tokens:
+        if token.token_type in (TokenType.L_PAREN, TokenType.L_BRACKET):
+            depth += 1
+        elif token.token_type in (TokenType.R_PAREN, TokenType.R_BRACKET):
+            depth -= 1
+        elif depth == 0 and token.token_type in (TokenType.COLON_EQ, TokenType.EQ):
+            return token
+    return None

@@ -6,12 +6,22 @@ from sqlglot import exp
 from sqlglot.tokenizer_core import Token, TokenType
 
 from runner.plan.commands import CommandShape, words
+from runner.plan.functions import object_names
 from runner.plan.rules.base import Context, StatementView, ident, table_name
 from runner.plan.schema import parse_type
 
 
 def observe(view: StatementView, context: Context) -> None:
     """Update ``context`` for the statement having run."""
+    if view.defines is not None:
+        context.functions.define(view.defines)
+        context.definitions_changed = True
+        return
+    if view.kind in _FORGET_FUNCTIONS:
+        for parts in object_names(view.raw.text):
+            context.functions.forget(parts, context.resolution_path)
+        context.definitions_changed = True
+        return
     if view.kind in ("create_type", "alter_type_add_value"):
         _enum(view, context)
         return
@@ -31,6 +41,20 @@ def observe(view: StatementView, context: Context) -> None:
     elif view.kind in ("commit", "rollback") and context.session_search_path is not None:
         # A SET LOCAL search_path ends with its transaction.
         context.search_path, context.session_search_path = context.session_search_path, None
+        context.definitions_changed = True
+
+
+# A function dropped, renamed or moved: calls by its old name no longer reach it.
+_FORGET_FUNCTIONS = frozenset(
+    {
+        "drop_function",
+        "drop_procedure",
+        "drop_routine",
+        "alter_function",
+        "alter_procedure",
+        "alter_routine",
+    }
+)
 
 
 def _create(node: exp.Create, context: Context) -> None:
@@ -188,6 +212,8 @@ def _search_path(view: StatementView, context: Context) -> None:
         return
     if ws[0] == "RESET":
         if len(ws) > 1 and ws[1] in ("SEARCH_PATH", "ALL"):
+            if context.search_path != DEFAULT_SEARCH_PATH:
+                context.definitions_changed = True
             context.search_path, context.session_search_path = DEFAULT_SEARCH_PATH, None
         return
     local = len(ws) > 1 and ws[1] == "LOCAL"
@@ -210,6 +236,8 @@ def _search_path(view: StatementView, context: Context) -> None:
             context.session_search_path = context.search_path
     else:
         context.session_search_path = None
+    if path != context.search_path:
+        context.definitions_changed = True
     context.search_path = path
 
 

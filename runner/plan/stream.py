@@ -341,6 +341,7 @@ def lint_stream(
         server_version=basis.server_version_num,
         schema=SchemaState.from_catalog(facts.columns),
         reuse_parses=True,
+        functions=facts.functions,
     )
     summary = LintSummary(target=policy.target, basis=basis)
     hasher = PlanHasher(policy.target, summary.ruleset)

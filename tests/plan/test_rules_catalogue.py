@@ -21,7 +21,11 @@ def _lint(example: Example) -> set[str]:
     policy = Policy(
         server_version=example.server_version, apply_lock_timeout=example.apply_lock_timeout
     )
-    facts = ServerFacts(columns=example.columns) if example.columns else None
+    facts = (
+        ServerFacts(columns=example.columns, functions=example.functions)
+        if example.columns or example.functions is not None
+        else None
+    )
     plan = lint_text(example.sql, "example.sql", policy=policy, facts=facts)
     return {finding.rule for _, finding in plan.findings}
 

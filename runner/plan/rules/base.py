@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from sqlglot import exp
 
 from runner.plan.commands import CommandShape
+from runner.plan.functions import Function, FunctionFacts, Functions
 from runner.plan.model import Category, Decision, Severity
 from runner.plan.schema import SchemaState
 from runner.plan.statements import RawStatement
@@ -34,6 +35,8 @@ class Example:
     # "table" -> column -> type, as the database's catalog would report it.
     columns: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     apply_lock_timeout: bool = True
+    # The catalog's functions (None: no catalog read, as offline).
+    functions: FunctionFacts | None = None
 
     @property
     def version_text(self) -> str:
@@ -72,6 +75,13 @@ class StatementView:
     # Set by the DO-block reader on the outer statement: inner problems it could
     # not read past (``EXECUTE`` of a computed string, another language...).
     unreadable_reasons: list[str] = field(default_factory=list)
+    # Set by the reading of bodies (runner.plan.bodies) on the outer statement: what
+    # it could not read in the functions the statement calls or defines, and calls
+    # to functions nothing knows (while the catalog was read).
+    function_problems: list[str] = field(default_factory=list)
+    unknown_calls: list[str] = field(default_factory=list)
+    # The function a CREATE FUNCTION|PROCEDURE defines, once read.
+    defines: Function | None = None
     _alter_table: str | None = field(default=None, repr=False)
 
     @property
@@ -148,6 +158,11 @@ class Context:
     # The session's search_path while a SET LOCAL one is in force (restored at the
     # transaction's end); None when no SET LOCAL search_path is in force.
     session_search_path: tuple[str, ...] | None = None
+    # The functions a call may reach: the catalog's and those the plan defined.
+    functions: Functions = field(default_factory=Functions)
+    # A function was defined, replaced or dropped, or search_path changed: a
+    # verdict cached on a statement's text (the gateway's) may no longer hold.
+    definitions_changed: bool = False
 
     @property
     def in_transaction(self) -> bool:

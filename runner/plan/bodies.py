@@ -1,0 +1,362 @@
+"""The statements a statement runs besides itself: DO blocks, and the bodies of the
+functions, procedures and trigger functions it calls or defines.
+
+``expand`` turns one statement into the list of statements the rules must also
+judge for it (``Inner``), each with the text that says where it came from
+(``DO block, line 3: ``, ``inside function public.f, line 12: ``). The analysis
+runs the same rule catalogue over them and lifts their findings onto the
+statement, so ``SELECT f()`` is flagged for the ``DROP TABLE`` inside ``f``:
+
+* a DO block: its body's statements (PL/pgSQL, see ``plpgsql``);
+* a call (in a SELECT, CALL, DEFAULT, CHECK, view, index expression, policy, a
+  trigger's ``EXECUTE FUNCTION``): the body of each function it resolves to,
+  recursively, bounded in depth and size;
+* CREATE FUNCTION / PROCEDURE runs nothing and lifts nothing: the function is
+  kept (``Context.functions``) and its body judged where it runs.
+
+What cannot be read (a body in another language, dynamic SQL, a call nested past
+the bound, a call to a function nothing knows while the catalog was read) is
+noted on the outer statement for the unanalysable rules to report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pglast
+from pglast import ast
+from pglast.enums import FunctionParameterMode
+from pglast.parser import ParseError
+from pglast.stream import RawStream
+from sqlglot.tokenizer_core import TokenType
+
+from runner.plan import plpgsql
+from runner.plan.functions import Function, Resolved, calls_in
+from runner.plan.plpgsql import Body, BodyStatement
+from runner.plan.rules.base import Context, StatementView
+from runner.plan.statements import RawStatement, split_statements
+
+# A call chain deeper than this, or more body statements than this for one
+# statement, is not followed: the statement is unanalysable past it.
+MAX_DEPTH = 8
+MAX_STATEMENTS = 2000
+
+ViewOf = Callable[[RawStatement, str | None], StatementView]
+
+_CREATE_ROUTINE = frozenset({"FUNCTION", "PROCEDURE"})
+_INPUT_MODES = frozenset(
+    {
+        FunctionParameterMode.FUNC_PARAM_IN,
+        FunctionParameterMode.FUNC_PARAM_INOUT,
+        FunctionParameterMode.FUNC_PARAM_VARIADIC,
+        FunctionParameterMode.FUNC_PARAM_DEFAULT,
+    }
+)
+_STRINGS = frozenset({TokenType.STRING, TokenType.HEREDOC_STRING})
+
+
+@dataclass(frozen=True)
+class Inner:
+    """A statement judged on behalf of another."""
+
+    view: StatementView
+    prefix: str  # put before each of its findings' messages
+    runs_now: bool  # it runs with the statement (its effects are observed)
+    review_only: bool  # only what needs a reviewer is lifted (a body defined, not run)
+
+
+def expand(view: StatementView, context: Context, view_of: ViewOf) -> list[Inner]:
+    """The statements ``view`` runs or defines besides itself (see the module doc)."""
+    if not _may_expand(view, context):
+        return []
+    expander = _Expander(context, view_of, view)
+    expander.statement(view, "", 0, (), runs_now=not _ddl(view), review_only=False, top=True)
+    return expander.inner
+
+
+def _may_expand(view: StatementView, context: Context) -> bool:
+    if view.kind == "do" or _creates_routine(view):
+        return True
+    functions = context.functions
+    if not functions.known and not functions.catalog_read:
+        return False  # offline and nothing defined: every call is to a built-in
+    return any(t.token_type is TokenType.L_PAREN for t in view.raw.tokens)
+
+
+def _creates_routine(view: StatementView) -> bool:
+    if view.kind in ("create_function", "create_procedure"):
+        return True
+    words = [t.text.upper() for t in view.raw.tokens[:4]]
+    if words[:1] != ["CREATE"]:
+        return False
+    if words[1:3] == ["OR", "REPLACE"]:
+        return len(words) > 3 and words[3] in _CREATE_ROUTINE
+    return len(words) > 1 and words[1] in _CREATE_ROUTINE
+
+
+def _ddl(view: StatementView) -> bool:
+    kind = view.kind or ""
+    return kind.startswith(("create_", "alter_", "drop_", "create", "comment"))
+
+
+@dataclass
+class _Expander:
+    context: Context
+    view_of: ViewOf
+    outer: StatementView
+    inner: list[Inner] = field(default_factory=list)
+    count: int = 0
+    stopped: bool = False
+
+    def problem(self, message: str) -> None:
+        if message not in self.outer.function_problems:
+            self.outer.function_problems.append(message)
+
+    def statement(
+        self,
+        view: StatementView,
+        prefix: str,
+        depth: int,
+        stack: tuple[int, ...],
+        *,
+        runs_now: bool,
+        review_only: bool,
+        top: bool = False,
+    ) -> None:
+        """What ``view`` (itself judged elsewhere) leads to."""
+        if view.kind == "do":
+            body = plpgsql.read_do(view.raw)
+            if top:
+                view.unreadable_reasons.extend(body.problems)
+            else:
+                for message in body.problems:
+                    self.problem(f"{prefix}DO block: {message}")
+            self.body(body.statements, prefix, "", depth, stack, runs_now, review_only)
+            return
+        if _creates_routine(view):
+            function = define(view.raw, self.context)
+            if function is None:
+                return
+            # Defining runs nothing (the labelled corpus calls a definition safe):
+            # the body is judged where it runs, at each call and trigger.
+            view.defines = function
+            return
+        if not _may_expand(view, self.context):
+            return
+        calls = calls_in(view.raw.text)
+        if isinstance(calls, str):
+            if self.context.functions.catalog_read:
+                self.problem(f"{prefix}cannot find the functions it calls: {calls}")
+            return
+        for call in calls:
+            resolved = self.context.functions.resolve(
+                call.parts, call.nargs, self.context.resolution_path
+            )
+            if resolved is Resolved.BUILTIN:
+                continue
+            if resolved is Resolved.UNKNOWN:
+                message = (
+                    f"{prefix}calls {call.written}(), which is neither built in nor "
+                    "defined in the catalog or earlier in the plan"
+                )
+                if message not in self.outer.unknown_calls:
+                    self.outer.unknown_calls.append(message)
+                continue
+            assert isinstance(resolved, list)
+            for function in resolved:
+                if id(function) in stack:
+                    continue  # recursion: its body is being judged already
+                noun = "trigger function" if call.trigger else _noun(function)
+                label = f"inside {noun} {function.qualified}"
+                self.function(function, prefix, label, depth, stack, runs_now, review_only)
+
+    def function(
+        self,
+        function: Function,
+        prefix: str,
+        label: str,
+        depth: int,
+        stack: tuple[int, ...],
+        runs_now: bool,
+        review_only: bool,
+    ) -> None:
+        if depth >= MAX_DEPTH:
+            self.problem(
+                f"{prefix}{label}: calls nested more than {MAX_DEPTH} deep are not followed"
+            )
+            return
+        body = body_of(function)
+        for message in body.problems:
+            self.problem(f"{prefix}{label}: {message}")
+        where = " of its body" if function.source == "catalog" else ""
+        self.body(
+            body.statements,
+            prefix,
+            label,
+            depth + 1,
+            (*stack, id(function)),
+            runs_now,
+            review_only,
+            where,
+        )
+
+    def body(
+        self,
+        statements: list[BodyStatement],
+        prefix: str,
+        label: str,
+        depth: int,
+        stack: tuple[int, ...],
+        runs_now: bool,
+        review_only: bool,
+        where: str = "",
+    ) -> None:
+        for statement in statements:
+            if self.stopped:
+                return
+            self.count += 1
+            if self.count > MAX_STATEMENTS:
+                self.stopped = True
+                self.problem(
+                    f"{prefix}{label or 'the block'}: more than {MAX_STATEMENTS} statements "
+                    "in the bodies it runs; not read past them"
+                )
+                return
+            origin = ", ".join(p for p in (label, statement.origin) if p)
+            own = f"{prefix}{origin}, line {statement.raw.line}{where}: "
+            view = self.view_of(statement.raw, statement.origin or label or None)
+            if not statement.calls_only:
+                self.inner.append(Inner(view, own, runs_now, review_only))
+            self.statement(view, own, depth, stack, runs_now=runs_now, review_only=review_only)
+
+
+def _noun(function: Function) -> str:
+    return "procedure" if function.procedure else "function"
+
+
+# -- definitions -----------------------------------------------------------------------
+
+
+def define(raw: RawStatement, context: Context) -> Function | None:
+    """The function a CREATE [OR REPLACE] FUNCTION|PROCEDURE defines (None: unreadable,
+    which the statement's own analysis reports)."""
+    stmt = _create_statement(raw.text)
+    if stmt is None:
+        return None
+    parts = tuple(str(n.sval) for n in stmt.funcname or ())
+    if not parts:
+        return None
+    schema = parts[-2] if len(parts) > 1 else _creation_schema(context.search_path)
+    inputs = [p for p in stmt.parameters or () if p.mode in _INPUT_MODES]
+    required = sum(1 for p in inputs if p.defexpr is None)
+    variadic = any(p.mode is FunctionParameterMode.FUNC_PARAM_VARIADIC for p in inputs)
+    return Function(
+        schema=schema,
+        name=parts[-1],
+        language=_language(stmt),
+        min_args=required,
+        max_args=None if variadic else len(inputs),
+        procedure=bool(stmt.is_procedure),
+        definition=raw,
+    )
+
+
+def _create_statement(text: str) -> ast.CreateFunctionStmt | None:
+    try:
+        parsed = pglast.parse_sql(text)
+    except ParseError:
+        return None
+    if len(parsed) != 1 or not isinstance(parsed[0].stmt, ast.CreateFunctionStmt):
+        return None
+    return parsed[0].stmt
+
+
+def _creation_schema(path: tuple[str, ...]) -> str:
+    for schema in path:
+        if schema not in ("pg_catalog", "pg_temp"):
+            return schema
+    return "public"
+
+
+def _language(stmt: ast.CreateFunctionStmt) -> str:
+    for option in stmt.options or ():
+        if option.defname == "language" and isinstance(option.arg, ast.String):
+            return str(option.arg.sval).lower()
+    return "sql"
+
+
+def _as_strings(stmt: ast.CreateFunctionStmt) -> list[str]:
+    for option in stmt.options or ():
+        if option.defname == "as":
+            arg = option.arg
+            items = arg if isinstance(arg, tuple | list) else (arg,)
+            return [str(i.sval) for i in items if isinstance(i, ast.String)]
+    return []
+
+
+def body_of(function: Function) -> Body:
+    """The statements of a function's body, read once."""
+    if function._body is None:
+        function._body = _read_body(function)
+    body = function._body
+    assert isinstance(body, Body)
+    return body
+
+
+def _read_body(function: Function) -> Body:
+    language = function.language
+    body = Body(language=language)
+    if function.opaque_reason is not None:
+        body.problems.append(f"cannot be read: {function.opaque_reason}")
+        return body
+    raw = function.definition
+    stmt = _create_statement(raw.text) if raw is not None else None
+    if raw is None or stmt is None:
+        body.problems.append("its definition cannot be read")
+        return body
+    if language not in ("sql", "plpgsql"):
+        body.problems.append(
+            f"its body is in language {language}, which Signoff cannot read: "
+            "what it runs is known only when it runs"
+        )
+        return body
+    strings = _as_strings(stmt)
+    body_line = _string_line(raw, strings[0]) if strings else raw.line
+    if language == "plpgsql":
+        return plpgsql.read_function(raw.text, body_line)
+    if stmt.sql_body is not None:
+        for text in _atomic_statements(stmt.sql_body):
+            for inner in split_statements(text, first_line=raw.line):
+                body.statements.append(BodyStatement(inner, ""))
+        return body
+    if not strings:
+        body.problems.append("it has no body")
+        return body
+    for inner in split_statements(strings[0], first_line=body_line):
+        body.statements.append(BodyStatement(inner, ""))
+    return body
+
+
+def _atomic_statements(sql_body: object) -> list[str]:
+    """``BEGIN ATOMIC ...; END`` and ``RETURN expr`` bodies, as SQL text."""
+    if isinstance(sql_body, ast.ReturnStmt):
+        value = sql_body.returnval
+        return [f"SELECT {RawStream()(value)}"] if value is not None else []
+    texts: list[str] = []
+    stack = [sql_body]
+    while stack:
+        node = stack.pop(0)
+        if isinstance(node, tuple | list):
+            stack[:0] = list(node)
+        elif isinstance(node, ast.Node):
+            texts.append(RawStream()(node))
+    return texts
+
+
+def _string_line(raw: RawStatement, body: str) -> int:
+    """The line the body string starts on (the statement's first line if not found)."""
+    for token in raw.tokens:
+        if token.token_type in _STRINGS and token.text == body:
+            return plpgsql.line_of(raw, token)
+    return raw.line

@@ -1,0 +1,250 @@
+"""The functions a statement may call, and which one a call reaches.
+
+A statement that calls a function runs that function's body: a ``SELECT f()`` is
+as destructive as the ``DROP TABLE`` inside ``f``. The analysis therefore keeps
+the functions it knows (``Functions``, on the ``Context``): those the database's
+catalog holds (read at the edge into ``FunctionFacts``) and those created earlier
+in the plan or session, replaced by ``CREATE OR REPLACE``, forgotten by ``DROP``.
+A call is resolved as PostgreSQL resolves it, along ``search_path`` (pg_catalog
+first unless listed), by name and number of arguments; argument types are not
+compared, so every overload that takes that many arguments is judged.
+
+The calls of a statement are found in PostgreSQL's own parse tree (pglast), so a
+call in a DEFAULT, a CHECK, a view, an index expression or a policy is found
+like one in a SELECT list.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from pglast.parser import ParseError, parse_sql_json
+
+from runner.plan.statements import RawStatement, split_statements
+
+
+@dataclass(frozen=True)
+class CatalogFunction:
+    """One user function or procedure as ``pg_proc`` describes it."""
+
+    schema: str
+    name: str
+    kind: str  # pg_proc.prokind: f function, p procedure, a aggregate, w window
+    language: str
+    nargs: int  # input arguments
+    nargdefaults: int = 0
+    variadic: bool = False
+    # pg_get_functiondef(): the CREATE statement, for sql and plpgsql bodies only.
+    definition: str | None = None
+
+
+@dataclass(frozen=True)
+class FunctionFacts:
+    """What the catalog says about functions: the built-in ones (pg_catalog,
+    information_schema, and those an extension installed), by (schema, name),
+    and every other function of a user schema."""
+
+    builtins: frozenset[tuple[str, str]]
+    functions: tuple[CatalogFunction, ...] = ()
+
+
+@dataclass
+class Function:
+    """A function the analysis can judge a call to."""
+
+    schema: str
+    name: str
+    language: str
+    min_args: int
+    max_args: int | None  # None: variadic
+    procedure: bool = False
+    # The CREATE statement: its body is read from it when a call needs it.
+    definition: RawStatement | None = None
+    # Where it came from, for messages: "" (this plan) or "catalog".
+    source: str = ""
+    # Set when the catalog's definition could not be had (an aggregate, C, ...).
+    opaque_reason: str | None = None
+    _body: Any = field(default=None, repr=False)  # bodies.Body, read once
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    def accepts(self, nargs: int) -> bool:
+        return self.min_args <= nargs and (self.max_args is None or nargs <= self.max_args)
+
+
+class Resolved(Enum):
+    BUILTIN = "builtin"
+    UNKNOWN = "unknown"
+
+
+@dataclass
+class Functions:
+    """The functions known at one point of a plan (one per ``Context``)."""
+
+    # None: the catalog was not read (offline): only the plan's own functions are
+    # judged, a call to anything else is assumed to be a built-in.
+    builtins: frozenset[tuple[str, str]] | None = None
+    known: dict[tuple[str, str], list[Function]] = field(default_factory=dict)
+
+    @classmethod
+    def from_facts(cls, facts: FunctionFacts | None) -> Functions:
+        functions = cls(builtins=None if facts is None else facts.builtins)
+        for entry in facts.functions if facts is not None else ():
+            functions.known.setdefault((entry.schema, entry.name), []).append(_catalog(entry))
+        return functions
+
+    @property
+    def catalog_read(self) -> bool:
+        return self.builtins is not None
+
+    def define(self, function: Function) -> None:
+        """CREATE [OR REPLACE]: the newest definition with the same arguments wins."""
+        same = self.known.setdefault((function.schema, function.name), [])
+        same[:] = [
+            f
+            for f in same
+            if (f.min_args, f.max_args, f.procedure)
+            != (function.min_args, function.max_args, function.procedure)
+        ]
+        same.append(function)
+
+    def forget(self, parts: tuple[str, ...], path: tuple[str, ...]) -> None:
+        """DROP / RENAME / SET SCHEMA of a function: no longer callable by that name.
+        Every overload is forgotten (a later call to the name is then unknown, which
+        fails closed when the catalog was read)."""
+        name = parts[-1]
+        for schema in parts[-2:-1] or path:
+            if self.known.pop((schema, name), None) is not None:
+                return
+
+    def resolve(
+        self, parts: tuple[str, ...], nargs: int, path: tuple[str, ...]
+    ) -> list[Function] | Resolved:
+        """The functions a call reaches (every overload taking ``nargs`` arguments, or
+        every one of that name when none does), BUILTIN, or UNKNOWN."""
+        name = parts[-1]
+        schemas = parts[-2:-1] if len(parts) > 1 else path
+        for schema in schemas:
+            candidates = self.known.get((schema, name))
+            if candidates:
+                return [f for f in candidates if f.accepts(nargs)] or list(candidates)
+            if self.builtins is not None and (schema, name) in self.builtins:
+                return Resolved.BUILTIN
+        if self.builtins is None:
+            return Resolved.BUILTIN  # offline: anything the plan did not create
+        return Resolved.UNKNOWN
+
+
+def _catalog(entry: CatalogFunction) -> Function:
+    max_args = None if entry.variadic else entry.nargs
+    function = Function(
+        schema=entry.schema,
+        name=entry.name,
+        language=entry.language,
+        min_args=entry.nargs - entry.nargdefaults,
+        max_args=max_args,
+        procedure=entry.kind == "p",
+        source="catalog",
+    )
+    if entry.kind == "a":
+        function.opaque_reason = "an aggregate (its state functions are not read)"
+    elif entry.definition is not None:
+        raws = split_statements(entry.definition)
+        if len(raws) == 1:
+            function.definition = raws[0]
+        else:
+            function.opaque_reason = "its catalog definition could not be read"
+    elif entry.language in ("sql", "plpgsql"):
+        function.opaque_reason = "its catalog definition could not be read"
+    return function
+
+
+# -- the calls in a statement ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Call:
+    """A call: the function's name as written (qualified or not) and its argument count."""
+
+    parts: tuple[str, ...]
+    nargs: int
+    trigger: bool = False  # CREATE TRIGGER ... EXECUTE FUNCTION f()
+
+    @property
+    def written(self) -> str:
+        return ".".join(self.parts)
+
+
+def calls_in(text: str) -> list[Call] | str:
+    """Every function call in one statement, in order (a function's own body and a DO
+    block's are not looked into: they are read as bodies); an error message when
+    PostgreSQL's parser cannot read the statement."""
+    try:
+        tree = json.loads(parse_sql_json(text))
+    except ParseError as error:
+        return str(error).splitlines()[0] if str(error) else "syntax error"
+    return list(_calls(tree))
+
+
+# Statements whose parse tree holds a body of its own, read elsewhere.
+_BODY_NODES = frozenset({"CreateFunctionStmt", "DoStmt"})
+
+
+def _calls(tree: Any) -> Iterator[Call]:
+    stack: list[Any] = [tree]
+    pending: list[Call] = []
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(reversed(node))
+            continue
+        if not isinstance(node, dict):
+            continue
+        for key, value in node.items():
+            if key in _BODY_NODES:
+                continue
+            # A FuncCall node (CallStmt.funccall holds one without the node's name).
+            if key in ("FuncCall", "funccall") and isinstance(value, Mapping):
+                pending.append(Call(_names(value.get("funcname")), len(value.get("args") or ())))
+            elif key == "CreateTrigStmt" and isinstance(value, Mapping):
+                pending.append(Call(_names(value.get("funcname")), 0, trigger=True))
+            if isinstance(value, dict | list):
+                stack.append(value)
+    yield from pending
+
+
+def _names(items: Any) -> tuple[str, ...]:
+    return tuple(
+        str(item["String"]["sval"])
+        for item in items or ()
+        if isinstance(item, Mapping) and "String" in item
+    )
+
+
+def object_names(text: str) -> list[tuple[str, ...]]:
+    """The functions a DROP / ALTER ... RENAME / ALTER ... SET SCHEMA of functions
+    names (ALTER FUNCTION that changes only a property names none)."""
+    try:
+        tree = json.loads(parse_sql_json(text))
+    except ParseError:
+        return []
+    names: list[tuple[str, ...]] = []
+    for entry in tree.get("stmts") or ():
+        stmt = entry.get("stmt") or {}
+        if "DropStmt" in stmt:
+            objects = stmt["DropStmt"].get("objects") or ()
+        elif "RenameStmt" in stmt or "AlterObjectSchemaStmt" in stmt:
+            inner = stmt.get("RenameStmt") or stmt.get("AlterObjectSchemaStmt") or {}
+            objects = [inner.get("object")]
+        else:
+            continue
+        for obj in objects:
+            if isinstance(obj, Mapping) and "ObjectWithArgs" in obj:
+                names.append(_names(obj["ObjectWithArgs"].get("objname")))
+    return names
