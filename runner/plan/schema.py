@@ -68,9 +68,7 @@ def _part(part: str) -> str:
 
 
 def _plain_identifier(text: str) -> bool:
-    return (text[0].isalpha() or text[0] == "_") and all(
-        c.isalnum() or c in "_$" for c in text
-    )
+    return (text[0].isalpha() or text[0] == "_") and all(c.isalnum() or c in "_$" for c in text)
 
 
 def _catalog_part(raw: str) -> str:
@@ -217,9 +215,7 @@ class SchemaState:
 
     def create_table(self, name: str, columns: Mapping[str, exp.DataType | None]) -> None:
         parts = split_name(name)
-        identity = (
-            self.identity(name) if len(parts) > 1 else self._create_identity(_part(parts[0]))
-        )
+        identity = self.identity(name) if len(parts) > 1 else self._create_identity(_part(parts[0]))
         self.overlay[identity] = TableState(
             created_in_plan=True, columns={c: _detached(t) for c, t in columns.items()}
         )
