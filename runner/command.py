@@ -98,7 +98,9 @@ def _plan_of(
     return build_plan(
         [SqlSource(f"revision {c.revision.id}", c.sql, c.revision.id) for c in chunks],
         policy=settings.policy,
-        facts=ServerFacts(facts.server_version_num, facts.columns) if facts else None,
+        facts=ServerFacts(facts.server_version_num, facts.columns, facts.functions)
+        if facts
+        else None,
         revisions=[
             Revision(c.revision.id, c.revision.down_revisions, c.revision.message, c.revision.path)
             for c in chunks
@@ -180,7 +182,7 @@ def _lint_facts(database_url: str | None) -> ServerFacts | None:
     from runner.dryrun.facts import read_facts
 
     facts = read_facts(database_url)
-    return ServerFacts(facts.server_version_num, facts.columns)
+    return ServerFacts(facts.server_version_num, facts.columns, facts.functions)
 
 
 def _name(path: str) -> str:

@@ -20,8 +20,9 @@ from psycopg.rows import TupleRow
 
 from runner.errors import DatabaseError
 from runner.pgurl import describe, scrub, to_psycopg_conninfo
+from runner.plan.functions import CatalogFunction, FunctionFacts
 
-__all__ = ["DatabaseFacts", "connect", "current_heads", "read_facts"]
+__all__ = ["DatabaseFacts", "connect", "current_heads", "read_facts", "read_functions"]
 
 _CONNECT_TIMEOUT_S = 10
 
@@ -38,6 +39,9 @@ class DatabaseFacts:
     """"schema.table" (and "table" when visible on the search_path) -> column -> type."""
     populated: dict[str, int]
     """Same keys -> ``pg_class.reltuples`` estimate (-1: never vacuumed/analysed)."""
+    functions: FunctionFacts | None = None
+    """Built-in function names and the user functions with their definitions (None:
+    not read), so a call is judged by the body it runs."""
 
 
 def connect(url: str) -> psycopg.Connection[TupleRow]:
@@ -70,6 +74,7 @@ def read_facts(
                 server_version_num = int(str(row[0])) if row else 0
                 heads = current_heads(cur, version_table, version_schema)
                 columns, populated = _tables(cur)
+                functions = read_functions(cur)
         except psycopg.Error as exc:
             raise DatabaseError(
                 f"cannot read from database at {describe(url)}: {_reason(exc, url)}; "
@@ -84,6 +89,7 @@ def read_facts(
         server_version_num=server_version_num,
         columns=columns,
         populated=populated,
+        functions=functions,
     )
 
 
@@ -129,6 +135,62 @@ def _tables(
             if column is not None:
                 cols[str(column)] = str(type_)
     return columns, populated
+
+
+# A function an extension installed is the extension's (as trusted as a built-in);
+# every other function of a user schema is the database's own, with its body.
+_EXTENSION_MEMBER = """
+EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+        WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+          AND d.objid = p.oid AND d.deptype = 'e')
+"""
+_SYSTEM_SCHEMA = """
+(n.nspname IN ('pg_catalog', 'information_schema')
+ OR n.nspname LIKE 'pg\\_toast%' OR n.nspname LIKE 'pg\\_temp\\_%')
+"""
+
+_BUILTIN_FUNCTIONS_SQL = f"""
+SELECT DISTINCT n.nspname, p.proname
+FROM pg_catalog.pg_proc p
+JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+WHERE n.nspname IN ('pg_catalog', 'information_schema') OR {_EXTENSION_MEMBER}
+"""
+
+_USER_FUNCTIONS_SQL = f"""
+SELECT n.nspname, p.proname, p.prokind, l.lanname, p.pronargs, p.pronargdefaults,
+       p.provariadic <> 0,
+       CASE WHEN p.prokind IN ('f', 'p') AND l.lanname IN ('sql', 'plpgsql')
+            THEN pg_catalog.pg_get_functiondef(p.oid) END
+FROM pg_catalog.pg_proc p
+JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+JOIN pg_catalog.pg_language l ON l.oid = p.prolang
+WHERE NOT {_SYSTEM_SCHEMA} AND NOT {_EXTENSION_MEMBER}
+ORDER BY n.nspname, p.proname, p.oid
+"""
+
+
+def read_functions(cur: psycopg.Cursor[TupleRow]) -> FunctionFacts:
+    """The built-in function names (pg_catalog, information_schema, extensions') and
+    every other function with what its body is read from."""
+    cur.execute(_BUILTIN_FUNCTIONS_SQL)
+    builtins = frozenset((str(schema), str(name)) for schema, name in cur.fetchall())
+    cur.execute(_USER_FUNCTIONS_SQL)
+    functions = tuple(
+        CatalogFunction(
+            schema=str(schema),
+            name=str(name),
+            kind=str(kind),
+            language=str(language),
+            nargs=int(nargs),
+            nargdefaults=int(nargdefaults),
+            variadic=bool(variadic),
+            definition=None if definition is None else str(definition),
+        )
+        for schema, name, kind, language, nargs, nargdefaults, variadic, definition in (
+            cur.fetchall()
+        )
+    )
+    return FunctionFacts(builtins=builtins, functions=functions)
 
 
 def _reason(exc: BaseException, url: str) -> str:

@@ -311,8 +311,9 @@ def _read_body(function: Function) -> Body:
         body.problems.append(f"cannot be read: {function.opaque_reason}")
         return body
     raw = function.definition
-    stmt = _create_statement(raw.text) if raw is not None else None
-    if raw is None or stmt is None:
+    text = raw.text if raw is not None else function.definition_text
+    stmt = _create_statement(text) if text is not None else None
+    if text is None or stmt is None:
         body.problems.append("its definition cannot be read")
         return body
     if language not in ("sql", "plpgsql"):
@@ -322,12 +323,15 @@ def _read_body(function: Function) -> Body:
         )
         return body
     strings = _as_strings(stmt)
-    body_line = _string_line(raw, strings[0]) if strings else raw.line
+    # Lines: of the plan for the plan's own functions; of the body (as PostgreSQL's
+    # error context and psql's \sf+ count them) for the catalog's.
+    first_line = raw.line if raw is not None else 1
+    body_line = _string_line(raw, strings[0]) if raw is not None and strings else first_line
     if language == "plpgsql":
-        return plpgsql.read_function(raw.text, body_line)
+        return plpgsql.read_function(text, body_line)
     if stmt.sql_body is not None:
-        for text in _atomic_statements(stmt.sql_body):
-            for inner in split_statements(text, first_line=raw.line):
+        for atomic in _atomic_statements(stmt.sql_body):
+            for inner in split_statements(atomic, first_line=first_line):
                 body.statements.append(BodyStatement(inner, ""))
         return body
     if not strings:

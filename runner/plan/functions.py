@@ -24,7 +24,7 @@ from typing import Any
 
 from pglast.parser import ParseError, parse_sql_json
 
-from runner.plan.statements import RawStatement, split_statements
+from runner.plan.statements import RawStatement
 
 
 @dataclass(frozen=True)
@@ -62,8 +62,10 @@ class Function:
     min_args: int
     max_args: int | None  # None: variadic
     procedure: bool = False
-    # The CREATE statement: its body is read from it when a call needs it.
+    # The CREATE statement (the plan's, or the catalog's text): its body is read
+    # from it when a call needs it.
     definition: RawStatement | None = None
+    definition_text: str | None = None
     # Where it came from, for messages: "" (this plan) or "catalog".
     source: str = ""
     # Set when the catalog's definition could not be had (an aggregate, C, ...).
@@ -155,11 +157,7 @@ def _catalog(entry: CatalogFunction) -> Function:
     if entry.kind == "a":
         function.opaque_reason = "an aggregate (its state functions are not read)"
     elif entry.definition is not None:
-        raws = split_statements(entry.definition)
-        if len(raws) == 1:
-            function.definition = raws[0]
-        else:
-            function.opaque_reason = "its catalog definition could not be read"
+        function.definition_text = entry.definition
     elif entry.language in ("sql", "plpgsql"):
         function.opaque_reason = "its catalog definition could not be read"
     return function

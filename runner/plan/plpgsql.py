@@ -90,9 +90,8 @@ def read_do(raw: RawStatement) -> Body:
     if language != "plpgsql":
         result.problems.append(f"DO block in language {language} cannot be read")
         return result
-    wrapped = (
-        "CREATE FUNCTION signoff_do_block() RETURNS void LANGUAGE plpgsql AS "
-        + dollar_quote(body.text)
+    wrapped = "CREATE FUNCTION signoff_do_block() RETURNS void LANGUAGE plpgsql AS " + dollar_quote(
+        body.text
     )
     _read(wrapped, line_of(raw, body), result, origin="DO block")
     return result
@@ -158,7 +157,7 @@ def _walk(value: Any, statement: str, key: str, lineno: int, reader: _Reader) ->
     if not isinstance(value, Mapping):
         return
     if len(value) == 1:
-        (name, node), = value.items()
+        ((name, node),) = value.items()
         if name == "PLpgSQL_expr" and isinstance(node, Mapping):
             _expression(node, statement, key, lineno, reader)
             return

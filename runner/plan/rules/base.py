@@ -165,6 +165,14 @@ class Context:
     definitions_changed: bool = False
 
     @property
+    def cached_verdicts_hold(self) -> bool:
+        """Whether a verdict cached on a statement's text still holds: not once an enum
+        got a label (a read of it is judged again, every time), nor once a function was
+        defined, replaced or dropped or search_path changed (a call may reach another
+        body). Both only ever become true."""
+        return not self.enum_labels_added and not self.definitions_changed
+
+    @property
     def in_transaction(self) -> bool:
         return self.transaction is not None
 

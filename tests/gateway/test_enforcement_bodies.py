@@ -1,0 +1,183 @@
+"""Through the real gateway: a session without a grant cannot destroy data by hiding
+the statement in a function, procedure, trigger, DEFAULT, view or DO block (issue 10).
+
+Each reproducer is refused with 42501 naming the rule of the statement inside the
+body, over the simple and the extended protocol, and the table it aims at still has
+its rows, checked on PostgreSQL directly. Defining a function is allowed (it runs
+nothing); a harmless body passes; a function created in the database before the
+session is judged from pg_proc, and one created after the gateway read the catalog
+is nowhere to be found, so it needs approval.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from gateway_harness import Gateway, running_gateway
+from pgclient import RawClient, bind, error_of, execute
+
+from runner.gateway import wire
+
+ROWS = 20
+
+
+@pytest.fixture
+def gateway(
+    scratch_db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Gateway]:
+    with running_gateway(scratch_db_url, tmp_path, monkeypatch) as running:
+        with psycopg.connect(scratch_db_url, autocommit=True) as admin:
+            admin.execute("CREATE TABLE charts (id int PRIMARY KEY, note text)")
+            admin.execute(f"INSERT INTO charts SELECT g, 'n' FROM generate_series(1, {ROWS}) g")
+            # The gateway's role owns the table: without the analysis, it could empty it.
+            admin.execute(f"ALTER TABLE charts OWNER TO {running.role}")
+            # Functions made outside the gateway, before any session: read from pg_proc.
+            admin.execute(
+                "CREATE FUNCTION wipe_charts() RETURNS void LANGUAGE plpgsql AS "
+                "$$ BEGIN DELETE FROM charts; END $$"
+            )
+            admin.execute(
+                "CREATE FUNCTION charts_gone() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN TRUNCATE charts; RETURN NEW; END $$"
+            )
+        yield running
+
+
+def chart_rows(gateway: Gateway) -> int:
+    with psycopg.connect(gateway.upstream_url) as direct:
+        row = direct.execute("SELECT count(*) FROM charts").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+class Session:
+    """One connection through the gateway, speaking the simple or extended protocol."""
+
+    def __init__(self, gateway: Gateway, protocol: str) -> None:
+        self.protocol = protocol
+        self.gateway = gateway
+        self.session = session = gateway.session()
+        self.client = RawClient(gateway.pg_port)
+        started = self.client.startup(session["session_id"], "ehr", session["secret"])
+        assert started[-1][0] == "Z", started
+
+    def run(self, text: str) -> list[tuple[str, bytes]]:
+        if self.protocol == "simple":
+            self.client.send(wire.query(text))
+        else:
+            self.client.send(wire.parse(b"", text), bind(b"", b""), execute(), wire.sync())
+        return self.client.until("Z")
+
+    def allowed(self, text: str) -> list[tuple[str, bytes]]:
+        answer = self.run(text)
+        assert "E" not in [kind for kind, _ in answer], (text, error_of(answer))
+        return answer
+
+    def refused(self, text: str, rule: str) -> str:
+        fields = error_of(self.run(text))
+        assert fields["C"] == "42501", (text, fields)
+        assert f"({rule}" in fields["M"] or f"{rule})" in fields["M"], (text, fields)
+        return fields["M"]
+
+    def findings(self, text: str) -> list[str]:
+        """The finding messages the audit log holds for ``text``."""
+        records = [r for r in self.gateway.audit(self.session) if r.get("text") == text]
+        assert records, text
+        return [str(f["message"]) for f in records[-1]["findings"]]
+
+    def close(self) -> None:
+        self.client.close()
+
+
+@pytest.mark.parametrize("protocol", ["simple", "extended"])
+def test_bodies_that_destroy_are_refused_at_the_call(gateway: Gateway, protocol: str) -> None:
+    session = Session(gateway, protocol)
+    try:
+        # The issue's reproducer: defining is allowed, calling is refused.
+        session.allowed("CREATE FUNCTION f() RETURNS void LANGUAGE sql AS $$ DROP TABLE charts $$")
+        session.refused("SELECT f()", "SO101")
+        assert "inside function public.f, line 1: drops table charts" in " ".join(
+            session.findings("SELECT f()")
+        )
+        # PL/pgSQL, a DO block whose loop header deletes, a procedure.
+        session.allowed(
+            "CREATE FUNCTION g() RETURNS void LANGUAGE plpgsql AS "
+            "$$ BEGIN DELETE FROM charts; END $$"
+        )
+        session.refused("SELECT g()", "SO111")
+        session.refused(
+            "DO $$ DECLARE r record; BEGIN FOR r IN DELETE FROM charts RETURNING * "
+            "LOOP END LOOP; END $$",
+            "SO111",
+        )
+        session.allowed("CREATE PROCEDURE p() LANGUAGE sql AS $$ TRUNCATE charts $$")
+        session.refused("CALL p()", "SO109")
+        # A DEFAULT and a view run the function later, for every row and every read.
+        session.allowed(
+            "CREATE FUNCTION boom() RETURNS int LANGUAGE sql AS "
+            "$$ DELETE FROM charts RETURNING 1 $$"
+        )
+        session.refused("CREATE TABLE later (a int DEFAULT boom())", "SO111")
+        session.refused("CREATE VIEW v AS SELECT boom()", "SO111")
+        # A function shadowing a built-in counts only where search_path puts it first.
+        session.allowed(
+            "CREATE FUNCTION public.lower(text) RETURNS text LANGUAGE sql AS "
+            "$$ DELETE FROM charts; SELECT 'x' $$"
+        )
+        session.allowed("SELECT lower('A')")  # pg_catalog.lower
+        session.allowed("SET search_path = public, pg_catalog")
+        session.refused("SELECT lower('A')", "SO111")
+        session.allowed("RESET search_path")
+        # A harmless body passes; one replaced by a destructive body no longer does,
+        # even after the harmless call was cached.
+        session.allowed("CREATE FUNCTION h() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$")
+        session.allowed("SELECT h()")
+        session.allowed("SELECT h()")
+        session.allowed(
+            "CREATE OR REPLACE FUNCTION h() RETURNS int LANGUAGE sql AS "
+            "$$ DELETE FROM charts RETURNING 1 $$"
+        )
+        session.refused("SELECT h()", "SO111")
+    finally:
+        session.close()
+    assert chart_rows(gateway) == ROWS
+
+
+@pytest.mark.parametrize("protocol", ["simple", "extended"])
+def test_functions_from_the_catalog_are_judged_by_their_bodies(
+    gateway: Gateway, protocol: str
+) -> None:
+    session = Session(gateway, protocol)
+    try:
+        session.refused("SELECT wipe_charts()", "SO111")
+        assert any(
+            m.startswith("inside function public.wipe_charts, line 1 of its body: deletes")
+            for m in session.findings("SELECT wipe_charts()")
+        )
+        session.refused(
+            "CREATE TRIGGER gone AFTER INSERT ON charts FOR EACH ROW "
+            "EXECUTE FUNCTION charts_gone()",
+            "SO109",
+        )
+        session.allowed("SELECT count(*), lower('A'), now() FROM charts")
+    finally:
+        session.close()
+    # Made after the gateway read the catalog: nothing knows its body.
+    with psycopg.connect(gateway.upstream_url, autocommit=True) as direct:
+        direct.execute(
+            "CREATE FUNCTION late_wipe() RETURNS void LANGUAGE sql AS $$ DELETE FROM charts $$"
+        )
+    later = Session(gateway, protocol)
+    try:
+        later.refused("SELECT late_wipe()", "SO011")
+    finally:
+        later.close()
+    assert chart_rows(gateway) == ROWS
+    with psycopg.connect(gateway.upstream_url) as direct:
+        triggers = direct.execute(
+            "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'charts'::regclass"
+        ).fetchone()
+    assert triggers == (0,)
