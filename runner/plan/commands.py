@@ -180,6 +180,10 @@ _SIMPLE_PREFIXES: tuple[tuple[tuple[str, ...], str], ...] = (
     (("CREATE", "CAST"), "create_cast"),
     (("CREATE", "AGGREGATE"), "create_aggregate"),
     (("CREATE", "OR", "REPLACE", "AGGREGATE"), "create_aggregate"),
+    # Before CREATE/ALTER/DROP USER: a user mapping is not a role.
+    (("CREATE", "USER", "MAPPING"), "create_user_mapping"),
+    (("ALTER", "USER", "MAPPING"), "alter_user_mapping"),
+    (("DROP", "USER", "MAPPING"), "drop_user_mapping"),
     (("CREATE", "ROLE"), "create_role"),
     (("CREATE", "USER"), "create_role"),
     (("ALTER", "ROLE"), "alter_role"),

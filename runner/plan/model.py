@@ -22,6 +22,13 @@ SHORT_HASH_LEN = 12
 
 class Category(StrEnum):
     DESTRUCTIVE = "destructive"
+    # Weakens who may read or change PHI, or switches off a control that records
+    # or restricts it (RLS, triggers, audit logging, the server-side guard).
+    ACCESS_CONTROL = "access-control"
+    # Reaches outside the database's own access model: the server's files and
+    # programs, other servers, other sessions, server configuration. Denied by
+    # default; only a per-role or per-rule setting lets one through.
+    ESCAPE_HATCH = "escape-hatch"
     LOCKING = "locking"
     INCOMPATIBLE = "incompatible"
     UNANALYSABLE = "unanalysable"

@@ -16,6 +16,10 @@ from runner.plan.rules.base import Rule
 
 DEFAULT_DECISIONS: Mapping[Category, Decision] = {
     Category.DESTRUCTIVE: Decision.NEEDS_APPROVAL,
+    Category.ACCESS_CONTROL: Decision.NEEDS_APPROVAL,
+    # An escape hatch cannot be applied as written unless the configuration says
+    # so (decisions.escape-hatch, or rules.SO6xx): an approval is not enough.
+    Category.ESCAPE_HATCH: Decision.DENY,
     Category.UNANALYSABLE: Decision.NEEDS_APPROVAL,
     Category.LOCKING: Decision.WARN,
     Category.INCOMPATIBLE: Decision.WARN,
@@ -23,8 +27,8 @@ DEFAULT_DECISIONS: Mapping[Category, Decision] = {
 }
 
 # Categories an inline ``-- signoff: allow`` may downgrade by default. Waiving a
-# destructive or unanalysable finding is a reviewer's approval, not an author's
-# comment.
+# destructive, access-control, escape-hatch or unanalysable finding is a
+# reviewer's approval (or the configuration's), not an author's comment.
 DEFAULT_INLINE_ALLOW = frozenset({Category.LOCKING, Category.INCOMPATIBLE, Category.HYGIENE})
 
 
@@ -48,7 +52,11 @@ class Policy:
             return self.rule_decisions[rule_id]
         if rule_default is not None:
             return rule_default
-        return self.decisions.get(category, Decision.NEEDS_APPROVAL)
+        if category in self.decisions:
+            return self.decisions[category]
+        # A category the configuration does not mention: its default, or (one
+        # unknown to the defaults too) a reviewer.
+        return DEFAULT_DECISIONS.get(category, Decision.NEEDS_APPROVAL)
 
     def may_allow_inline(self, category: Category) -> bool:
         return category in self.inline_allow

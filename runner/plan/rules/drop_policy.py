@@ -12,7 +12,8 @@ from runner.plan.rules.drop_trigger import table_after_on
 @rule(
     "SO317",
     "drop-policy",
-    Category.INCOMPATIBLE,
+    # Access control: which rows each role may read is the policy's whole point.
+    Category.ACCESS_CONTROL,
     Severity.WARNING,
     summary=(
         "Dropping a row-level security policy changes which rows running clients see or write."
