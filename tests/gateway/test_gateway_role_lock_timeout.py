@@ -57,4 +57,3 @@ def test_lock_timeout_finding_follows_the_roles_setting(gateway: Gateway) -> Non
         assert conn.execute("SHOW lock_timeout").fetchone() == ("0",)
         conn.execute(again)
     assert "SO401" in rules_of(gateway, reporter, again)
-
