@@ -22,6 +22,7 @@ from runner.gateway.config import load_gateway_config
 from runner.gateway.serve import GatewayThread
 
 PASSWORD = "Upstr3am-s3cret-Do-Not-Leak"
+GUARD_PASSWORD = "Gu4rd-s3cret-Do-Not-Leak"
 SIGNOFF = [sys.executable, "-m", "runner.cli"]
 EXPIRED = "2000-01-01T00:00:00.000000Z"
 
@@ -37,6 +38,19 @@ class Gateway:
     database: str
     upstream_url: str
     log: Path
+    role: str = ""  # the upstream role (an owner role; a superuser only when asked)
+    guard_role: str | None = None  # [databases.guard]'s role, when asked for
+
+    def guard_cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``signoff gateway ARGS --config ...`` with the guard's password too."""
+        return subprocess.run(
+            [*SIGNOFF, "gateway", *args, "--config", str(self.config_path)],
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, "EHR_DB_PASSWORD": PASSWORD, "EHR_GUARD_PASSWORD": GUARD_PASSWORD},
+            cwd=Path(__file__).resolve().parents[1],
+        )
 
     def token(self, **claims: Any) -> str:
         return self.issuer.token(**claims)
@@ -96,22 +110,48 @@ def running_gateway(
     max_session_ttl: str = "1h",
     signing_key: Path | None = None,
     archive: Path | None = None,
+    superuser: bool = False,
+    guard: bool = False,
 ) -> Iterator[Gateway]:
     """The whole gateway in this process (GatewayThread): SQLite state, a loopback
     OIDC issuer, the scratch database behind it with a small ``patients`` table;
     ``tls`` (certificate, key) is offered on the PostgreSQL port; ``extra_config`` is
-    appended to gateway.toml (more [[access]] rules, [code_hosts], [approvals])."""
+    appended to gateway.toml (more [[access]] rules, [code_hosts], [approvals]).
+
+    The upstream role is what README recommends: an owner role (LOGIN, owns the test
+    tables, may create in schema public), not a superuser; ``superuser=True`` makes it
+    one for a test that needs it. ``guard=True`` adds a ``[databases.guard]`` role (a
+    superuser: it installs the server-side guard's event triggers); installing the
+    guard is the test's own step (``gateway.guard_cli("install-guard", ...)``)."""
     dbname = scratch_db_url.rsplit("/", 1)[1].split("?")[0]
     # A role of this gateway's own: tests running side by side (or a run that died
     # and left a database owned by the role) never share one.
     role = f"signoff_gw_{secrets.token_hex(6)}"
+    guard_role = f"signoff_guard_{secrets.token_hex(6)}" if guard else None
     with psycopg.connect(scratch_db_url, autocommit=True) as conn:
-        conn.execute(f"CREATE ROLE {role} LOGIN SUPERUSER PASSWORD '{PASSWORD}'")
+        conn.execute(
+            f"CREATE ROLE {role} LOGIN {'SUPERUSER' if superuser else ''} PASSWORD '{PASSWORD}'"
+        )
+        conn.execute(f"GRANT USAGE, CREATE ON SCHEMA public TO {role}")
+        if guard_role is not None:
+            conn.execute(f"CREATE ROLE {guard_role} LOGIN SUPERUSER PASSWORD '{GUARD_PASSWORD}'")
         conn.execute("CREATE TABLE patients (id bigint PRIMARY KEY, mrn text NOT NULL)")
         conn.execute("INSERT INTO patients SELECT g, 'M' || g FROM generate_series(1, 20) g")
         conn.execute("CREATE TABLE visits_old (id int)")
+        for table in ("patients", "visits_old"):
+            conn.execute(f"ALTER TABLE {table} OWNER TO {role}")
+    guard_config = (
+        ""
+        if guard_role is None
+        else f"""
+    [databases.guard]
+    user = "{guard_role}"
+    password_env = "EHR_GUARD_PASSWORD"
+"""
+    )
     try:
         monkeypatch.setenv("EHR_DB_PASSWORD", PASSWORD)
+        monkeypatch.setenv("EHR_GUARD_PASSWORD", GUARD_PASSWORD)
         state = tmp_path / "gateway.db"
         with OidcIssuer() as issuer:
             config_path = tmp_path / "gateway.toml"
@@ -148,6 +188,7 @@ def running_gateway(
     user = "{role}"
     password_env = "EHR_DB_PASSWORD"
     sslmode = "disable"
+{guard_config}
 
     [[access]]
     database = "ehr"
@@ -178,14 +219,20 @@ def running_gateway(
                     database=dbname,
                     upstream_url=scratch_db_url,
                     log=log,
+                    role=role,
+                    guard_role=guard_role,
                 )
     finally:
         with psycopg.connect(scratch_db_url, autocommit=True) as conn:
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,)
-            )
-            # What the role made in the scratch database goes with the database; the
-            # role itself must not outlive the test.
-            conn.execute(f"REASSIGN OWNED BY {role} TO CURRENT_USER")
-            conn.execute(f"DROP OWNED BY {role}")
-            conn.execute(f"DROP ROLE {role}")
+            for made in (role, guard_role):
+                if made is None:
+                    continue
+                conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
+                    (made,),
+                )
+                # What the role made in the scratch database goes with the database;
+                # the role itself must not outlive the test.
+                conn.execute(f"REASSIGN OWNED BY {made} TO CURRENT_USER")
+                conn.execute(f"DROP OWNED BY {made}")
+                conn.execute(f"DROP ROLE {made}")

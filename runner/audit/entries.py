@@ -55,7 +55,7 @@ def statement_data_json(database: str, decision: StatementDecision) -> Canonical
 
 
 def outcome_data(outcome: Outcome) -> dict[str, Any]:
-    return {
+    data: dict[str, Any] = {
         "outcome": outcome.tag if outcome.sqlstate is None else outcome.sqlstate,
         "tag": outcome.tag,
         "sqlstate": outcome.sqlstate,
@@ -63,6 +63,11 @@ def outcome_data(outcome: Outcome) -> dict[str, Any]:
         "duration_ms": round(float(outcome.duration_ms), 3),
         "status": outcome.status,
     }
+    if outcome.masked:  # only when masking changed something: other entries stay as they were
+        data["masked_columns"] = [dict(c) for c in outcome.masked]
+    if outcome.nested:  # what the server-side guard saw inside a marked statement
+        data["nested"] = [dict(n) for n in outcome.nested]
+    return data
 
 
 def _json_opt(value: str | None) -> str:
@@ -72,6 +77,8 @@ def _json_opt(value: str | None) -> str:
 def outcome_data_json(outcome: Outcome) -> CanonicalJson:
     """``canonical_json(outcome_data(outcome))``, assembled directly: everything after
     the duration is the same for every run of a statement, so it is made once."""
+    if outcome.masked or outcome.nested:
+        return CanonicalJson(canonical_json(outcome_data(outcome)))
     tail = _outcome_tails.get((outcome.tag, outcome.rows, outcome.sqlstate, outcome.status))
     if tail is None:
         tail = _outcome_tail(outcome)

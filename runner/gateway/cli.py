@@ -20,7 +20,7 @@ from runner.errors import SignoffError
 
 if TYPE_CHECKING:  # imported lazily at run time: `signoff gateway --help` stays quick
     from runner.gateway.config import GatewayConfig
-    from runner.gateway.model import StateStore
+    from runner.gateway.model import StateStore, Upstream
 
 
 def _config_option(func: click.decorators.FC) -> click.decorators.FC:
@@ -104,6 +104,17 @@ def check_config(config_path: Path) -> None:
         for problem in problems:
             click.echo(f"signoff: error: {problem}", err=True)
         sys.exit(2)
+    from runner.gateway.dbguard.status import database_report
+    from runner.gateway.dbguard.testing import SWITCH, guard_only
+
+    # Each database as its upstream role sees it: the guard, and least privilege.
+    guard_lines: dict[str, str] = {}
+    for database in config.databases.values():
+        guard_lines[database.name], warnings = database_report(database)
+        for warning in warnings:
+            click.echo(f"signoff: warning: {warning}", err=True)
+    if guard_only():
+        click.echo(f"signoff: warning: {SWITCH}: the analysis is off (tests only)", err=True)
     out = [
         f"{config_path}: valid",
         f"audience: {config.audience}",
@@ -118,6 +129,7 @@ def check_config(config_path: Path) -> None:
         *(
             f"  {d.name}: {d.user}@{d.host}:{d.port}/{d.dbname}, password from "
             + (f"${d.password_env}" if d.password_env else d.password_file or "nowhere (trust)")
+            + f"\n    {guard_lines[d.name]}"
             for d in config.databases.values()
         ),
         "access:",
@@ -245,6 +257,69 @@ def grant(
     finally:
         service.close()
         store.close()
+
+
+def _guard_target(config: GatewayConfig, database: str, admin_url: str | None) -> Upstream | str:
+    """Whom install-guard connects as: --admin-url, else the [databases.guard] role."""
+    from runner.errors import ConfigError
+
+    if database not in config.databases:
+        _fail(f"no database {database!r} in the config; use one of {', '.join(config.databases)}")
+    if admin_url:
+        return admin_url
+    try:
+        target = config.databases[database].guard_upstream()
+    except ConfigError as error:
+        _fail(str(error))
+    if target is None:
+        _fail(
+            f"databases.{database} has no [databases.guard] credential; add one (user, "
+            "password_env) or pass --admin-url postgresql://ADMIN@HOST/DB"
+        )
+    return target
+
+
+_admin_url_option = click.option(
+    "--admin-url",
+    envvar="SIGNOFF_GUARD_ADMIN_URL",
+    help="Connect as this role instead of [databases.guard] (a DBA's own; env "
+    "SIGNOFF_GUARD_ADMIN_URL). The guard role may then mark.",
+)
+
+
+@gateway.command("install-guard")
+@_config_option
+@click.option("--database", required=True, help="Configured database name.")
+@_admin_url_option
+def install_guard(config_path: Path, database: str, admin_url: str | None) -> None:
+    """Install the server-side guard in a database (once, by a DBA; again to update)."""
+    from runner.gateway.dbguard.install import GuardError, install
+
+    config = _load(config_path)
+    target = _guard_target(config, database, admin_url)
+    guard = config.databases[database].guard
+    try:
+        message = install(target, marker_role=None if guard is None else guard.user)
+    except GuardError as error:
+        _fail(f"databases.{database}: {error}")
+    click.echo(f"{database}: {message}")
+
+
+@gateway.command("uninstall-guard")
+@_config_option
+@click.option("--database", required=True, help="Configured database name.")
+@_admin_url_option
+def uninstall_guard(config_path: Path, database: str, admin_url: str | None) -> None:
+    """Remove the server-side guard from a database."""
+    from runner.gateway.dbguard.install import GuardError, uninstall
+
+    config = _load(config_path)
+    target = _guard_target(config, database, admin_url)
+    try:
+        message = uninstall(target)
+    except GuardError as error:
+        _fail(f"databases.{database}: {error}")
+    click.echo(f"{database}: {message}")
 
 
 @gateway.group()

@@ -29,6 +29,10 @@ environment variable or file that holds it, and the gateway reads it at start.
     user = "signoff_gateway"
     password_env = "EHR_DB_PASSWORD"     # or password_file = "/run/secrets/ehr"
 
+    [databases.guard]                    # optional: the server-side guard's marker role
+    user = "signoff_guard"               # (see `signoff gateway install-guard`)
+    password_env = "EHR_GUARD_PASSWORD"  # or password_file
+
     [[access]]
     database = "ehr"
     role = "deployer"
@@ -127,8 +131,20 @@ _DATABASE_KEYS = {
     "password_file",
     "sslmode",
     "min_approvals",
+    "guard",
 }
+_GUARD_KEYS = {"user", "password_env", "password_file"}
 _ACCESS_KEYS = {"database", "role", "issuer", "claims"}
+
+
+@dataclass(frozen=True)
+class GuardCredential:
+    """The role the gateway marks approved statements with, for the database's
+    server-side guard (runner.gateway.dbguard): ``[databases.guard]``."""
+
+    user: str
+    password_env: str | None = None
+    password_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -142,6 +158,7 @@ class DatabaseConfig:
     password_file: str | None = None
     sslmode: str = "prefer"
     min_approvals: int | None = None  # None: [approvals].min_approvals
+    guard: GuardCredential | None = None  # None: no marks (the guard, if installed, refuses)
 
     def upstream(self) -> Upstream:
         """The held credential, read now (from the environment or a file)."""
@@ -156,6 +173,16 @@ class DatabaseConfig:
 
     def password(self) -> str | None:
         return fields.read_secret(self.password_env, self.password_file, f"databases.{self.name}")
+
+    def guard_upstream(self) -> Upstream | None:
+        """Where and as whom the guard's marks are written (read now), or None."""
+        guard = self.guard
+        if guard is None:
+            return None
+        password = fields.read_secret(
+            guard.password_env, guard.password_file, f"databases.{self.name}.guard"
+        )
+        return Upstream(self.host, self.port, self.dbname, guard.user, password, self.sslmode)
 
 
 @dataclass(frozen=True)
@@ -471,6 +498,19 @@ def _database(raw: Mapping[str, Any], where: str, n: int) -> DatabaseConfig:
             if raw.get("min_approvals") is None
             else fields.positive_int(raw["min_approvals"], where, f"databases.{name}.min_approvals")
         ),
+        guard=None if raw.get("guard") is None else _guard(raw["guard"], where, name),
+    )
+
+
+def _guard(raw: Any, where: str, database: str) -> GuardCredential:
+    name = f"databases.{database}.guard"
+    table = fields.table(raw, where, name)
+    fields.known_keys(table, _GUARD_KEYS, where, f"{name}.")
+    password_env, password_file = fields.secret_source(table, where, name, what="password")
+    return GuardCredential(
+        user=fields.string(table.get("user"), where, f"{name}.user"),
+        password_env=password_env,
+        password_file=password_file,
     )
 
 

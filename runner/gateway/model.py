@@ -275,6 +275,11 @@ class Outcome(NamedTuple):  # a tuple: made per statement on the proxy's hot pat
     rows: int | None = None
     duration_ms: float = 0.0
     status: str = "completed"  # completed | failed | not-run | connection-lost
+    # What the server-side guard saw inside a marked statement (runner.gateway.dbguard):
+    # {"tag", "type", "identity"} of each nested command or dropped object.
+    nested: tuple[Mapping[str, str], ...] = ()
+    # The columns masking changed in the result (runner.gateway.masking), never values.
+    masked: tuple[Mapping[str, Any], ...] = ()
 
 
 class FastLane(NamedTuple):

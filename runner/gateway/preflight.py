@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from runner.errors import SignoffError
 from runner.gateway.config import GatewayConfig
+from runner.gateway.dbguard.testing import switch_problem
 
 
 def preflight(config: GatewayConfig) -> list[str]:
@@ -21,6 +22,10 @@ def preflight(config: GatewayConfig) -> list[str]:
     problems: list[str] = []
     for database in config.databases.values():
         _check(problems, database.password)
+        _check(problems, database.guard_upstream)
+    switch = switch_problem()  # the test suite's switch, set where it must not be
+    if switch is not None:
+        problems.append(switch)
     for host in config.code_hosts.values():
         _check(problems, host.token)
     if config.signing_key is not None:

@@ -19,6 +19,9 @@ import uvicorn
 from runner.errors import SignoffError
 from runner.gateway.app import create_app
 from runner.gateway.config import GatewayConfig
+from runner.gateway.dbguard.link import attach
+from runner.gateway.dbguard.status import start_guards
+from runner.gateway.dbguard.testing import SWITCH, GuardOnlyPolicy, guard_only, switch_problem
 from runner.gateway.httpguard import BodyTimeout, guarded_protocol
 from runner.gateway.model import utcnow
 from runner.gateway.proxy import PgProxy, ProxyConfig
@@ -62,8 +65,22 @@ async def serve(
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
+    problem = switch_problem()
+    if problem is not None:
+        raise StartupError(problem)
     store = open_store(config.state_url)
     service = GatewayService(config, store)
+    if guard_only():
+        _log.warning(
+            "%s: the gateway's analysis is OFF (every statement allowed unless a grant "
+            "marks it): the test suite's switch, never for a real database",
+            SWITCH,
+        )
+        service.policy = GuardOnlyPolicy.over(service.policy)
+    # Each database's server-side guard: its status in the log, and the markers the
+    # connections mark approved statements with.
+    markers = await start_guards(config)
+    attach(service, markers)
     proxy = PgProxy(
         service,
         ProxyConfig(
@@ -137,6 +154,9 @@ async def serve(
                 await sweeper
     finally:
         await proxy.stop()
+        for marker in markers.values():
+            with contextlib.suppress(Exception):
+                await marker.close()
         service.close()
         store.close()
         stats = service.writer.stats

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from runner.gateway import upstream as upstream_mod
 from runner.gateway import wire
+from runner.gateway.dbguard.link import link_for
 from runner.gateway.model import Session, utcnow
 from runner.gateway.proxy import auth
 from runner.gateway.proxy.events import record_event
@@ -260,6 +261,8 @@ class ClientConnection:
             "utf-8" if codec in (None, "ascii") else codec,
             up.parameters.get("standard_conforming_strings", "on") == "on",
         )
+        # The database's guard, when the gateway marks for it (runner.gateway.dbguard).
+        relay.guard = link_for(self.backend, session.database, up.pid)
         glue = open_lane(relay, self.backend, session)
         lane = None if glue is None else glue.lane
         client.set_protocol(ClientSide(relay, lane))
@@ -347,6 +350,8 @@ class ClientConnection:
                 await asyncio.gather(*relay.background, return_exceptions=True)
             relay.submit_outcomes(relay.owed_at_close())
             relay.session = None  # once: nothing more is submitted for this connection
+            if relay.guard is not None:
+                await relay.guard.close()
         self.session = None  # once
         lost = reason != "closed"
         await self._event(session, "closed", reason=reason if lost else "client terminated")

@@ -36,11 +36,14 @@ Recording = tuple[Sequence[StatementDecision], Callable[[list[int] | None], byte
 class Prepared:
     """A prepared statement as the proxy knows it."""
 
-    __slots__ = ("approved", "blocked", "decisions", "runs")
+    __slots__ = ("approved", "blocked", "decisions", "runs", "text")
 
-    def __init__(self, decisions: list[StatementDecision], blocked: bool) -> None:
+    def __init__(
+        self, decisions: list[StatementDecision], blocked: bool, text: bytes = b""
+    ) -> None:
         self.decisions = decisions
         self.blocked = blocked
+        self.text = text  # the Parse's text: what the server runs (the guard's mark names it)
         # A grant covers one run: a statement approved at its Parse runs once,
         # however many times it is bound and executed.
         self.approved = any(d.decision is AuditDecision.APPROVED for d in decisions)
@@ -54,7 +57,7 @@ class Portal(Prepared):
     __slots__ = ("ran", "statement")
 
     def __init__(self, statement: Prepared) -> None:
-        super().__init__(statement.decisions, statement.blocked)
+        super().__init__(statement.decisions, statement.blocked, statement.text)
         self.statement = statement
         self.ran = False
 
@@ -195,7 +198,7 @@ class Bookkeeping:
         """Track the statement; None to forward the Parse as is, else what to record
         first and what to forward once recorded (a blocked statement)."""
         blocked = any(d.blocked for d in decisions)
-        info = Prepared(decisions, blocked)
+        info = Prepared(decisions, blocked, message.text)
         entry = Pending(K_PARSE)
         entry.name = message.name
         entry.info = info

@@ -14,6 +14,7 @@ from runner.gateway.model import Outcome, ProxyBackend, Session
 from runner.gateway.proxy.pending import IDLE, Bookkeeping
 
 if TYPE_CHECKING:
+    from runner.gateway.dbguard.link import GuardLink
     from runner.gateway.proxy.lane import LaneGlue
 
 WRITE_HIGH_WATER = 1 << 20  # bytes buffered for a slow peer before the other side pauses
@@ -83,6 +84,10 @@ class RelayCore(Bookkeeping):
         # nothing going on.
         self.lane: Any = None
         self.lane_glue: LaneGlue | None = None
+        # The database's server-side guard (runner.gateway.dbguard): None when the
+        # gateway writes no marks for it; and the text the held statement is marked for.
+        self.guard: GuardLink | None = None
+        self.guard_text: str | None = None
 
     def end(self, reason: str) -> None:
         if self.end_reason is None:
@@ -105,6 +110,8 @@ class RelayCore(Bookkeeping):
                 self.ct.resume_reading()
 
     def submit_outcomes(self, owed: list[tuple[int, Outcome]]) -> None:
+        if self.guard is not None and owed:
+            owed = self.guard.outcomes(owed)  # what the guard saw, joined in
         if owed and self.session is not None:
             with contextlib.suppress(Exception):  # a failed write is logged by the writer
                 self.backend.submit_outcomes(self.session, owed)
