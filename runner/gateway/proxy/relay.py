@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from runner.gateway import wire
 from runner.gateway.model import Outcome, StatementDecision
+from runner.gateway.proxy.aside import LARGE_TEXT_BYTES, AsideAnalysis
 from runner.gateway.proxy.events import record_event
 from runner.gateway.proxy.pending import (
     IDLE,
@@ -49,6 +50,7 @@ from runner.gateway.proxy.pending import (
     ms,
     refusal,
 )
+from runner.gateway.proxy.reading import ReadingWatch
 from runner.gateway.proxy.state import (
     BACKLOG,
     CLIENT_BACKLOG_MAX,
@@ -67,7 +69,6 @@ _ROW_DESCRIPTION = wire.ROW_DESCRIPTION
 _COMMAND_COMPLETE = wire.COMMAND_COMPLETE
 _READY_FOR_QUERY = wire.READY_FOR_QUERY
 _ERROR_RESPONSE = wire.ERROR_RESPONSE
-_NOTICE_RESPONSE = wire.NOTICE_RESPONSE
 # Upstream messages whose body the relay reads (all small); the others pass through.
 _NEED_BODY = frozenset(
     {_COMMAND_COMPLETE, _READY_FOR_QUERY, _ERROR_RESPONSE, wire.PARAMETER_STATUS}
@@ -133,6 +134,27 @@ class UpstreamSide(asyncio.Protocol):
 class ClientToServer(RelayCore):
     """Client bytes: decided, recorded, forwarded (or refused)."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reading = ReadingWatch()  # what ahead of a backslash text could change it
+        self.aside = AsideAnalysis()  # a large text's decision, made in a worker
+
+    def query_recorded(self, entry: Pending, seqs: list[int] | None) -> bytes | None:
+        was_settled = self.settled
+        replacement = super().query_recorded(entry, seqs)
+        if replacement is None:  # forwarded as it is
+            self.reading.forwarded(was_settled, entry.decisions)
+        return replacement
+
+    def execute_recorded(
+        self, entry: Pending, decisions: list[StatementDecision], seqs: list[int] | None
+    ) -> bytes | None:
+        was_settled = self.settled
+        replacement = super().execute_recorded(entry, decisions, seqs)
+        if replacement is None:
+            self.reading.forwarded(was_settled, decisions)
+        return replacement
+
     def client_bytes(self, data: bytes) -> None:
         """Client bytes, or queued while a statement waits for its audit record."""
         if self.hold is None:
@@ -170,8 +192,6 @@ class ClientToServer(RelayCore):
         once per round trip, not twice."""
         assert self.session is not None
         self.hold = (data, start, pos, end)
-        if self.guard is not None:  # the text to mark, when the guard must let it act
-            self.guard_text = self._guard_text(data, pos, end, decisions)
         self.backend.submit_statements(
             self.session, decisions, lambda seqs: self.recorded(seqs, then)
         )
@@ -190,32 +210,9 @@ class ClientToServer(RelayCore):
             if self.hold_done is not None and not self.hold_done.done():
                 self.hold_done.set_result(None)  # the close may go on
             return
-        try:
-            replacement = then(seqs)
-        except Exception as exc:
-            self.end(end_reason(exc))
-            return
-        guard, mark = self.guard, self.guard_text
-        self.guard_text = None
-        if guard is not None and guard.then_forward(
-            mark if replacement is None and seqs else None,
-            seqs or [],
-            functools.partial(self._forward, hold, replacement),
-        ):
-            self.hold = hold  # still held: the guard's mark first
-            return
-        self._forward(hold, replacement)
-
-    def _forward(self, hold: tuple[bytes, int, int, int], replacement: bytes | None) -> None:
-        """The held message goes upstream (or ``replacement`` in its place); what
-        arrived behind it is handled next."""
-        self.hold = None
-        if self.end_reason is not None:  # ended while the guard's mark was written
-            if self.hold_done is not None and not self.hold_done.done():
-                self.hold_done.set_result(None)
-            return
         data, start, pos, end = hold
         try:
+            replacement = then(seqs)
             if replacement is None:
                 self.ut.write(data[start:end])
             else:
@@ -277,7 +274,12 @@ class ClientToServer(RelayCore):
                     self.client_need = end - pos
                 break
             if kind == wire.QUERY:
-                decisions = self._decide(data[pos + 5 : end - 1])
+                raw = data[pos + 5 : end - 1]
+                if end - pos > LARGE_TEXT_BYTES and self.aside.defers(
+                    self, data, start, pos, end, raw
+                ):
+                    return None  # decided in a worker; read again from here when it is
+                decisions = self._decide(raw)
                 entry = Pending(K_QUERY)
                 entry.results = []
                 entry.decisions = decisions
@@ -287,8 +289,6 @@ class ClientToServer(RelayCore):
                         start == pos == 0
                         and end == n
                         and glue is not None
-                        # not one the guard must mark first (its lane knows no marks)
-                        and (self.guard is None or not self.guard.wants(decisions))
                         and glue.carries(data, decisions)
                     ):
                         return None
@@ -306,6 +306,10 @@ class ClientToServer(RelayCore):
             elif kind == wire.COPY_DATA or kind == wire.FLUSH:
                 pass
             elif kind == wire.PARSE:
+                if end - pos > LARGE_TEXT_BYTES and self.aside.defers(
+                    self, data, start, pos, end, wire.parse_parse(data[pos + 5 : end]).text
+                ):
+                    return None
                 decided = None
                 glue = self.lane_glue
                 if pos == 0 and glue is not None:
@@ -355,24 +359,9 @@ class ClientToServer(RelayCore):
             self.client_leftover = data[pos:]
         return None
 
-    def _guard_text(
-        self, data: bytes, pos: int, end: int, decisions: Sequence[StatementDecision]
-    ) -> str | None:
-        """What ``current_query()`` will show while the held message runs, when the
-        guard must let it act (runner.gateway.dbguard.link); else None."""
-        assert self.guard is not None
-        if not self.guard.wants(decisions):
-            return None
-        kind = data[pos]
-        if kind == wire.QUERY:
-            return data[pos + 5 : end - 1].decode(self.codec, "replace")
-        if kind == wire.EXECUTE:
-            portal = self.portals.get(wire.parse_execute(data[pos + 5 : end])[0])
-            return None if portal is None else portal.text.decode(self.codec, "replace")
-        return None  # a Parse is held only when it is refused
-
     def _decide(self, raw: bytes) -> list[StatementDecision]:
         assert self.session is not None
+        ready = self.aside.take(raw)
         try:
             text = raw.decode(self.codec)
         except (UnicodeDecodeError, LookupError):
@@ -391,18 +380,23 @@ class ClientToServer(RelayCore):
                     "analysis; refused: reconnect (it is on by default)",
                 )
             ]
-        if b"\\" in raw and not self._settled():
+        if b"\\" in raw and not self._settled() and self.reading.refuses(text):
             return [
                 refusal(
                     text,
-                    "a text with a backslash sent before the statements ahead of it have "
-                    "answered: if one of them turned standard_conforming_strings off, the "
-                    "server would read its string literals differently from the gateway's "
-                    "analysis; refused: send it once they have answered, or pass the value "
-                    "as a parameter",
+                    "a text with a backslash in a '...' literal sent before the statements "
+                    "ahead of it have answered, one of which could change "
+                    "standard_conforming_strings: with it off, the server would read its "
+                    "string literals differently from the gateway's analysis; refused: "
+                    "send it once they have answered, write the literal as E'...', or "
+                    "pass the value as a parameter",
                 )
             ]
         try:
+            if ready is not None:  # decided in a worker (a large text: runner.gateway.proxy.aside)
+                if isinstance(ready, BaseException):
+                    raise ready
+                return ready
             decisions = self.backend.decide(self.session, text, in_transaction=self.txn != IDLE)
             return decisions if type(decisions) is list else list(decisions)
         except Exception as exc:
@@ -426,6 +420,8 @@ class ClientToServer(RelayCore):
 
 class ServerToClient(RelayCore):
     """Upstream bytes: relayed untouched, read enough to line answers up."""
+
+    reading: ReadingWatch  # made by ClientToServer: the two halves are one Relay
 
     def upstream_data(self, data: bytes) -> None:
         """Relay upstream bytes to the client (in the upstream transport's callback)."""
@@ -473,16 +469,6 @@ class ServerToClient(RelayCore):
                     continue
                 if length < 4:
                     raise wire.ProtocolError("invalid message length from the upstream")
-                if kind == _NOTICE_RESPONSE and self.guard is not None and self.guard.active:
-                    if end > n:
-                        break
-                    if self.guard.notice(data[pos + 5 : end], self._guard_seq()):
-                        # The guard's account of a marked statement: recorded, not relayed.
-                        if pieces is None:
-                            pieces = []
-                        pieces.append(data[start:pos])
-                        start = pos = end
-                        continue
                 if kind in _NEED_BODY:
                     if end > n:
                         break
@@ -518,17 +504,6 @@ class ServerToClient(RelayCore):
             client.write(data if pos == n else data[:pos])
         if pos < n and not self.up_passthrough:
             self.up_leftover = data[pos:]
-
-    def _guard_seq(self) -> int | None:
-        """The statement whose answer is arriving (the guard's notices are its)."""
-        pending = self.pending
-        if not pending:
-            return None
-        head = pending[0]
-        if head.kind == K_QUERY:
-            done = len(head.results)
-            return head.seqs[done] if done < len(head.seqs) else None
-        return head.seqs[0] if head.kind == K_EXECUTE and head.seqs else None
 
     def _on_parameter_status(self, body: bytes) -> None:
         name, value = wire.parse_parameter_status(body)
@@ -595,6 +570,7 @@ class ServerToClient(RelayCore):
             self.statement_left = False
             if not any(entry.kind == K_QUERY or entry.kind == K_EXECUTE for entry in pending):
                 self.settled = True  # whatever changed a setting has been reported by now
+                self.reading.settled()
         if self.batch:
             # Written with the next commit of the audit log, not waited for.
             self.submit_outcomes(self.batch)
