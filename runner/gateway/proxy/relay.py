@@ -69,6 +69,7 @@ _ROW_DESCRIPTION = wire.ROW_DESCRIPTION
 _COMMAND_COMPLETE = wire.COMMAND_COMPLETE
 _READY_FOR_QUERY = wire.READY_FOR_QUERY
 _ERROR_RESPONSE = wire.ERROR_RESPONSE
+_NOTICE_RESPONSE = wire.NOTICE_RESPONSE
 # Upstream messages whose body the relay reads (all small); the others pass through.
 _NEED_BODY = frozenset(
     {_COMMAND_COMPLETE, _READY_FOR_QUERY, _ERROR_RESPONSE, wire.PARAMETER_STATUS}
@@ -192,6 +193,8 @@ class ClientToServer(RelayCore):
         once per round trip, not twice."""
         assert self.session is not None
         self.hold = (data, start, pos, end)
+        if self.guard is not None:  # the text to mark, when the guard must let it act
+            self.guard_text = self._guard_text(data, pos, end, decisions)
         self.backend.submit_statements(
             self.session, decisions, lambda seqs: self.recorded(seqs, then)
         )
@@ -210,9 +213,32 @@ class ClientToServer(RelayCore):
             if self.hold_done is not None and not self.hold_done.done():
                 self.hold_done.set_result(None)  # the close may go on
             return
-        data, start, pos, end = hold
         try:
             replacement = then(seqs)
+        except Exception as exc:
+            self.end(end_reason(exc))
+            return
+        guard, mark = self.guard, self.guard_text
+        self.guard_text = None
+        if guard is not None and guard.then_forward(
+            mark if replacement is None and seqs else None,
+            seqs or [],
+            functools.partial(self._forward, hold, replacement),
+        ):
+            self.hold = hold  # still held: the guard's mark first
+            return
+        self._forward(hold, replacement)
+
+    def _forward(self, hold: tuple[bytes, int, int, int], replacement: bytes | None) -> None:
+        """The held message goes upstream (or ``replacement`` in its place); what
+        arrived behind it is handled next."""
+        self.hold = None
+        if self.end_reason is not None:  # ended while the guard's mark was written
+            if self.hold_done is not None and not self.hold_done.done():
+                self.hold_done.set_result(None)
+            return
+        data, start, pos, end = hold
+        try:
             if replacement is None:
                 self.ut.write(data[start:end])
             else:
@@ -289,6 +315,8 @@ class ClientToServer(RelayCore):
                         start == pos == 0
                         and end == n
                         and glue is not None
+                        # not one the guard must mark first (its lane knows no marks)
+                        and (self.guard is None or not self.guard.wants(decisions))
                         and glue.carries(data, decisions)
                     ):
                         return None
@@ -358,6 +386,22 @@ class ClientToServer(RelayCore):
         if pos < n and not self.client_passthrough:
             self.client_leftover = data[pos:]
         return None
+
+    def _guard_text(
+        self, data: bytes, pos: int, end: int, decisions: Sequence[StatementDecision]
+    ) -> str | None:
+        """What ``current_query()`` will show while the held message runs, when the
+        guard must let it act (runner.gateway.dbguard.link); else None."""
+        assert self.guard is not None
+        if not self.guard.wants(decisions):
+            return None
+        kind = data[pos]
+        if kind == wire.QUERY:
+            return data[pos + 5 : end - 1].decode(self.codec, "replace")
+        if kind == wire.EXECUTE:
+            portal = self.portals.get(wire.parse_execute(data[pos + 5 : end])[0])
+            return None if portal is None else portal.text.decode(self.codec, "replace")
+        return None  # a Parse is held only when it is refused
 
     def _decide(self, raw: bytes) -> list[StatementDecision]:
         assert self.session is not None
@@ -469,6 +513,16 @@ class ServerToClient(RelayCore):
                     continue
                 if length < 4:
                     raise wire.ProtocolError("invalid message length from the upstream")
+                if kind == _NOTICE_RESPONSE and self.guard is not None and self.guard.active:
+                    if end > n:
+                        break
+                    if self.guard.notice(data[pos + 5 : end], self._guard_seq()):
+                        # The guard's account of a marked statement: recorded, not relayed.
+                        if pieces is None:
+                            pieces = []
+                        pieces.append(data[start:pos])
+                        start = pos = end
+                        continue
                 if kind in _NEED_BODY:
                     if end > n:
                         break
@@ -504,6 +558,17 @@ class ServerToClient(RelayCore):
             client.write(data if pos == n else data[:pos])
         if pos < n and not self.up_passthrough:
             self.up_leftover = data[pos:]
+
+    def _guard_seq(self) -> int | None:
+        """The statement whose answer is arriving (the guard's notices are its)."""
+        pending = self.pending
+        if not pending:
+            return None
+        head = pending[0]
+        if head.kind == K_QUERY:
+            done = len(head.results)
+            return head.seqs[done] if done < len(head.seqs) else None
+        return head.seqs[0] if head.kind == K_EXECUTE and head.seqs else None
 
     def _on_parameter_status(self, body: bytes) -> None:
         name, value = wire.parse_parameter_status(body)
