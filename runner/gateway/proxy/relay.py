@@ -344,7 +344,9 @@ class ClientToServer(RelayCore):
                     text = glue.one_shot_text(data)
                     if text is not None:
                         decided = self._decide(text)
-                        if glue.carries_one_shot(data, decided):
+                        if (
+                            self.guard is None or not self.guard.wants(decided)
+                        ) and glue.carries_one_shot(data, decided):
                             return None
                 message = wire.parse_parse(data[pos + 5 : end])
                 if decided is None:
