@@ -17,6 +17,8 @@ import psycopg
 import pytest
 from gateway_harness import Gateway, running_gateway
 
+from runner.gateway.dbguard.install import install
+
 ACTIONS = {
     "drop-table": "DROP TABLE victim",
     "truncate": "TRUNCATE victim",
@@ -286,3 +288,23 @@ def test_the_test_switch_alone_stops_the_gateway(
         done = gateway.cli("check-config")
     assert done.returncode == 2
     assert "SIGNOFF_TEST_GUARD_ONLY is set" in done.stderr
+
+
+@pytest.mark.parametrize("installed", [False, True])
+def test_serve_logs_each_databases_guard_at_start(
+    scratch_db_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    installed: bool,
+) -> None:
+    if installed:
+        install(scratch_db_url)  # as the tests' superuser, directly
+    with caplog.at_level("INFO", logger="signoff.gateway"):
+        with running_gateway(scratch_db_url, tmp_path, monkeypatch, guard=True):
+            pass
+    if installed:
+        assert "database ehr: guard installed and current (version 1)" in caplog.text
+    else:
+        assert "database ehr: guard not installed" in caplog.text
+        assert "is not stopped" in caplog.text  # what it cannot stop, said
