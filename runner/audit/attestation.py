@@ -213,6 +213,12 @@ def _outcome(entries: Sequence[AuditEntry]) -> dict[str, Any]:
     return {"result": result, **counts, "session_revoked": revoked}
 
 
+def _masking_digest(entries: Sequence[AuditEntry]) -> str | None:
+    created = _events(entries, "session-created")
+    value = created[0].data.get("masking_policy_digest") if created else None
+    return value if isinstance(value, str) else None
+
+
 def attestation_statement(
     files: SessionFiles, *, attested_at: datetime | None = None
 ) -> dict[str, Any]:
@@ -244,7 +250,8 @@ def attestation_statement(
             for v in files.approvals["verdicts"]
         ],
         "outcome": _outcome(files.entries),
-        "masking_policy_digest": None,  # no masking yet: null, never a made-up digest
+        # The masking policy in force, as session-created recorded it (null: none).
+        "masking_policy_digest": _masking_digest(files.entries),
         "audit": {
             "first_seq": files.entries[0].seq,
             "last_seq": head.seq,

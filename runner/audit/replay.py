@@ -109,7 +109,7 @@ class SessionView:
         seen: dict[str, None] = {}
         for record in self.statements:
             for column in record.get("masked_columns") or []:
-                seen.setdefault(str(column), None)
+                seen.setdefault(masked_label(column), None)
         return list(seen)
 
     def start(self) -> datetime | None:
@@ -191,6 +191,17 @@ def printable(text: str) -> str:
     )
 
 
+def masked_label(column: Any) -> str:
+    """A masked column as the gateway records it (runner.gateway.masking): the
+    column, what it was derived from, and the rule that masked it; never a value."""
+    if not isinstance(column, Mapping):
+        return str(column)
+    output = str(column.get("output") or "")
+    source = str(column.get("column") or "")
+    label = source if not output or source.endswith("." + output) else f"{output} <- {source}"
+    return f"{label} ({column.get('rule')}: {column.get('how')})"
+
+
 def outcome_text(record: Mapping[str, Any]) -> str:
     """What came back: tag or SQLSTATE, rows, duration, masked columns."""
     status = str(record.get("status") or "")
@@ -204,7 +215,7 @@ def outcome_text(record: Mapping[str, Any]) -> str:
     duration = record.get("duration_ms")
     if isinstance(duration, int | float):
         parts.append(f"{duration:.3f} ms")
-    masked = [str(c) for c in record.get("masked_columns") or []]
+    masked = [masked_label(c) for c in record.get("masked_columns") or []]
     if masked:
         parts.append("masked " + ", ".join(masked))
     return ", ".join(parts)
