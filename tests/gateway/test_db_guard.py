@@ -300,9 +300,11 @@ def test_serve_logs_each_databases_guard_at_start(
 ) -> None:
     if installed:
         install(scratch_db_url)  # as the tests' superuser, directly
-    with caplog.at_level("INFO", logger="signoff.gateway"):
-        with running_gateway(scratch_db_url, tmp_path, monkeypatch, guard=True):
-            pass
+    with (
+        caplog.at_level("INFO", logger="signoff.gateway"),
+        running_gateway(scratch_db_url, tmp_path, monkeypatch, guard=True),
+    ):
+        pass
     if installed:
         assert "database ehr: guard installed and current (version 1)" in caplog.text
     else:
