@@ -73,6 +73,7 @@ from typing import Any
 from runner import tomlfields as fields
 from runner.config import parse_duration_ms
 from runner.errors import ConfigError
+from runner.gateway.masking.config import MaskingConfig, parse_masking
 from runner.gateway.model import Upstream, Verdict
 from runner.gateway.oidc import IssuerConfig
 from runner.plan.model import Category
@@ -90,6 +91,7 @@ _SECTIONS = {
     "roles",
     "approvals",
     "code_hosts",
+    "masking",
 }
 _APPROVALS_KEYS = {"github_permission", "gitlab_access", "min_approvals"}
 _CODE_HOST_KEYS = {"api_url", "token_env", "token_file", "bot_login"}
@@ -218,13 +220,19 @@ class RoleConfig:
     def verdict(self, rule_id: str, category: Category) -> Verdict:
         if rule_id in self.rules:
             return self.rules[rule_id]
-        return self.categories.get(category, Verdict.NEEDS_APPROVAL)
+        if category in self.categories:
+            return self.categories[category]
+        return DEFAULT_ROLE_VERDICTS.get(category, Verdict.NEEDS_APPROVAL)
 
 
 # Fail closed: a role that does not mention a category needs approval for it,
-# except hygiene, which is advice and never blocks.
+# escape hatches are denied outright (no grant allows one; only the role's own
+# `escape-hatch = ...` or `rules = { SO6xx = ... }` does), and hygiene, which is
+# advice, never blocks.
 DEFAULT_ROLE_VERDICTS: Mapping[Category, Verdict] = {
     Category.DESTRUCTIVE: Verdict.NEEDS_APPROVAL,
+    Category.ACCESS_CONTROL: Verdict.NEEDS_APPROVAL,
+    Category.ESCAPE_HATCH: Verdict.DENY,
     Category.UNANALYSABLE: Verdict.NEEDS_APPROVAL,
     Category.LOCKING: Verdict.NEEDS_APPROVAL,
     Category.INCOMPATIBLE: Verdict.NEEDS_APPROVAL,
@@ -296,6 +304,8 @@ class GatewayConfig:
     pg_max_connections: int = 1024
     code_hosts: Mapping[str, CodeHostConfig] = field(default_factory=dict)
     path: Path | None = None
+    # PHI masking of result rows ([masking], runner.gateway.masking.config).
+    masking: MaskingConfig = field(default_factory=MaskingConfig)
 
     def min_approvals(self, database: str) -> int:
         own = self.databases[database].min_approvals
@@ -421,6 +431,7 @@ def parse_gateway_config(
         ),
         code_hosts=_code_hosts(data.get("code_hosts", {}), where),
         path=path,
+        masking=parse_masking(data.get("masking"), where, roles),
     )
 
 
