@@ -244,6 +244,9 @@ _Key = tuple[str, str, str, str]
 def _keys(node: exp.Expression, negated: bool) -> list[_Key]:
     """Canonical forms of a branch (a comparison in both operand orders), to find its
     opposite among the others."""
+    while isinstance(node, exp.Paren | exp.Not):
+        negated = negated != isinstance(node, exp.Not)
+        node = node.this
     holds = "no" if negated else "yes"
     if isinstance(node, exp.Is) and isinstance(node.expression, exp.Null):
         if node.args.get("negate"):

@@ -14,11 +14,14 @@ _STRINGS = frozenset({TokenType.STRING, TokenType.HEREDOC_STRING, TokenType.NATI
 
 
 def _names_guard(text: str) -> bool:
-    """A string that holds the schema as a name: 'signoff_guard', 'signoff_guard.f',
-    'public, signoff_guard' (a search_path), '"signoff_guard"'. Split on the
-    separators of those lists, not matched as a pattern."""
-    for part in text.replace(",", " ").replace(".", " ").split():
-        if part.strip('"').lower() == GUARD_SCHEMA:
+    """A string that is a list of (qualified) names naming the schema: 'signoff_guard',
+    'signoff_guard.mark(int)' (a regprocedure), 'public, signoff_guard' (a search_path),
+    '"signoff_guard".t'. Prose that mentions it is not a name list."""
+    for item in text.split(","):
+        name = item.split("(", 1)[0].strip()
+        if not name or any(c.isspace() for c in name):
+            continue
+        if any(part.strip('"').lower() == GUARD_SCHEMA for part in name.split(".")):
             return True
     return False
 
