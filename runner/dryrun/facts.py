@@ -22,7 +22,14 @@ from runner.errors import DatabaseError
 from runner.pgurl import describe, scrub, to_psycopg_conninfo
 from runner.plan.functions import CatalogFunction, FunctionFacts
 
-__all__ = ["DatabaseFacts", "connect", "current_heads", "read_facts", "read_functions"]
+__all__ = [
+    "DatabaseFacts",
+    "connect",
+    "current_heads",
+    "read_facts",
+    "read_function_facts",
+    "read_functions",
+]
 
 _CONNECT_TIMEOUT_S = 10
 
@@ -169,11 +176,32 @@ ORDER BY n.nspname, p.proname, p.oid
 """
 
 
-def read_functions(cur: psycopg.Cursor[TupleRow]) -> FunctionFacts:
-    """The built-in function names (pg_catalog, information_schema, extensions') and
-    every other function with what its body is read from."""
-    cur.execute(_BUILTIN_FUNCTIONS_SQL)
-    builtins = frozenset((str(schema), str(name)) for schema, name in cur.fetchall())
+def read_function_facts(url: str, *, builtins: frozenset[tuple[str, str]]) -> FunctionFacts:
+    """The user functions as they are now (``builtins`` as read before): the gateway
+    reads them at each connection, as another session may have replaced one."""
+    with connect(url) as conn:
+        conn.read_only = True
+        try:
+            with conn.cursor() as cur:
+                return read_functions(cur, builtins=builtins)
+        except psycopg.Error as exc:
+            raise DatabaseError(
+                f"cannot read the functions of database at {describe(url)}: "
+                f"{_reason(exc, url)}; check that the user may read pg_proc"
+            ) from None
+        finally:
+            with contextlib.suppress(psycopg.Error):
+                conn.rollback()
+
+
+def read_functions(
+    cur: psycopg.Cursor[TupleRow], *, builtins: frozenset[tuple[str, str]] | None = None
+) -> FunctionFacts:
+    """The built-in function names (pg_catalog, information_schema, extensions'; read
+    unless given) and every other function with what its body is read from."""
+    if builtins is None:
+        cur.execute(_BUILTIN_FUNCTIONS_SQL)
+        builtins = frozenset((str(schema), str(name)) for schema, name in cur.fetchall())
     cur.execute(_USER_FUNCTIONS_SQL)
     functions = tuple(
         CatalogFunction(

@@ -5,8 +5,9 @@ Each reproducer is refused with 42501 naming the rule of the statement inside th
 body, over the simple and the extended protocol, and the table it aims at still has
 its rows, checked on PostgreSQL directly. Defining a function is allowed (it runs
 nothing); a harmless body passes; a function created in the database before the
-session is judged from pg_proc, and one created after the gateway read the catalog
-is nowhere to be found, so it needs approval.
+session is judged from pg_proc (read again for each new connection, so a function
+replaced meanwhile is judged by its new body), and one created after the session's
+analysis began is nowhere to be found, so it needs approval.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def gateway(
                 "CREATE FUNCTION charts_gone() RETURNS trigger LANGUAGE plpgsql AS "
                 "$$ BEGIN TRUNCATE charts; RETURN NEW; END $$"
             )
+            admin.execute("CREATE FUNCTION tidy() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$")
         yield running
 
 
@@ -163,16 +165,25 @@ def test_functions_from_the_catalog_are_judged_by_their_bodies(
             "SO109",
         )
         session.allowed("SELECT count(*), lower('A'), now() FROM charts")
+        session.allowed("SELECT tidy()")
+        # Made after this session's analysis began: nothing it knows has its body.
+        with psycopg.connect(gateway.upstream_url, autocommit=True) as direct:
+            direct.execute(
+                "CREATE FUNCTION late_wipe() RETURNS void LANGUAGE sql AS $$ DELETE FROM charts $$"
+            )
+            # And one it knew replaced behind its back (as another session might).
+            direct.execute(
+                "CREATE OR REPLACE FUNCTION tidy() RETURNS int LANGUAGE sql AS "
+                "$$ DELETE FROM charts RETURNING 1 $$"
+            )
+        session.refused("SELECT late_wipe()", "SO011")
     finally:
         session.close()
-    # Made after the gateway read the catalog: nothing knows its body.
-    with psycopg.connect(gateway.upstream_url, autocommit=True) as direct:
-        direct.execute(
-            "CREATE FUNCTION late_wipe() RETURNS void LANGUAGE sql AS $$ DELETE FROM charts $$"
-        )
+    # A new session reads pg_proc again: both are judged by their bodies as they are.
     later = Session(gateway, protocol)
     try:
-        later.refused("SELECT late_wipe()", "SO011")
+        later.refused("SELECT late_wipe()", "SO111")
+        later.refused("SELECT tidy()", "SO111")
     finally:
         later.close()
     assert chart_rows(gateway) == ROWS
