@@ -80,6 +80,14 @@ FIRST_NAMES = ["Ada", "Alan", "Grace"]
 def load_sample(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(SAMPLE.read_text(encoding="utf-8"))  # type: ignore[arg-type]
+        grant_reads(conn, "ehr")
+
+
+def grant_reads(conn: psycopg.Connection[Any], schema: str) -> None:
+    """The gateway's upstream role is an owner role, not a superuser: it reads the
+    sample's schema by a grant, as a deployment would give it."""
+    conn.execute(f"GRANT USAGE ON SCHEMA {schema} TO PUBLIC")
+    conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO PUBLIC")
 
 
 @contextlib.contextmanager

@@ -181,9 +181,11 @@ def test_psql_shows_masked_values_for_the_migrator(gateway: Gateway) -> None:
 
 def test_copy_to_stdout_is_refused_by_default(gateway: Gateway) -> None:
     with gateway.connect(migrator(gateway)) as conn:
-        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="masking.copy"):
-            with conn.cursor().copy("COPY ehr.patients TO STDOUT") as copy:
-                list(copy)
+        with (
+            pytest.raises(psycopg.errors.InsufficientPrivilege, match=r"masking\.copy"),
+            conn.cursor().copy("COPY ehr.patients TO STDOUT") as copy,
+        ):
+            list(copy)
         with conn.cursor().copy("COPY ehr.encounters (id, seen_on) TO STDOUT") as copy:
             data = b"".join(bytes(chunk) for chunk in copy)
     assert data.startswith(b"1\t2026-01-05\n")
