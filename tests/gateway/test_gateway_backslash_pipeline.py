@@ -26,6 +26,8 @@ def gateway(
         with psycopg.connect(scratch_db_url, autocommit=True) as admin:
             admin.execute("CREATE TABLE notes (id int, body text)")
             admin.execute("CREATE TABLE victim (id int)")
+            for table in ("notes", "victim"):
+                admin.execute(f"ALTER TABLE {table} OWNER TO {running.role}")
             # An existing function the role may call that turns the setting off:
             # what the relay's guard is for (the gateway refuses creating one).
             admin.execute(
