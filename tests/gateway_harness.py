@@ -111,7 +111,7 @@ def running_gateway(
     signing_key: Path | None = None,
     archive: Path | None = None,
     superuser: bool = False,
-    guard: bool = False,
+    guard: bool | None = None,
 ) -> Iterator[Gateway]:
     """The whole gateway in this process (GatewayThread): SQLite state, a loopback
     OIDC issuer, the scratch database behind it with a small ``patients`` table;
@@ -122,7 +122,13 @@ def running_gateway(
     tables, may create in schema public), not a superuser; ``superuser=True`` makes it
     one for a test that needs it. ``guard=True`` adds a ``[databases.guard]`` role (a
     superuser: it installs the server-side guard's event triggers); installing the
-    guard is the test's own step (``gateway.guard_cli("install-guard", ...)``)."""
+    guard is the test's own step (``gateway.guard_cli("install-guard", ...)``).
+
+    With ``SIGNOFF_TEST_WITH_GUARD=1`` in the environment, every gateway that does
+    not say ``guard=`` gets the guard role and the guard installed before it starts:
+    the whole suite then runs with the database's own check in place."""
+    installed = guard is None and os.environ.get("SIGNOFF_TEST_WITH_GUARD") == "1"
+    guard = bool(guard) or installed
     dbname = scratch_db_url.rsplit("/", 1)[1].split("?")[0]
     # A role of this gateway's own: tests running side by side (or a run that died
     # and left a database owned by the role) never share one.
@@ -207,6 +213,10 @@ def running_gateway(
     """
             )
             log = tmp_path / "gateway.log"
+            if installed:
+                from runner.gateway.dbguard.install import install
+
+                install(scratch_db_url)
             config = load_gateway_config(config_path)
             with GatewayThread(config) as running:
                 yield Gateway(
