@@ -30,7 +30,7 @@ issuer = "ci"
 claims = { repository = "acme/ehr-migrations" }
 
 [masking]
-roles = ["migrator", "deployer"]
+roles = [%(roles)s]
 unmask_roles = ["deployer"]
 secret_env = "SIGNOFF_MASKING_KEY"
 copy = "%(copy)s"
@@ -98,11 +98,15 @@ def masking_gateway(
     *,
     copy: str = "refuse",
     non_text: str = "null",
+    roles: str = '"migrator", "deployer"',
+    signing_key: Path | None = None,
 ) -> Iterator[Gateway]:
     load_sample(scratch_db_url)
     monkeypatch.setenv("SIGNOFF_MASKING_KEY", KEY)
-    extra = MASKING % {"copy": copy, "non_text": non_text}
-    with running_gateway(scratch_db_url, tmp_path, monkeypatch, extra_config=extra) as gateway:
+    extra = MASKING % {"copy": copy, "non_text": non_text, "roles": roles}
+    with running_gateway(
+        scratch_db_url, tmp_path, monkeypatch, extra_config=extra, signing_key=signing_key
+    ) as gateway:
         yield gateway
 
 

@@ -92,7 +92,7 @@ class MaskRule:
 DEFAULT_RULES: tuple[MaskRule, ...] = (
     MaskRule("ssn", names=("ssn", "*_ssn", "social_security*", "ss_number"), action="keep_last"),
     MaskRule("birth-date", names=("dob", "birth_date", "birthdate", "date_of_birth", "*_dob")),
-    MaskRule("mrn", names=("mrn", "*_mrn", "medical_record*"), action="pseudonym"),
+    MaskRule("mrn", names=("mrn", "*_mrn", "medical_record*")),
     MaskRule("email", names=("email", "*_email", "email_address"), action="keep_domain"),
     MaskRule("phone", names=("phone", "*_phone", "phone_number", "mobile", "fax")),
     MaskRule(
