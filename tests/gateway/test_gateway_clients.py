@@ -125,6 +125,9 @@ def test_pgbench_select_only(gateway: Gateway, scratch_db_url: str) -> None:
         timeout=120,
     )
     assert init.returncode == 0, init.stderr
+    with psycopg.connect(scratch_db_url, autocommit=True) as conn:  # the owner role's tables
+        for table in ("accounts", "branches", "tellers", "history"):
+            conn.execute(f"ALTER TABLE pgbench_{table} OWNER TO {gateway.role}")
     session = gateway.session()
     for protocol in ("simple", "extended"):
         run = subprocess.run(
