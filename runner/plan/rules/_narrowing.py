@@ -153,17 +153,17 @@ def _unparen(node: exp.Expression) -> exp.Expression:
 
 
 def _atom(node: exp.Expression, target: Target, *, negated: bool) -> str | None:
-    what = "NOT " + shown(node) if negated else shown(node)
     truth = _truth(node)
     if isinstance(truth, bool):
         # Provably true: every row; provably false: no row, which narrows.
-        return f"{what} is always true" if truth != negated else None
+        return f"{_what(node, negated)} is always true" if truth != negated else None
     if truth is NULL:
         return None
     tautology = _tautology(node, target, negated=negated)
     if tautology is not None:
         return tautology
     if target is not _ANY_ROW and not _reads_target(node, target):
+        what = _what(node, negated)
         if any(True for _ in node.find_all(exp.Parameter, exp.Placeholder)):
             return (
                 f"{what} does not depend on the row of {target.table}: the bound value "
@@ -176,10 +176,15 @@ def _atom(node: exp.Expression, target: Target, *, negated: bool) -> str | None:
     return None
 
 
+def _what(node: exp.Expression, negated: bool) -> str:
+    # Only for a message: SQL generation is most of the cost of a narrowing check.
+    return "NOT " + shown(node) if negated else shown(node)
+
+
 def _tautology(node: exp.Expression, target: Target, *, negated: bool) -> str | None:
     reflexive = _IRREFLEXIVE if negated else _REFLEXIVE
     if isinstance(node, reflexive) and _same(node.this, node.expression):
-        what = "NOT " + shown(node) if negated else shown(node)
+        what = _what(node, negated)
         return f"{what} compares {shown(node.this)} with itself: true for every row"
     if (
         not negated
@@ -198,7 +203,10 @@ def _tautology(node: exp.Expression, target: Target, *, negated: bool) -> str | 
 def _same(a: exp.Expression | None, b: exp.Expression | None) -> bool:
     if a is None or b is None:
         return False
-    return _unparen(a).sql(dialect="postgres") == _unparen(b).sql(dialect="postgres")
+    a, b = _unparen(a), _unparen(b)
+    # Structural equality (sqlglot compares the trees), type first: the common
+    # ``column = value`` is told apart without walking either side.
+    return type(a) is type(b) and a == b
 
 
 def _self_subquery(node: exp.In, target: Target) -> bool:
