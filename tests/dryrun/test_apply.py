@@ -486,6 +486,8 @@ def test_an_apply_through_the_gateway_runs_each_statement_verbatim_as_the_sessio
         ]
     )
     with running_gateway(versioned_db, tmp_path, monkeypatch) as gateway:
+        with psycopg.connect(versioned_db, autocommit=True) as conn:  # the owner role's
+            conn.execute(f"ALTER TABLE alembic_version OWNER TO {gateway.role}")
         session = gateway.session()
         conninfo = (
             f"host=127.0.0.1 port={gateway.pg_port} dbname=ehr "
