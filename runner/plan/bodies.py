@@ -12,7 +12,9 @@ statement, so ``SELECT f()`` is flagged for the ``DROP TABLE`` inside ``f``:
   trigger's ``EXECUTE FUNCTION``): the body of each function it resolves to,
   recursively, bounded in depth and size;
 * CREATE FUNCTION / PROCEDURE runs nothing and lifts nothing: the function is
-  kept (``Context.functions``) and its body judged where it runs.
+  kept (``Context.functions``) and its body judged where it runs; but replacing a
+  function already in place (the plan's or the catalog's) lifts what needs a
+  reviewer in the new body, as triggers, views and DEFAULTs over it run it next.
 
 What cannot be read (a body in another language, dynamic SQL, a call nested past
 the bound, a call to a function nothing knows while the catalog was read) is
@@ -139,8 +141,14 @@ class _Expander:
             if function is None:
                 return
             # Defining runs nothing (the labelled corpus calls a definition safe):
-            # the body is judged where it runs, at each call and trigger.
+            # the body is judged where it runs, at each call and trigger. Replacing a
+            # function already in place is another matter: the triggers, views,
+            # DEFAULTs and functions that call it run the new body from now on, and
+            # none of them is judged again, so what needs a reviewer in it is lifted.
             view.defines = function
+            if self.context.functions.replaces(function):
+                label = f"in the new body of {_noun(function)} {function.qualified}"
+                self.function(function, prefix, label, depth, stack, False, True)
             return
         if not _may_expand(view, self.context):
             return

@@ -116,6 +116,15 @@ class Functions:
         ]
         same.append(function)
 
+    def replaces(self, function: Function) -> bool:
+        """Whether defining ``function`` replaces one already callable (same schema,
+        name and argument count): what calls that one runs the new body."""
+        return any(
+            (f.min_args, f.max_args, f.procedure)
+            == (function.min_args, function.max_args, function.procedure)
+            for f in self.known.get((function.schema, function.name), ())
+        )
+
     def forget(self, parts: tuple[str, ...], path: tuple[str, ...]) -> None:
         """DROP / RENAME / SET SCHEMA of a function: no longer callable by that name.
         Every overload is forgotten (a later call to the name is then unknown, which

@@ -45,6 +45,9 @@ def gateway(
                 "$$ BEGIN TRUNCATE charts; RETURN NEW; END $$"
             )
             admin.execute("CREATE FUNCTION tidy() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$")
+            # A DEFAULT over a harmless function: every INSERT runs whatever replaces it.
+            admin.execute("CREATE FUNCTION note() RETURNS text LANGUAGE sql AS $$ SELECT 'n' $$")
+            admin.execute("ALTER TABLE charts ALTER COLUMN note SET DEFAULT note()")
         yield running
 
 
@@ -130,19 +133,20 @@ def test_bodies_that_destroy_are_refused_at_the_call(gateway: Gateway, protocol:
             "$$ DELETE FROM charts; SELECT 'x' $$"
         )
         session.allowed("SELECT lower('A')")  # pg_catalog.lower
+        session.allowed("SELECT lower('A')")  # (its allowed verdict is now cached)
         session.allowed("SET search_path = public, pg_catalog")
         session.refused("SELECT lower('A')", "SO111")
         session.allowed("RESET search_path")
-        # A harmless body passes; one replaced by a destructive body no longer does,
-        # even after the harmless call was cached.
+        # A harmless body passes; replacing it with a destructive one is refused (what
+        # already calls it would run the new body), and the old one still runs.
         session.allowed("CREATE FUNCTION h() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$")
         session.allowed("SELECT h()")
-        session.allowed("SELECT h()")
-        session.allowed(
+        session.refused(
             "CREATE OR REPLACE FUNCTION h() RETURNS int LANGUAGE sql AS "
-            "$$ DELETE FROM charts RETURNING 1 $$"
+            "$$ DELETE FROM charts RETURNING 1 $$",
+            "SO111",
         )
-        session.refused("SELECT h()", "SO111")
+        session.allowed("SELECT h()")
     finally:
         session.close()
     assert chart_rows(gateway) == ROWS
@@ -166,6 +170,13 @@ def test_functions_from_the_catalog_are_judged_by_their_bodies(
         )
         session.allowed("SELECT count(*), lower('A'), now() FROM charts")
         session.allowed("SELECT tidy()")
+        session.refused(
+            "CREATE OR REPLACE FUNCTION note() RETURNS text LANGUAGE sql AS "
+            "$$ DELETE FROM charts RETURNING 'x' $$",
+            "SO111",
+        )
+        session.allowed("INSERT INTO charts (id) VALUES (1000)")
+        session.allowed("DELETE FROM charts WHERE id = 1000")
         # Made after this session's analysis began: nothing it knows has its body.
         with psycopg.connect(gateway.upstream_url, autocommit=True) as direct:
             direct.execute(

@@ -348,3 +348,38 @@ def test_findings_keep_the_inner_rules_category() -> None:
     )
     ((_, finding),) = plan.findings
     assert finding.category is Category.DESTRUCTIVE and finding.rule == "SO101"
+
+
+def test_replacing_a_function_in_place_is_judged_as_what_its_callers_run() -> None:
+    """A trigger, view or DEFAULT over a harmless function runs whatever replaces it,
+    and none of them is judged again: the replacement carries what needs a reviewer."""
+    sql = (
+        "CREATE FUNCTION stamp() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RETURN NEW; END $$;\n"
+        "CREATE TRIGGER s BEFORE INSERT ON visits FOR EACH ROW EXECUTE FUNCTION stamp();\n"
+        "CREATE OR REPLACE FUNCTION stamp() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN DELETE FROM visits; RETURN NEW; END $$;\n"
+        "CREATE OR REPLACE FUNCTION stamp() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN CREATE INDEX ON visits (id); RETURN NEW; END $$;\n"
+    )
+    found = by_line(sql)
+    assert [m for r, m in found[3] if r == "SO111"] == [
+        "in the new body of function public.stamp, line 3: deletes every row of visits "
+        "(no WHERE clause)"
+    ]
+    # Only what needs a reviewer is lifted (not a locking warning). (SO002: sqlglot does
+    # not read RETURNS trigger; the statement is unrecognised on its own.)
+    assert [r for r, _ in found[4]] == ["SO002"]
+    # A catalog function replaced: the same. A new name replaces nothing (corpus S023).
+    facts = ServerFacts(
+        functions=FunctionFacts(
+            builtins=BUILTINS,
+            functions=(CatalogFunction("public", "purge_sessions", "f", "sql", 0),),
+        )
+    )
+    replace = (
+        "CREATE OR REPLACE FUNCTION purge_sessions() RETURNS void LANGUAGE sql "
+        "AS $$ DELETE FROM sessions $$"
+    )
+    assert rules_on(replace, 1, facts) == {"SO111"}
+    assert by_line(replace) == {} and by_line(replace, CATALOG) == {}
