@@ -132,6 +132,8 @@ def escape_hatches(victim_pid: int) -> list[tuple[str, str]]:
         ("WITH f AS (SELECT pg_ls_dir('/') AS n) SELECT count(*) FROM f", "SO603"),
         ("CREATE TABLE leak (t text DEFAULT pg_read_file('/etc/hostname'))", "SO603"),
         ("DO $$ BEGIN PERFORM pg_reload_conf(); END $$", "SO611"),
+        # Spelt with Unicode escapes: the name PostgreSQL reads is the one judged.
+        ('SELECT U&"pg\\005fread_file"(\'/etc/passwd\')', "SO603"),
     ]
 
 

@@ -70,6 +70,9 @@ FLAGGED = [
     ("GRANT pg_read_all_data TO reporting", "SO514"),
     ("GRANT pg_write_server_files TO app", "SO514"),
     ("DO $$ BEGIN EXECUTE 'GRANT SELECT ON patients TO PUBLIC'; END $$", "SO501"),
+    ('GRANT SELECT ON patients TO U&"\\0070ublic"', "SO501"),
+    ('SELECT U&"signoff\\005fguard".mark(1)', "SO512"),
+    ("CREATE PROCEDURE p() LANGUAGE sql SET pgaudit.log = 'none' AS $$ SELECT 1 $$", "SO513"),
 ]
 
 

@@ -62,6 +62,19 @@ HATCHES = [
     ("SET session_replication_role TO replica", "SO612"),
     ("SET SESSION session_replication_role = 'local'", "SO612"),
     ("DO $$ BEGIN PERFORM pg_reload_conf(); END $$", "SO611"),
+    # Spelt with Unicode escapes, the name is the one PostgreSQL reads.
+    ('SELECT U&"pg\\005fread_file"(\'/etc/passwd\')', "SO603"),
+    ('SELECT U&"pg!005fread_file" UESCAPE \'!\' (\'/etc/passwd\')', "SO603"),
+    ('SET U&"session\\005freplication_role" = replica', "SO612"),
+    # A routine that runs with triggers off.
+    (
+        "CREATE FUNCTION load() RETURNS void LANGUAGE sql"
+        " SET session_replication_role = replica AS $$ SELECT 1 $$",
+        "SO612",
+    ),
+    ("EXPLAIN ANALYZE SELECT pg_read_file('x')", "SO603"),
+    ("CREATE VIEW v AS SELECT pg_read_file('x')", "SO603"),
+    ("CREATE INDEX i ON patients ((pg_read_file('x')))", "SO603"),
     ("DO $$ BEGIN EXECUTE 'COPY patients TO ''/tmp/x'''; END $$", "SO602"),
 ]
 

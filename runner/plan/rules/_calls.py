@@ -15,10 +15,11 @@ assumes the dangerous one.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlglot import exp
-from sqlglot.tokenizer_core import TokenType
+from sqlglot.tokenizer_core import Token, TokenType
 
 from runner.plan.rules.base import StatementView
 
@@ -60,11 +61,42 @@ class Call:
         return isinstance(arg, exp.Anonymous) and not arg.expressions and _name(arg) == name
 
 
+def unicode_unescaped(text: str, escape: str = "\\") -> str:
+    """The name a ``U&"..."`` identifier spells: ``\\XXXX`` and ``\\+XXXXXX`` code
+    points, a doubled escape character for itself (PostgreSQL's rules). Text that is
+    not a valid escape is kept as written: the server would refuse it anyway."""
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        char = text[i]
+        if char != escape:
+            out.append(char)
+            i += 1
+            continue
+        if text[i + 1 : i + 2] == escape:
+            out.append(escape)
+            i += 2
+            continue
+        width = 6 if text[i + 1 : i + 2] == "+" else 4
+        digits = text[i + 1 + (width == 6) : i + 1 + (width == 6) + width]
+        try:
+            out.append(chr(int(digits, 16)) if len(digits) == width else char)
+        except ValueError:
+            out.append(char)
+            i += 1
+            continue
+        i += 1 + (width == 6) + width if len(digits) == width else 1
+    return "".join(out)
+
+
 def _name(node: exp.Func) -> str:
     if isinstance(node, exp.Anonymous):
         this = node.this
-        text = this.this if isinstance(this, exp.Identifier) else this
-        return str(text).lower()
+        text = str(this.this if isinstance(this, exp.Identifier) else this)
+        if isinstance(this, exp.Identifier) and this.quoted and "\\" in text:
+            # U&"pg\\005fread_file" reaches the tree as its escaped text.
+            text = unicode_unescaped(text)
+        return text.lower()
     return node.sql_name().lower()
 
 
@@ -87,11 +119,60 @@ def _token_calls(view: StatementView) -> tuple[Call, ...]:
     tokens = view.raw.tokens
     found = []
     for index, token in enumerate(tokens[:-1]):
-        if token.token_type in _NOT_A_NAME or tokens[index + 1].token_type is not TokenType.L_PAREN:
+        if token.token_type in _NOT_A_NAME:
             continue
-        found.append(Call(token.text.lower(), None))
+        following = tokens[index + 1]
+        name = token.text
+        if (
+            token.token_type is TokenType.IDENTIFIER
+            and index >= 2
+            and tokens[index - 1].token_type is TokenType.AMP
+            and tokens[index - 2].text.upper() == "U"
+        ):
+            # U&"..." [UESCAPE 'c'] (: the name its escapes spell.
+            escape = "\\"
+            if following.text.upper() == "UESCAPE" and index + 3 < len(tokens):
+                escape = tokens[index + 2].text[:1] or escape
+                following = tokens[index + 3]
+            name = unicode_unescaped(name, escape)
+        if following.token_type is TokenType.L_PAREN:
+            found.append(Call(name.lower(), None))
     return tuple(found)
 
 
 def calls_named(view: StatementView, names: frozenset[str]) -> list[Call]:
     return [c for c in calls(view) if c.name in names]
+
+
+def unicode_folded(tokens: Sequence[Token]) -> list[Token]:
+    """``tokens`` with each ``U&"..." [UESCAPE 'c']`` (three or five tokens to sqlglot)
+    as one identifier token holding the name its escapes spell, so token readers
+    compare names as PostgreSQL does (``U&"\\0070ublic"`` is PUBLIC)."""
+    out: list[Token] = []
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        if (
+            i + 2 < len(tokens)
+            and token.text.upper() == "U"
+            and tokens[i + 1].token_type is TokenType.AMP
+            and tokens[i + 2].token_type is TokenType.IDENTIFIER
+            and tokens[i + 1].start == token.end + 1
+        ):
+            ident = tokens[i + 2]
+            escape, step = "\\", 3
+            if (
+                i + 4 < len(tokens)
+                and tokens[i + 3].text.upper() == "UESCAPE"
+                and tokens[i + 4].token_type is TokenType.STRING
+            ):
+                escape, step = tokens[i + 4].text[:1] or escape, 5
+            text = unicode_unescaped(ident.text, escape)
+            out.append(
+                Token(TokenType.IDENTIFIER, text, ident.line, ident.col, token.start, ident.end, [])
+            )
+            i += step
+            continue
+        out.append(token)
+        i += 1
+    return out

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from sqlglot.tokenizer_core import TokenType
 
 from runner.plan.commands import Word, normalise_name, words
+from runner.plan.rules._calls import unicode_folded
 from runner.plan.rules.base import StatementView
 
 # Object kinds after ON, longest first (the default, with no kind word, is TABLE).
@@ -76,7 +77,7 @@ class GrantSpec:
 
 
 def read_grant(view: StatementView) -> GrantSpec | None:
-    ws = words(view.raw.tokens)
+    ws = words(unicode_folded(view.raw.tokens))
     default = False
     if [w.text for w in ws[:3]] == ["ALTER", "DEFAULT", "PRIVILEGES"]:
         start = next((i for i, w in enumerate(ws) if w.text == "GRANT"), None)

@@ -17,7 +17,7 @@ from sqlglot import exp
 from sqlglot.tokenizer_core import TokenType
 
 from runner.plan.commands import Word, words
-from runner.plan.rules._calls import calls
+from runner.plan.rules._calls import calls, unicode_unescaped
 from runner.plan.rules.base import StatementView
 
 # ALTER <what> ... SET name = value: the forms that set a default for later.
@@ -59,6 +59,11 @@ def _from_words(ws: list[Word]) -> list[SettingChange]:
             how = "SET LOCAL" if ws[1].text == "LOCAL" else "SET"
             i = 2
         return _assignment(ws, i, how, reset=first == "RESET")
+    if first == "CREATE" and len(ws) > 3:
+        # CREATE [OR REPLACE] FUNCTION / PROCEDURE ... SET name = value: in force
+        # while the routine runs.
+        what = ws[3].text if ws[1].text == "OR" else ws[1].text
+        return _routine_setting(ws, what) if what in ("FUNCTION", "PROCEDURE") else []
     if first != "ALTER" or len(ws) < 3:
         return []
     what = ws[1].text
@@ -68,6 +73,11 @@ def _from_words(ws: list[Word]) -> list[SettingChange]:
         return []
     if what not in _ALTER_DEFAULTS:
         return []
+    return _routine_setting(ws, what)
+
+
+def _routine_setting(ws: list[Word], what: str) -> list[SettingChange]:
+    """The first ``SET name = value`` / ``RESET name`` outside parentheses."""
     depth = 0
     for i, word in enumerate(ws[2:], start=2):
         kind = word.token.token_type
@@ -76,7 +86,8 @@ def _from_words(ws: list[Word]) -> list[SettingChange]:
         if depth == 0 and word.text in ("SET", "RESET") and i + 1 < len(ws):
             if word.text == "SET" and ws[i + 1].text in ("SCHEMA", "TABLESPACE"):
                 continue  # ALTER FUNCTION f() SET SCHEMA s: not a setting
-            found = _assignment(ws, i + 1, f"ALTER {what}", reset=word.text == "RESET")
+            verb = "CREATE" if ws[0].text == "CREATE" else "ALTER"
+            found = _assignment(ws, i + 1, f"{verb} {what}", reset=word.text == "RESET")
             if found:
                 return found
     return []
@@ -85,7 +96,22 @@ def _from_words(ws: list[Word]) -> list[SettingChange]:
 def _assignment(ws: list[Word], i: int, how: str, *, reset: bool) -> list[SettingChange]:
     """``name {=|TO} value[, value...]`` (or, after RESET, ``name``) from ``ws[i]`` on."""
     name_parts: list[str] = []
-    while i < len(ws) and ws[i].is_name and ws[i].text not in ("TO",):
+    if (
+        i + 2 < len(ws)
+        and ws[i].text == "U"
+        and ws[i + 1].token.token_type is TokenType.AMP
+        and ws[i + 2].token.token_type is TokenType.IDENTIFIER
+    ):
+        # SET U&"..." = ...: the name its escapes spell.
+        escape = "\\"
+        after = i + 3
+        if after + 1 < len(ws) and ws[after].text == "UESCAPE":
+            escape = ws[after + 1].token.text[:1] or escape
+            after += 2
+        name_parts.append(unicode_unescaped(ws[i + 2].token.text, escape).lower())
+        i = after
+    escaped = bool(name_parts)
+    while not escaped and i < len(ws) and ws[i].is_name and ws[i].text not in ("TO",):
         name_parts.append(ws[i].token.text.lower())
         i += 1
         if i < len(ws) and ws[i].token.token_type is TokenType.DOT:

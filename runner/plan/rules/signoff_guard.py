@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from sqlglot.tokenizer_core import TokenType
 
 from runner.plan.model import Category, Severity
+from runner.plan.rules._calls import unicode_folded
 from runner.plan.rules.base import Context, StatementView, rule
 
 GUARD_SCHEMA = "signoff_guard"
@@ -63,7 +64,7 @@ def _names_guard(text: str) -> bool:
     ],
 )
 def signoff_guard(view: StatementView, context: Context) -> Iterator[str]:
-    for token in view.raw.tokens:
+    for token in unicode_folded(view.raw.tokens):
         kind = token.token_type
         if kind in _STRINGS:
             if _names_guard(token.text):
