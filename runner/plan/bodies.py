@@ -111,6 +111,12 @@ class _Expander:
     count: int = 0
     stopped: bool = False
 
+    @property
+    def _path(self) -> tuple[str, ...] | None:
+        # An empty search_path is one the analysis lost track of (a computed
+        # set_config, a rollback it could not follow): resolved as unknown.
+        return self.context.resolution_path if self.context.search_path else None
+
     def problem(self, message: str) -> None:
         if message not in self.outer.function_problems:
             self.outer.function_problems.append(message)
@@ -158,9 +164,7 @@ class _Expander:
                 self.problem(f"{prefix}cannot find the functions it calls: {calls}")
             return
         for call in calls:
-            resolved = self.context.functions.resolve(
-                call.parts, call.nargs, self.context.resolution_path
-            )
+            resolved = self.context.functions.resolve(call.parts, call.nargs, self._path)
             if resolved is Resolved.BUILTIN:
                 continue
             if resolved is Resolved.UNKNOWN:

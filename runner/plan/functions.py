@@ -135,12 +135,23 @@ class Functions:
                 return
 
     def resolve(
-        self, parts: tuple[str, ...], nargs: int, path: tuple[str, ...]
+        self, parts: tuple[str, ...], nargs: int, path: tuple[str, ...] | None
     ) -> list[Function] | Resolved:
         """The functions a call reaches (every overload taking ``nargs`` arguments, or
-        every one of that name when none does), BUILTIN, or UNKNOWN."""
+        every one of that name when none does), BUILTIN, or UNKNOWN; ``path`` None:
+        search_path is not known."""
         name = parts[-1]
-        schemas = parts[-2:-1] if len(parts) > 1 else path
+        if len(parts) > 1:
+            schemas: tuple[str, ...] = parts[-2:-1]
+        elif path is None:
+            # search_path unknown (set to a computed value): any schema may come
+            # first, so every function of that name is judged before a built-in.
+            anywhere = [f for (_, n), fs in self.known.items() if n == name for f in fs]
+            if anywhere:
+                return [f for f in anywhere if f.accepts(nargs)] or anywhere
+            schemas = ("pg_catalog",)
+        else:
+            schemas = path
         for schema in schemas:
             candidates = self.known.get((schema, name))
             if candidates:
@@ -182,6 +193,8 @@ class Call:
     parts: tuple[str, ...]
     nargs: int
     trigger: bool = False  # CREATE TRIGGER ... EXECUTE FUNCTION f()
+    # Each argument's value when it is a literal (text, boolean, integer), else None.
+    literals: tuple[str | bool | int | None, ...] = ()
 
     @property
     def written(self) -> str:
@@ -218,12 +231,27 @@ def _calls(tree: Any) -> Iterator[Call]:
                 continue
             # A FuncCall node (CallStmt.funccall holds one without the node's name).
             if key in ("FuncCall", "funccall") and isinstance(value, Mapping):
-                pending.append(Call(_names(value.get("funcname")), len(value.get("args") or ())))
+                args = value.get("args") or ()
+                literals = tuple(_literal(arg) for arg in args)
+                pending.append(Call(_names(value.get("funcname")), len(args), literals=literals))
             elif key == "CreateTrigStmt" and isinstance(value, Mapping):
                 pending.append(Call(_names(value.get("funcname")), 0, trigger=True))
             if isinstance(value, dict | list):
                 stack.append(value)
     yield from pending
+
+
+def _literal(node: Any) -> str | bool | int | None:
+    const = node.get("A_Const") if isinstance(node, Mapping) else None
+    if not isinstance(const, Mapping):
+        return None
+    if "sval" in const:
+        return str(const["sval"].get("sval", ""))
+    if "boolval" in const:
+        return bool(const["boolval"].get("boolval", False))
+    if "ival" in const:
+        return int(const["ival"].get("ival", 0))
+    return None
 
 
 def _names(items: Any) -> tuple[str, ...]:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from sqlglot import exp
+from sqlglot.errors import TokenError
 from sqlglot.tokenizer_core import Token, TokenType
 
 from runner.plan.commands import CommandShape, words
-from runner.plan.functions import object_names
+from runner.plan.functions import calls_in, object_names
 from runner.plan.rules.base import Context, StatementView, ident, table_name
 from runner.plan.schema import parse_type
+from runner.plan.statements import tokenize
 
 
 def observe(view: StatementView, context: Context) -> None:
@@ -42,6 +44,8 @@ def observe(view: StatementView, context: Context) -> None:
         # A SET LOCAL search_path ends with its transaction.
         context.search_path, context.session_search_path = context.session_search_path, None
         context.definitions_changed = True
+    if any(t.text.lower() == "set_config" for t in view.raw.tokens):
+        _set_config(view, context)
 
 
 # A function dropped, renamed or moved: calls by its old name no longer reach it.
@@ -248,3 +252,49 @@ def _schema_name(token: Token) -> str:
     if token.token_type in (TokenType.STRING, TokenType.NATIONAL_STRING):
         return token.text
     return token.text.lower()
+
+
+def _set_config(view: StatementView, context: Context) -> None:
+    """``set_config('search_path', 'a, b', is_local)`` changes search_path as SET
+    does; one whose setting, value or scope is computed leaves it unknown (empty:
+    a function call is then resolved in every schema)."""
+    calls = calls_in(view.raw.text)
+    if isinstance(calls, str):
+        return
+    for call in calls:
+        if call.parts[-1] != "set_config" or call.parts[:-1] not in ((), ("pg_catalog",)):
+            continue
+        name, value, local = (*call.literals, None, None, None)[:3]
+        if isinstance(name, str) and name.lower() != "search_path":
+            continue
+        path = _path_value(value) if isinstance(name, str) else None
+        if path is None or not isinstance(local, bool):
+            context.search_path, context.session_search_path = (), None
+            context.definitions_changed = True
+            continue
+        if local:
+            if not context.in_transaction:
+                continue
+            if context.session_search_path is None:
+                context.session_search_path = context.search_path
+        else:
+            context.session_search_path = None
+        if path != context.search_path:
+            context.definitions_changed = True
+        context.search_path = path
+
+
+def _path_value(value: object) -> tuple[str, ...] | None:
+    """``'a, "B"'`` (search_path's text form) as schemas; None: not a literal one."""
+    if not isinstance(value, str):
+        return None
+    try:
+        tokens = tokenize(value)
+    except TokenError:
+        return None
+    path = tuple(
+        schema
+        for schema in (_schema_name(t) for t in tokens if t.token_type is not TokenType.COMMA)
+        if schema and schema != "$user"
+    )
+    return path or None

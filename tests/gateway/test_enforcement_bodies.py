@@ -137,6 +137,10 @@ def test_bodies_that_destroy_are_refused_at_the_call(gateway: Gateway, protocol:
         session.allowed("SET search_path = public, pg_catalog")
         session.refused("SELECT lower('A')", "SO111")
         session.allowed("RESET search_path")
+        session.allowed("SELECT lower('A')")
+        session.allowed("SELECT set_config('search_path', 'public, pg_catalog', false)")
+        session.refused("SELECT lower('A')", "SO111")
+        session.allowed("RESET search_path")
         # A harmless body passes; replacing it with a destructive one is refused (what
         # already calls it would run the new body), and the old one still runs.
         session.allowed("CREATE FUNCTION h() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$")

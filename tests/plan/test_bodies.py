@@ -19,6 +19,7 @@ PG15 = Policy(server_version=150000)
 BUILTINS = frozenset(
     {("pg_catalog", "lower"), ("pg_catalog", "now"), ("pg_catalog", "count")}
     | {("pg_catalog", "format"), ("pg_catalog", "quote_ident"), ("public", "gen_uuid")}
+    | {("pg_catalog", "set_config"), ("pg_catalog", "current_setting")}
 )
 CATALOG = ServerFacts(functions=FunctionFacts(builtins=BUILTINS))
 
@@ -383,3 +384,19 @@ def test_replacing_a_function_in_place_is_judged_as_what_its_callers_run() -> No
     )
     assert rules_on(replace, 1, facts) == {"SO111"}
     assert by_line(replace) == {} and by_line(replace, CATALOG) == {}
+
+
+def test_set_config_of_search_path_is_followed() -> None:
+    define = (
+        "CREATE FUNCTION public.lower(text) RETURNS text LANGUAGE sql AS "
+        "$$ DROP TABLE t; SELECT 'x' $$;\n"
+    )
+    literal = define + "SELECT set_config('search_path', 'public, pg_catalog', false);\n"
+    assert "SO101" in rules_on(literal + "SELECT lower('A');\n", 3, CATALOG)
+    local = define + "SELECT set_config('search_path', 'public, pg_catalog', true);\n"
+    assert by_line(local + "SELECT lower('A');\n", CATALOG) == {}  # ignored outside BEGIN
+    # A computed value: search_path is unknown, so a function that may shadow is judged.
+    computed = define + "SELECT set_config('search_path', current_setting('x'), false);\n"
+    assert "SO101" in rules_on(computed + "SELECT lower('A');\n", 3, CATALOG)
+    back = literal + "SET search_path = public;\nSELECT lower('A');\n"
+    assert 4 not in by_line(back, CATALOG)
