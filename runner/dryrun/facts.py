@@ -20,7 +20,7 @@ from psycopg.rows import TupleRow
 
 from runner.errors import DatabaseError
 from runner.pgurl import describe, scrub, to_psycopg_conninfo
-from runner.plan.functions import CatalogFunction, FunctionFacts
+from runner.plan.functions import CatalogFunction, FunctionFacts, parse_search_path
 
 __all__ = [
     "DatabaseFacts",
@@ -202,6 +202,9 @@ def read_functions(
     if builtins is None:
         cur.execute(_BUILTIN_FUNCTIONS_SQL)
         builtins = frozenset((str(schema), str(name)) for schema, name in cur.fetchall())
+    cur.execute("SELECT pg_catalog.current_setting('search_path')")
+    row = cur.fetchone()
+    search_path = parse_search_path(str(row[0])) if row else None
     cur.execute(_USER_FUNCTIONS_SQL)
     functions = tuple(
         CatalogFunction(
@@ -218,7 +221,7 @@ def read_functions(
             cur.fetchall()
         )
     )
-    return FunctionFacts(builtins=builtins, functions=functions)
+    return FunctionFacts(builtins=builtins, functions=functions, search_path=search_path)
 
 
 def _reason(exc: BaseException, url: str) -> str:

@@ -223,6 +223,9 @@ class Analysis:
             # None: the catalog was not read (only the plan's own functions are judged).
             functions=Functions.from_facts(functions),
         )
+        if functions is not None and functions.search_path is not None:
+            # The server's own default (ALTER ROLE / DATABASE ... SET search_path).
+            self.context.search_path = functions.search_path
         self._next_transaction = 1
         self._rules_by_kind: dict[str | None, list[Rule]] = {}
         self._unanalysable = catalogue()[UNPARSEABLE_RULE]

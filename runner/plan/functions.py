@@ -23,8 +23,10 @@ from enum import Enum
 from typing import Any
 
 from pglast.parser import ParseError, parse_sql_json
+from sqlglot.errors import TokenError
+from sqlglot.tokenizer_core import TokenType
 
-from runner.plan.statements import RawStatement
+from runner.plan.statements import RawStatement, tokenize
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,10 @@ class FunctionFacts:
 
     builtins: frozenset[tuple[str, str]]
     functions: tuple[CatalogFunction, ...] = ()
+    # The search_path a new session starts with (``SHOW search_path`` as the
+    # catalog's reader, the same role and database; ALTER ROLE / DATABASE ... SET
+    # change it), None when not read: ("public",) is assumed.
+    search_path: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -283,3 +289,24 @@ def object_names(text: str) -> list[tuple[str, ...]]:
             if isinstance(obj, Mapping) and "ObjectWithArgs" in obj:
                 names.append(_names(obj["ObjectWithArgs"].get("objname")))
     return names
+
+
+def parse_search_path(text: str) -> tuple[str, ...] | None:
+    """``'"$user", public'`` (search_path as SHOW and set_config spell it) as the
+    schemas it lists ("$user" left out: the reader has no schema of its own); None
+    when it cannot be read."""
+    try:
+        tokens = tokenize(text)
+    except TokenError:
+        return None
+    schemas: list[str] = []
+    for token in tokens:
+        if token.token_type is TokenType.COMMA:
+            continue
+        if token.token_type in (TokenType.IDENTIFIER, TokenType.STRING):
+            name = token.text
+        else:
+            name = token.text.lower()
+        if name and name != "$user":
+            schemas.append(name)
+    return tuple(schemas)

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from sqlglot import exp
-from sqlglot.errors import TokenError
 from sqlglot.tokenizer_core import Token, TokenType
 
 from runner.plan.commands import CommandShape, words
-from runner.plan.functions import calls_in, object_names
+from runner.plan.functions import calls_in, object_names, parse_search_path
 from runner.plan.rules.base import Context, StatementView, ident, table_name
 from runner.plan.schema import parse_type
-from runner.plan.statements import tokenize
 
 
 def observe(view: StatementView, context: Context) -> None:
@@ -288,13 +286,4 @@ def _path_value(value: object) -> tuple[str, ...] | None:
     """``'a, "B"'`` (search_path's text form) as schemas; None: not a literal one."""
     if not isinstance(value, str):
         return None
-    try:
-        tokens = tokenize(value)
-    except TokenError:
-        return None
-    path = tuple(
-        schema
-        for schema in (_schema_name(t) for t in tokens if t.token_type is not TokenType.COMMA)
-        if schema and schema != "$user"
-    )
-    return path or None
+    return parse_search_path(value) or None

@@ -158,7 +158,7 @@ def test_bodies_that_destroy_are_refused_at_the_call(gateway: Gateway, protocol:
 
 @pytest.mark.parametrize("protocol", ["simple", "extended"])
 def test_functions_from_the_catalog_are_judged_by_their_bodies(
-    gateway: Gateway, protocol: str
+    gateway: Gateway, scratch_db_url: str, protocol: str
 ) -> None:
     session = Session(gateway, protocol)
     try:
@@ -201,6 +201,20 @@ def test_functions_from_the_catalog_are_judged_by_their_bodies(
         later.refused("SELECT tidy()", "SO111")
     finally:
         later.close()
+    # The server's own default search_path (ALTER ROLE ... SET) is the session's.
+    with psycopg.connect(gateway.upstream_url, autocommit=True) as direct:
+        direct.execute(
+            "CREATE FUNCTION public.lower(text) RETURNS text LANGUAGE sql AS "
+            "$$ DELETE FROM charts; SELECT 'x' $$"
+        )
+    with psycopg.connect(scratch_db_url, autocommit=True) as admin:
+        admin.execute(f"ALTER ROLE {gateway.role} SET search_path = public, pg_catalog")
+    shadowed = Session(gateway, protocol)
+    try:
+        shadowed.refused("SELECT lower('A')", "SO111")
+        shadowed.allowed("SELECT pg_catalog.lower('A')")
+    finally:
+        shadowed.close()
     assert chart_rows(gateway) == ROWS
     with psycopg.connect(gateway.upstream_url) as direct:
         triggers = direct.execute(

@@ -400,3 +400,26 @@ def test_set_config_of_search_path_is_followed() -> None:
     assert "SO101" in rules_on(computed + "SELECT lower('A');\n", 3, CATALOG)
     back = literal + "SET search_path = public;\nSELECT lower('A');\n"
     assert 4 not in by_line(back, CATALOG)
+
+
+def test_the_servers_own_search_path_is_where_a_session_starts() -> None:
+    shadow = (
+        CatalogFunction(
+            "public",
+            "lower",
+            "f",
+            "sql",
+            1,
+            definition="CREATE OR REPLACE FUNCTION public.lower(text)\n RETURNS text\n"
+            " LANGUAGE sql\nAS $function$ DROP TABLE t; SELECT 'x' $function$\n",
+        ),
+    )
+    default = ServerFacts(functions=FunctionFacts(builtins=BUILTINS, functions=shadow))
+    assert by_line("SELECT lower('A')", default) == {}
+    altered = ServerFacts(
+        functions=FunctionFacts(
+            builtins=BUILTINS, functions=shadow, search_path=("public", "pg_catalog")
+        )
+    )
+    assert rules_on("SELECT lower('A')", 1, altered) == {"SO101"}
+    assert by_line("SELECT pg_catalog.lower('A')", altered) == {}
