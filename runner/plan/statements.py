@@ -14,16 +14,19 @@ With ``psql_script=True`` such lines are not SQL: they are kept on the
 statement next to them (``RawStatement.meta_commands``) for the analysis to
 report, and the statements around them are split as psql would send them.
 What a driver sends (the gateway, alembic's offline SQL) never has any, so
-there a backslash stays what the server sees: a syntax error.
+there a backslash stays what the server sees: a syntax error. In a script, the
+lines after a ``COPY ... FROM STDIN;`` up to a line ``\\.`` (pg_dump's table data)
+are data psql sends to that COPY: they are skipped, neither SQL nor meta-commands.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 from sqlglot.dialects.postgres import Postgres
 from sqlglot.errors import TokenError
@@ -236,40 +239,138 @@ def _unreadable(sql: str, start: int, first_line: int, error: TokenError) -> Raw
 
 
 # A line that starts (after blanks) with a backslash: a psql meta-command, unless
-# it lies inside a string, a quoted name, a dollar quote or a block comment.
-_META_LINE = re.compile(r"^[ \t]*\\", re.MULTILINE)
+# it lies inside a string, a quoted name, a dollar quote or a block comment; or
+# one that starts with COPY: perhaps a COPY ... FROM STDIN, data lines after it.
+# Candidates only: each is confirmed by the tokens of the text before it.
+_META_LINE = re.compile(r"^[ \t]*(?:\\|(?i:copy)\b)", re.MULTILINE)
 _META_NAME = re.compile(r"\\(?:[A-Za-z_]+[+]?|[^\sA-Za-z_])")
+# A COPY statement longer than this many lines is not looked at for FROM STDIN
+# (its lines are then read as SQL): it bounds the retokenizing of its prefix.
+_COPY_LINES_MAX = 64
 
 
-def scan(sql: str, *, psql_script: bool) -> tuple[list[Token], list[tuple[int, int]]]:
-    """The tokens of ``sql`` and the (start, end) offsets of its psql meta-commands.
+class Span(NamedTuple):
+    """What in a psql script is not SQL: a meta-command, or COPY data (its lines
+    through the ``\\.`` line; ``closed`` False when the text ends before one)."""
+
+    start: int
+    end: int
+    data: bool = False
+    closed: bool = True
+
+
+def scan(sql: str, *, psql_script: bool) -> tuple[list[Token], list[Span]]:
+    """The tokens of ``sql`` and the spans of its psql meta-commands and COPY data.
 
     Each candidate line is confirmed by tokenizing the text before it: that
     fails exactly when the line is inside something still open. Raises
-    TokenError when the text (meta-commands aside) cannot be tokenized.
+    TokenError when the text (meta-commands and data aside) cannot be tokenized.
     """
     if not psql_script or _META_LINE.search(sql) is None:
         return tokenize(sql), []
     tokens: list[Token] = []
-    metas: list[tuple[int, int]] = []
+    metas: list[Span] = []
     position = 0
     for candidate in _META_LINE.finditer(sql):
-        backslash = candidate.end() - 1
-        if backslash < position:
+        at = candidate.end() - 1
+        if at < position:
+            continue
+        if sql[at] != "\\":  # a line starting with COPY
+            at = candidate.end() - 4
+            copy = _copy_from_stdin(sql, position, at)
+            if copy is None:
+                continue  # not one: read as SQL with the text around it
+            part, data = copy
+            tokens.extend(part)
+            metas.append(data)
+            position = data.end
             continue
         try:
-            part = tokenize(sql[position:backslash])
+            part = tokenize(sql[position:at])
         except TokenError:
             continue  # inside a string or comment: psql reads it as part of that
         tokens.extend(_shifted(part, position))
-        newline = sql.find("\n", backslash)
+        newline = sql.find("\n", at)
         line_end = len(sql) if newline < 0 else newline
-        separator = sql.find("\\\\", backslash + 1, line_end)  # `\\` ends it early
+        separator = sql.find("\\\\", at + 1, line_end)  # `\\` ends it early
         end = line_end if separator < 0 else separator + 2
-        metas.append((backslash, end))
+        metas.append(Span(at, end))
         position = end
+        if (
+            end < len(sql)
+            and sql.startswith("\\copy", at)
+            and _from_stdin(sql[at:end].upper().split())
+        ):
+            # psql reads \\copy's rows from the script too, up to a `\\.` line
+            data_end, closed = copy_data_end(sql, end + 1, at_end=True)
+            metas.append(Span(end + 1, data_end, data=True, closed=closed))
+            position = data_end
     tokens.extend(_shifted(tokenize(sql[position:]), position))
     return tokens, metas
+
+
+def _copy_from_stdin(sql: str, position: int, at: int) -> tuple[list[Token], Span] | None:
+    """When a ``COPY ... FROM STDIN`` statement starts at ``at`` (a statement of its
+    own, not inside a string or another statement): the tokens from ``position``
+    through its line, and the span of its data after it. Else None."""
+    try:
+        before = tokenize(sql[position:at])
+    except TokenError:
+        return None
+    if before and before[-1].token_type is not TokenType.SEMICOLON:
+        return None  # COPY as a word inside a statement
+    end = at
+    for _ in range(_COPY_LINES_MAX):
+        newline = sql.find("\n", end)
+        if newline < 0:
+            return None  # no data can follow on a line of its own
+        end = newline + 1
+        try:
+            statement = tokenize(sql[at:end])
+        except TokenError:
+            continue  # a string or comment still open: the statement goes on
+        semicolon = next(
+            (i for i, t in enumerate(statement) if t.token_type is TokenType.SEMICOLON), None
+        )
+        if semicolon is None:
+            continue
+        words = [t.text.upper() for t in statement[:semicolon]]
+        if not _from_stdin(words):
+            return None
+        data_end, closed = copy_data_end(sql, end, at_end=True)
+        return (
+            _shifted(before, position) + _shifted(statement, at),
+            Span(end, data_end, data=True, closed=closed),
+        )
+    return None
+
+
+def _from_stdin(words: Sequence[str]) -> bool:
+    return any(a == "FROM" and b == "STDIN" for a, b in itertools.pairwise(words))
+
+
+def copy_data_end(sql: str, start: int, *, at_end: bool) -> tuple[int, bool]:
+    """Where COPY data starting at ``start`` ends: just after its ``\\.`` line, and
+    True; else, with ``at_end`` (nothing follows ``sql``), the end of ``sql``,
+    otherwise the end of its last whole line, and False."""
+    index = start
+    while True:
+        index = sql.find("\\.", index)
+        if index < 0:
+            break
+        after = index + 2
+        at_line_start = index == start or sql[index - 1] == "\n"
+        if at_line_start and (after == len(sql) or sql.startswith(("\n", "\r\n"), after)):
+            newline = sql.find("\n", after)
+            if newline >= 0:
+                return newline + 1, True
+            if at_end:
+                return len(sql), True
+            break  # `\\.` ends what has been read: its line may go on
+        index = after
+    if at_end:
+        return len(sql), False
+    return max(start, sql.rfind("\n", start) + 1), False
 
 
 def _shifted(tokens: list[Token], offset: int) -> list[Token]:
@@ -280,8 +381,8 @@ def _shifted(tokens: list[Token], offset: int) -> list[Token]:
     return tokens
 
 
-def _meta_command(sql: str, span: tuple[int, int], line: int, inside: bool) -> MetaCommand:
-    start, end = span
+def _meta_command(sql: str, span: Span, line: int, inside: bool) -> MetaCommand:
+    start, end = span.start, span.end
     text = sql[start:end].rstrip()
     match = _META_NAME.match(text)
     return MetaCommand(match.group(0) if match else "\\", text, line, inside)
@@ -290,7 +391,7 @@ def _meta_command(sql: str, span: tuple[int, int], line: int, inside: bool) -> M
 def assemble(
     sql: str,
     tokens: Sequence[Token],
-    metas: Sequence[tuple[int, int]],
+    metas: Sequence[Span],
     first_line: int,
     end: int,
 ) -> tuple[list[RawStatement], list[MetaCommand]]:
@@ -312,6 +413,9 @@ def assemble(
             span = metas[next_meta]
             next_meta += 1
             meta_at = metas[next_meta][0] if next_meta < len(metas) else len(sql) + 1
+            if span.data:  # COPY data: after its statement's `;`, no statement open
+                region_start = span.end
+                continue
             meta = _meta_command(sql, span, lines.at(span[0]), bool(current))
             if current:  # it ends the statement psql had been reading
                 statements.append(
@@ -331,6 +435,9 @@ def assemble(
         current = []
         region_start = next_region
     for span in metas[next_meta:]:
+        if span.data:
+            region_start = span.end
+            continue
         meta = _meta_command(sql, span, lines.at(span[0]), bool(current))
         if current:
             statements.append(_make(sql, region_start, current, span[0], lines, (*pending, meta)))

@@ -51,6 +51,7 @@ from runner.plan.statements import (
     RawStatement,
     assemble,
     clean_cut,
+    copy_data_end,
     meta_only,
     scan,
     split_untokenizable,
@@ -80,11 +81,19 @@ def read_statements(
     line = 1
     held: RawStatement | None = None
     want = chunk_chars
+    copying = False  # inside COPY data that goes on past what has been read
     while True:
         chunk = stream.read(want)
         if not chunk:
             break
         pending += chunk
+        if copying:  # drop the data's whole lines, up to its `\.` line
+            skipped, done = copy_data_end(pending, 0, at_end=False)
+            line += pending.count("\n", 0, skipped)
+            pending = pending[skipped:]
+            copying = not done
+            if copying:
+                continue
         want = max(chunk_chars, len(pending))  # until a cut: read as much again
         limit = pending.rfind("\n") + 1
         if limit == 0:
@@ -95,6 +104,12 @@ def read_statements(
         except TokenError:
             continue  # cut inside a string, a comment or a dollar quote: read on
         cut = clean_cut(piece, tokens)
+        for span in metas:
+            # Never between a COPY and its data, nor inside the data: past it, or
+            # (it goes on past the piece) the whole piece, the rest skipped as read.
+            if span.data and span.start <= cut and (cut < span.end or not span.closed):
+                cut = span.end
+                copying = not span.closed
         if cut == 0:
             continue
         statements, _ = assemble(
@@ -111,6 +126,8 @@ def read_statements(
         line += piece.count("\n", 0, cut)
         pending = pending[cut:]
         want = chunk_chars
+    if copying:
+        pending = ""  # the data ran to the end of the script, as psql reads it
     statements, trailing = _split_rest(pending, line)
     for statement in statements:
         if held is not None:
