@@ -27,6 +27,13 @@ setup(
             ],
             optional=True,
             extra_compile_args=["-O2"],
-        )
+        ),
+        # PHI masking's row rewriter (runner.gateway.masking.rewrite's RowMask in C).
+        Extension(
+            "runner._native._mask",
+            sources=["runner/_native/_mask.c"],
+            optional=True,
+            extra_compile_args=["-O2"],
+        ),
     ]
 )

@@ -408,7 +408,7 @@ def masked_columns_json(mask: RowMask | None, copy: Any = None) -> tuple[Mapping
     columns: list[dict[str, object]] = []
     if mask is not None:
         columns += [c.to_json() for c in mask.masked]
-        for position in sorted(mask.hits):
+        for position in sorted(mask.hits & mask.detected):
             columns.append(
                 {
                     "position": position,

@@ -49,29 +49,49 @@ def pseudonym(key: bytes, value: str) -> str:
     return "ps_" + hmac.new(key, value.encode("utf-8"), hashlib.sha256).hexdigest()[:16]
 
 
+# What the C row rewriter (runner/_native/_mask.c) can do itself for a replacement:
+# ("keep", n), ("domain", fallback text), ("const", text), ("null", None); a
+# replacement without one (a pseudonym) is called from C for each value.
+Spec = tuple[str, object]
+
+
+def _with_spec(replace: Replace, spec: Spec) -> Replace:
+    replace.__dict__["c_spec"] = spec  # on the function itself: it lives as long as it
+    return replace
+
+
+def spec_of(replace: Replace) -> Spec | None:
+    spec: Spec | None = getattr(replace, "c_spec", None)
+    return spec
+
+
 def replacer(rule: MaskRule, key: bytes | None) -> Replace:
     """The replacement function of ``rule`` (``key``: the pseudonyms' HMAC key)."""
     action = rule.action
     if action == "keep_last":
         n = rule.keep_last
-        return lambda v: keep_last(v, n)
+        return _with_spec(lambda v: keep_last(v, n), ("keep", n))
     if action == "keep_domain":
         fallback = rule.replacement
-        return lambda v: keep_domain(v, fallback)
+        return _with_spec(lambda v: keep_domain(v, fallback), ("domain", fallback))
     if action == "pseudonym":
         if key is None:
             raise ValueError("pseudonym without a key")
         k = key
         return lambda v: pseudonym(k, v)
-    if action == "null":
-        return lambda v: None
-    text = rule.replacement
-    return lambda v: text
+    return redactor(rule)
+
+
+_NULL: Replace = _with_spec(lambda v: None, ("null", None))
+_CONSTANTS: dict[str, Replace] = {}
 
 
 def redactor(rule: MaskRule) -> Replace:
     """Full redaction whatever the rule's action (a derived column: see plan.py)."""
     if rule.action == "null":
-        return lambda v: None
+        return _NULL
     text = rule.replacement
-    return lambda v: text
+    known = _CONSTANTS.get(text)
+    if known is None:
+        known = _CONSTANTS[text] = _with_spec(lambda v: text, ("const", text))
+    return known

@@ -8,12 +8,14 @@ nothing to mask gets no RowMask: its rows are relayed as before, untouched.
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .detectors import Detector, find, might_hold
-from .replace import Replace
+from .replace import Replace, spec_of
 
 _U32 = struct.Struct("!I")
 _I32 = struct.Struct("!i")
@@ -46,6 +48,12 @@ class MaskedColumn:
         }
 
 
+def _c_spec(act: Action, *spec: object) -> Action:
+    """``act`` with its plan item for the C row rewriter (runner/_native/_mask.c)."""
+    act.__dict__["c_spec"] = spec
+    return act
+
+
 def text_action(replace: Replace, codec: str) -> Action:
     def act(value: bytes) -> bytes | None:
         try:
@@ -55,11 +63,24 @@ def text_action(replace: Replace, codec: str) -> Action:
         new = replace(text)
         return None if new is None else new.encode(codec, "replace")
 
-    return act
+    spec = spec_of(replace)
+    if spec is None or codec != "utf-8":
+        return _c_spec(act, 4, act)
+    kind, arg = spec
+    if kind == "keep":
+        return _c_spec(act, 2, arg, act)
+    if kind == "domain":
+        return _c_spec(act, 3, str(arg).encode("utf-8"))
+    if kind == "const":
+        return _c_spec(act, 1, str(arg).encode("utf-8"))
+    return _c_spec(act, 0, None)
 
 
 def constant_action(constant: bytes | None) -> Action:
-    return lambda value: constant
+    def act(value: bytes) -> bytes | None:
+        return constant
+
+    return _c_spec(act, 0, None) if constant is None else _c_spec(act, 1, constant)
 
 
 def detector_action(found: Sequence[tuple[Detector, Replace]], codec: str) -> Action:
@@ -87,7 +108,7 @@ def detector_action(found: Sequence[tuple[Detector, Replace]], codec: str) -> Ac
         out.append(text[last:])
         return "".join(out).encode(codec, "replace")
 
-    return act
+    return _c_spec(act, 4, act)
 
 
 class RowMask:
@@ -110,10 +131,21 @@ class RowMask:
         self.detected = detected
         self.hits: set[int] = set()
         self.names = list(names)
+        self.plan = tuple((position, *_spec(act)) for position, act in self.actions)
+        if _native_mask is not None:
+            self.rewrite = self._rewrite_c  # type: ignore[method-assign]
+
+    def _rewrite_c(self, data: bytes, pos: int, n: int) -> tuple[int, bytes]:
+        assert _native_mask is not None
+        result: tuple[int, bytes] = _native_mask.rewrite(
+            data, pos, n, self.width, self.plan, self.hits
+        )
+        return result
 
     def rewrite(self, data: bytes, pos: int, n: int) -> tuple[int, bytes]:
         """The whole DataRow messages from data[pos:], rewritten, until another message
-        or an incomplete one: (where they stop, their new bytes)."""
+        or an incomplete one: (where they stop, their new bytes). In C when it is
+        built (runner/_native/_mask.c); this is the reference it must equal."""
         out: list[bytes] = []
         append = out.append
         row = self.row
@@ -161,6 +193,24 @@ class RowMask:
         body_len = sum(len(x) for x in parts)
         parts[0] = b"D" + _U32.pack(body_len + 4)
         return b"".join(parts)
+
+
+def _spec(act: Action) -> tuple[object, ...]:
+    spec: tuple[object, ...] | None = getattr(act, "c_spec", None)
+    return spec if spec is not None else (4, act)
+
+
+def _load_native() -> Any:
+    if os.environ.get("SIGNOFF_PURE_PYTHON", "") not in ("", "0"):
+        return None
+    try:
+        from runner._native import _mask  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return _mask
+
+
+_native_mask = _load_native()
 
 
 def blind_row(count: int) -> bytes:
