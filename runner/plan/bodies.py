@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import pglast
 from pglast import ast
-from pglast.enums import FunctionParameterMode
+from pglast.enums import FunctionParameterMode, VariableSetKind
 from pglast.parser import ParseError
 from pglast.stream import RawStream
 from sqlglot.tokenizer_core import TokenType
@@ -111,11 +111,17 @@ class _Expander:
     count: int = 0
     stopped: bool = False
 
+    # The search_path of the function bodies being read (their own SET search_path).
+    paths: list[tuple[str, ...]] = field(default_factory=list)
+
     @property
     def _path(self) -> tuple[str, ...] | None:
         # An empty search_path is one the analysis lost track of (a computed
         # set_config, a rollback it could not follow): resolved as unknown.
-        return self.context.resolution_path if self.context.search_path else None
+        path = self.paths[-1] if self.paths else self.context.search_path
+        if not path:
+            return None
+        return path if "pg_catalog" in path else ("pg_catalog", *path)
 
     def problem(self, message: str) -> None:
         if message not in self.outer.function_problems:
@@ -202,16 +208,23 @@ class _Expander:
         for message in body.problems:
             self.problem(f"{prefix}{label}: {message}")
         where = " of its body" if function.source == "catalog" else ""
-        self.body(
-            body.statements,
-            prefix,
-            label,
-            depth + 1,
-            (*stack, id(function)),
-            runs_now,
-            review_only,
-            where,
-        )
+        own_path = function.search_path
+        if own_path is not None:
+            self.paths.append(own_path)
+        try:
+            self.body(
+                body.statements,
+                prefix,
+                label,
+                depth + 1,
+                (*stack, id(function)),
+                runs_now,
+                review_only,
+                where,
+            )
+        finally:
+            if own_path is not None:
+                self.paths.pop()
 
     def body(
         self,
@@ -298,6 +311,27 @@ def _language(stmt: ast.CreateFunctionStmt) -> str:
     return "sql"
 
 
+def _own_search_path(stmt: ast.CreateFunctionStmt) -> tuple[str, ...] | None:
+    """``SET search_path = a, b`` of the definition (empty: one it cannot read)."""
+    for option in stmt.options or ():
+        setting = option.arg
+        if option.defname != "set" or not isinstance(setting, ast.VariableSetStmt):
+            continue
+        if setting.name != "search_path":
+            continue
+        if setting.kind is not VariableSetKind.VAR_SET_VALUE:
+            return ()
+        schemas = []
+        for arg in setting.args or ():
+            value = arg.val if isinstance(arg, ast.A_Const) else None
+            if not isinstance(value, ast.String):
+                return ()
+            if value.sval and value.sval != "$user":
+                schemas.append(str(value.sval))
+        return tuple(schemas)
+    return None
+
+
 def _as_strings(stmt: ast.CreateFunctionStmt) -> list[str]:
     for option in stmt.options or ():
         if option.defname == "as":
@@ -334,6 +368,7 @@ def _read_body(function: Function) -> Body:
             "what it runs is known only when it runs"
         )
         return body
+    function.search_path = _own_search_path(stmt)
     strings = _as_strings(stmt)
     # Lines: of the plan for the plan's own functions; of the body (as PostgreSQL's
     # error context and psql's \sf+ count them) for the catalog's.

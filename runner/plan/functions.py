@@ -76,6 +76,9 @@ class Function:
     source: str = ""
     # Set when the catalog's definition could not be had (an aggregate, C, ...).
     opaque_reason: str | None = None
+    # Its own ``SET search_path`` (CREATE FUNCTION ... SET search_path = ...): the
+    # path its body's calls resolve along; None: the caller's. Read with the body.
+    search_path: tuple[str, ...] | None = None
     _body: Any = field(default=None, repr=False)  # bodies.Body, read once
 
     @property
@@ -247,6 +250,14 @@ def _calls(tree: Any) -> Iterator[Call]:
     yield from pending
 
 
+def _sets_search_path(action: Any) -> bool:
+    setting = (action.get("DefElem") or {}).get("arg") if isinstance(action, Mapping) else None
+    variable = setting.get("VariableSetStmt") if isinstance(setting, Mapping) else None
+    if not isinstance(variable, Mapping):
+        return False
+    return variable.get("name") == "search_path" or variable.get("kind") == "VAR_RESET_ALL"
+
+
 def _literal(node: Any) -> str | bool | int | None:
     const = node.get("A_Const") if isinstance(node, Mapping) else None
     if not isinstance(const, Mapping):
@@ -280,6 +291,12 @@ def object_names(text: str) -> list[tuple[str, ...]]:
         stmt = entry.get("stmt") or {}
         if "DropStmt" in stmt:
             objects = stmt["DropStmt"].get("objects") or ()
+        elif "AlterFunctionStmt" in stmt:
+            # Only a change of its own search_path changes what its body calls.
+            altered = stmt["AlterFunctionStmt"]
+            if not any(_sets_search_path(a) for a in altered.get("actions") or ()):
+                continue
+            objects = [{"ObjectWithArgs": altered.get("func") or {}}]
         elif "RenameStmt" in stmt or "AlterObjectSchemaStmt" in stmt:
             inner = stmt.get("RenameStmt") or stmt.get("AlterObjectSchemaStmt") or {}
             objects = [inner.get("object")]

@@ -423,3 +423,26 @@ def test_the_servers_own_search_path_is_where_a_session_starts() -> None:
     )
     assert rules_on("SELECT lower('A')", 1, altered) == {"SO101"}
     assert by_line("SELECT pg_catalog.lower('A')", altered) == {}
+
+
+def test_a_functions_own_search_path_resolves_its_body() -> None:
+    shadow = (
+        "CREATE FUNCTION public.lower(text) RETURNS text LANGUAGE sql AS "
+        "$$ DROP TABLE t; SELECT 'x' $$;\n"
+    )
+    own = (
+        shadow + "CREATE FUNCTION f() RETURNS text LANGUAGE sql "
+        "SET search_path = public, pg_catalog AS $$ SELECT lower('A') $$;\n"
+        "SELECT f();\n"
+    )
+    assert "SO101" in rules_on(own, 3, CATALOG)
+    plain = (
+        shadow + "CREATE FUNCTION f() RETURNS text LANGUAGE sql AS $$ SELECT lower('A') $$;\n"
+        "SELECT f();\n"
+        "ALTER FUNCTION f() SET search_path = public, pg_catalog;\n"
+        "SELECT f();\n"
+    )
+    found = by_line(plain, CATALOG)
+    assert 3 not in found
+    # Altered: the function the analysis knew is no longer what runs; not known now.
+    assert {r for r, _ in found[5]} == {"SO011"}
