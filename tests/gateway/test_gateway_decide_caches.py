@@ -25,6 +25,7 @@ from runner.gateway.model import (
     Verdict,
 )
 from runner.gateway.policy import GatewayPolicy, ServerFacts, SessionCaches, literal_shape
+from runner.gateway.policy.analysis import effect_of
 from runner.gateway.store import SqliteStore
 from runner.plan.model import Category
 from runner.plan.statements import split_statements
@@ -70,7 +71,14 @@ class Harness:
     def decide(
         self, sql: str, *, in_transaction: bool = False, lanes: bool = False
     ) -> list[StatementDecision]:
-        return self.policy.decide(SESSION, sql, in_transaction=in_transaction, lanes=lanes)
+        """The decisions, each allowed one then taken as run, as the relay does when
+        the server answers it (the session's state changes only then)."""
+        decisions = self.policy.decide(SESSION, sql, in_transaction=in_transaction, lanes=lanes)
+        for decision in decisions:
+            effect = effect_of(decision)
+            if effect is not None:
+                effect.done(decision.text.split()[0].upper())
+        return decisions
 
     def fresh(self, sql: str, *, in_transaction: bool = False) -> list[StatementDecision]:
         """What a new session's policy (nothing cached) decides on ``sql``."""
@@ -186,7 +194,8 @@ def test_an_enum_label_ends_the_cached_verdicts_on_reads(harness: Harness) -> No
     assert texts
     harness.decide("BEGIN")
     harness.decide("ALTER TYPE mood ADD VALUE 'tired'", in_transaction=True)
-    harness.decide("ROLLBACK", in_transaction=True)
+    # (COMMIT: a ROLLBACK would take the label back, and the verdicts would hold again.)
+    harness.decide("COMMIT", in_transaction=True)
     assert shapes == {} and texts == {}  # emptied in place: the lane sees it
     (again,) = harness.decide(sql, lanes=True)
     assert again == first and again is not first  # analysed again, not served

@@ -7,6 +7,7 @@ session's state behind it (its analysis, its caches, what it needs to decide);
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -25,11 +26,19 @@ from runner.gateway.model import (
     Verdict,
     utcnow,
 )
+from runner.plan.analyse import Judged
 from runner.plan.model import Category, Decision, Finding, Severity, sha256_hex
 from runner.plan.statements import RawStatement, split_statements
 
 from . import prepared
-from .analysis import ServerFacts, SessionAnalysis
+from .analysis import (
+    Effect,
+    NeedsValues,
+    ServerFacts,
+    SessionAnalysis,
+    effect_of,
+    with_effect,
+)
 from .caches import LaneEntryData, SessionCaches, literal_shape
 from .guard import literal_reading_refusal, needs_literal_guard
 
@@ -190,8 +199,11 @@ class SessionPolicy:
             server_version=facts.server_version,
             columns=facts.columns,
             lock_timeout=bool(role is not None and role.lock_timeout_ms),
+            functions=facts.functions,
+            lock=self.lock,  # the server's confirmations change the state under it too
         )
         self.caches = SessionCaches()
+        self.analysis.on_unhold = self.caches.forget_lanes
         # SQL-level prepared statements the gateway forwarded: name -> the text it runs.
         self.prepared_texts: dict[str, str] = {}
         self.cursors: set[str] = set()  # cursors the gateway forwarded a DECLARE of
@@ -246,44 +258,52 @@ class SessionPolicy:
         lane = self.lane if lanes else None
         now: datetime | None = None
         decisions = []
-        for raw in statements:
-            named = prepared.read(raw)
-            if named is not None:
-                decision_of = self._prepared(raw, named, in_transaction=in_transaction)
-                if decision_of is not None:
-                    decisions.append(decision_of)
-                    continue
-            key = analysis.read_key(raw, in_transaction=in_transaction)
-            if key is not None:
-                allowed = caches.allowed_reads.get(key)
-                if allowed is not None:
-                    decision = StatementDecision(
-                        raw.text, raw.sha256, raw.fingerprint, allowed, _ALLOWED
-                    )
+        # Each statement of a text judged as if those before it had run (on a copy:
+        # the state changes only as the server confirms each one).
+        with contextlib.nullcontext() if single else analysis.speculating():
+            for raw in statements:
+                named = prepared.read(raw)
+                if named is not None:
+                    decision_of = self._prepared(raw, named, in_transaction=in_transaction)
+                    if decision_of is not None:
+                        decisions.append(decision_of)
+                        continue
+                key = analysis.read_key(raw, in_transaction=in_transaction)
+                if key is not None:
+                    allowed = caches.allowed_reads.get(key)
+                    if allowed is not None:
+                        decision = StatementDecision(
+                            raw.text, raw.sha256, raw.fingerprint, allowed, _ALLOWED
+                        )
+                        if single:
+                            caches.remember_single(
+                                sql,
+                                mask,
+                                native,
+                                decision,
+                                in_transaction=in_transaction,
+                                lane=lane,
+                            )
+                        decisions.append(decision)
+                        continue
+                findings, judged = self._judge(raw, in_transaction)
+                if now is None:
+                    now = utcnow()
+                decision = self._effect(raw, self._decide_one(raw, findings, now), judged, single)
+                # Never a decision that needed a grant: a grant covers one run.
+                if key is not None and decision.decision is _ALLOWED and decision.grant is None:
+                    caches.remember_read(key, decision.findings)
                     if single:
                         caches.remember_single(
-                            sql, mask, native, decision, in_transaction=in_transaction, lane=lane
+                            sql,
+                            mask,
+                            native,
+                            decision,
+                            in_transaction=in_transaction,
+                            # (the analysis of a plain read adds no enum label: defensive)
+                            lane=lane if analysis.reads_hold else None,
                         )
-                    decisions.append(decision)
-                    continue
-            findings = self._findings(raw, in_transaction)
-            if now is None:
-                now = utcnow()
-            decision = self._decide_one(raw, findings, now)
-            # Never a decision that needed a grant: a grant covers one run.
-            if key is not None and decision.decision is _ALLOWED and decision.grant is None:
-                caches.remember_read(key, decision.findings)
-                if single:
-                    caches.remember_single(
-                        sql,
-                        mask,
-                        native,
-                        decision,
-                        in_transaction=in_transaction,
-                        # (the analysis of a plain read adds no enum label: defensive)
-                        lane=lane if analysis.reads_hold else None,
-                    )
-            decisions.append(decision)
+                decisions.append(decision)
         return decisions
 
     def _prepared(
@@ -321,7 +341,10 @@ class SessionPolicy:
             inner = self.decide(text, in_transaction=in_transaction, lanes=False)
             if len(inner) != 1:
                 return refusal_of(own, f"EXECUTE {named.name}: not one statement")
-            return inner[0]._replace(text=raw.text, sha256=raw.sha256, fingerprint=raw.fingerprint)
+            own_text = inner[0]._replace(
+                text=raw.text, sha256=raw.sha256, fingerprint=raw.fingerprint
+            )
+            return with_effect(own_text, effect_of(inner[0]))
         inner = self.decide(named.text, in_transaction=in_transaction, lanes=False)
         verb = "PREPARE" if isinstance(named, prepared.Prepare) else "DECLARE"
         if len(inner) == 1 and inner[0].decision is _ALLOWED and inner[0].grant is None:
@@ -343,12 +366,14 @@ class SessionPolicy:
         (no cache: its literal values matter) and refused if it could turn it off."""
         now = utcnow()
         decisions = []
-        for raw in split(sql):
-            findings = self._findings(raw, in_transaction)
-            refusal = literal_reading_refusal(raw)
-            if refusal is not None:
-                decisions.append(
-                    StatementDecision(
+        statements = split(sql)
+        single = len(statements) == 1
+        with contextlib.nullcontext() if single else self.analysis.speculating():
+            for raw in statements:
+                findings, judged = self._judge(raw, in_transaction)
+                refusal = literal_reading_refusal(raw)
+                if refusal is not None:
+                    decision = StatementDecision(
                         raw.text,
                         raw.sha256,
                         raw.fingerprint,
@@ -356,17 +381,42 @@ class SessionPolicy:
                         AuditDecision.BLOCKED,
                         reason=refusal,
                     )
-                )
-                continue
-            decisions.append(self._decide_one(raw, findings, now))
+                else:
+                    decision = self._decide_one(raw, findings, now)
+                decisions.append(self._effect(raw, decision, judged, single))
         return decisions
 
-    def _findings(self, raw: RawStatement, in_transaction: bool) -> tuple[Finding, ...]:
+    def _judge(
+        self, raw: RawStatement, in_transaction: bool
+    ) -> tuple[tuple[Finding, ...], Judged | None]:
+        """The findings on ``raw`` and what it changes once it has run (None: nothing
+        the analysis follows); the session's state does not change here."""
         analysis = self.analysis
-        _, findings = analysis.findings(raw, in_transaction=in_transaction)
+        _, findings, judged = analysis.judge(raw, in_transaction=in_transaction)
         if not analysis.reads_hold:
             self.caches.forget_lanes()
-        return findings
+        return findings, judged
+
+    def _effect(
+        self,
+        raw: RawStatement,
+        decision: StatementDecision,
+        judged: Judged | None,
+        single: bool,
+    ) -> StatementDecision:
+        """``decision`` with what its statement changes, applied when the server
+        reports it done; within a text of several, taken as run for the next one. A
+        refused statement with parameters is decided again with their values, at Bind."""
+        if decision.blocked:
+            if single and prepared.has_parameters(raw):
+                return NeedsValues._make(decision)
+            return decision
+        if judged is None:
+            return decision
+        analysis = self.analysis
+        if not single:
+            analysis.speculate(judged)
+        return with_effect(decision, Effect(analysis, judged))
 
     def _decide_one(
         self, raw: RawStatement, findings: tuple[Finding, ...], now: datetime

@@ -14,17 +14,25 @@ a grant covers one run, and the run is the EXECUTE), and each EXECUTE is decided
 again, as that text, at the moment it runs. An EXECUTE of a name the gateway did not
 forward is left to the analysis, which cannot read it: it needs approval.
 
+A statement sent with parameters (``$1``) through the extended protocol that is
+refused as written may be allowed with the values bound to it (``SELECT
+set_config($1, $2, false)`` setting application_name): it is decided again at each
+Bind, on ``bound_text``, the text with each value in place as a literal, for the
+analysis only (the server runs the statement as sent, with its parameters).
+
 Statements are read from their tokens (names and their spans), never by matching
 the text.
 """
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlglot.tokenizer_core import Token, TokenType
 
-from runner.plan.statements import RawStatement
+from runner.plan.statements import RawStatement, split_statements
 
 _NAME_TYPES = (TokenType.VAR, TokenType.IDENTIFIER)
 
@@ -167,3 +175,45 @@ def read(raw: RawStatement) -> Held | None:
         if len(rest) == 1 and _name(rest[0]) is not None:
             return Deallocate(_name(rest[0]))
     return None
+
+
+# -- parameters ---------------------------------------------------------------------------
+
+
+def _parameters(tokens: Sequence[Token]) -> list[tuple[int, int, int]]:
+    """(start, end, number) of each ``$n`` in ``tokens`` (the tokenizer gives ``$``
+    and the number as two tokens, side by side)."""
+    found = []
+    for first, second in itertools.pairwise(tokens):
+        if (
+            first.token_type is TokenType.PARAMETER
+            and second.token_type is TokenType.NUMBER
+            and second.start == first.end + 1
+            and second.text.isdigit()
+        ):
+            found.append((first.start, second.end + 1, int(second.text)))
+    return found
+
+
+def has_parameters(raw: RawStatement) -> bool:
+    return bool(_parameters(raw.tokens))
+
+
+def bound_text(text: str, values: Sequence[str | None]) -> str | None:
+    """``text`` with each ``$n`` replaced by the n-th value as a string literal (NULL
+    for None), for the analysis to read what the statement does with them; None
+    when a ``$n`` has no value (the server refuses that Bind anyway)."""
+    spans = [span for raw in split_statements(text) for span in _parameters(raw.tokens)]
+    pieces: list[str] = []
+    at = 0
+    for start, end, number in spans:
+        if not 1 <= number <= len(values):
+            return None
+        value = values[number - 1]
+        pieces.append(text[at:start])
+        # A '...' literal as PostgreSQL reads it with standard_conforming_strings on
+        # (the relay refuses everything once it is off): only the quote is doubled.
+        pieces.append("NULL" if value is None else "'" + value.replace("'", "''") + "'")
+        at = end
+    pieces.append(text[at:])
+    return "".join(pieces)

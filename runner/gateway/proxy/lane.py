@@ -32,6 +32,7 @@ from runner.gateway.model import (
     Session,
     StatementDecision,
 )
+from runner.gateway.policy.analysis import effect_of
 from runner.gateway.proxy.pending import (
     K_BIND,
     K_DESCRIBE,
@@ -167,6 +168,8 @@ class LaneGlue:
         relay = self.relay
         if len(decisions) != 1 or decisions[0].blocked or not relay.idle():
             return False
+        if effect_of(decisions[0]) is not None:
+            return False  # its CommandComplete changes the session's analysis: the relay's
         entry_data = self.entry_data(decisions[0])
         return bool(self.lane.carry(data, entry_data, relay.txn, relay.literals_as_analysis()))
 
@@ -185,6 +188,8 @@ class LaneGlue:
         be run again without a Parse, which the relay counts)."""
         if len(decisions) != 1 or decisions[0].decision is not _ALLOWED:
             return False
+        if effect_of(decisions[0]) is not None:
+            return False  # (as in carries)
         relay = self.relay
         entry_data = self.entry_data(decisions[0])
         return bool(

@@ -10,12 +10,21 @@ statement it did not let through.
 
 from __future__ import annotations
 
+import struct
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
 from runner.gateway import wire
 from runner.gateway.model import AuditDecision, Outcome, StatementDecision
+from runner.gateway.policy import prepared as held
+from runner.gateway.policy.analysis import (
+    Effect,
+    SessionAnalysis,
+    effect_of,
+    needs_values,
+    with_effect,
+)
 from runner.plan.model import sha256_hex
 
 BLOCKED_SQL = "SIGNOFF BLOCKED"  # fails in the upstream's raw parser, before anything runs
@@ -36,7 +45,7 @@ Recording = tuple[Sequence[StatementDecision], Callable[[list[int] | None], byte
 class Prepared:
     """A prepared statement as the proxy knows it."""
 
-    __slots__ = ("approved", "blocked", "decisions", "runs", "text")
+    __slots__ = ("approved", "blocked", "decisions", "deferred", "generation", "runs", "text")
 
     def __init__(
         self, decisions: list[StatementDecision], blocked: bool, text: bytes = b""
@@ -48,18 +57,26 @@ class Prepared:
         # however many times it is bound and executed.
         self.approved = any(d.decision is AuditDecision.APPROVED for d in decisions)
         self.runs = 0
+        # The session analysis's generation it was decided at: decided again at
+        # Execute once that moved (a state change the server confirmed since).
+        self.generation = 0
+        # Refused as written but with parameters: decided at each Bind, on the values.
+        self.deferred = False
 
 
 class Portal(Prepared):
     """A bound portal: its statement, and whether it has started running (an
     Execute after PortalSuspended continues the same run)."""
 
-    __slots__ = ("ran", "statement")
+    __slots__ = ("bound", "ran", "statement")
 
     def __init__(self, statement: Prepared) -> None:
         super().__init__(statement.decisions, statement.blocked, statement.text)
         self.statement = statement
         self.ran = False
+        self.generation = statement.generation
+        # A deferred statement's text with this Bind's values in place (for the analysis).
+        self.bound: bytes | None = None
 
 
 class Pending:
@@ -77,6 +94,10 @@ class Pending:
     copy_ends = 0
     copy_in = False
     target = 0
+    # K_QUERY: its statements' effects not yet confirmed or given up; K_EXECUTE: its
+    # statement's effect, until confirmed or given up (policy.analysis.Effect).
+    effects_left = 0
+    effect: Effect | None = None
 
     def __init__(self, kind: int) -> None:
         self.kind = kind
@@ -148,12 +169,43 @@ def blocked_outcome(entry: Pending, index: int) -> Outcome:
     return Outcome(sqlstate=SQLSTATE_BLOCKED if blocked else None, status="not-run")
 
 
+def bind_values(body: bytes, codec: str) -> list[str | None] | None:
+    """The parameter values of a Bind message as text (None for NULL); None when one
+    is in binary format or not in the client encoding (or the message is malformed:
+    the server refuses it)."""
+    try:
+        at = body.index(0) + 1  # portal name
+        at = body.index(0, at) + 1  # statement name
+        (formats,) = struct.unpack_from("!h", body, at)
+        codes = struct.unpack_from(f"!{formats}h", body, at + 2)
+        at += 2 + 2 * formats
+        (count,) = struct.unpack_from("!h", body, at)
+        at += 2
+        values: list[str | None] = []
+        for index in range(count):
+            code = codes[0] if len(codes) == 1 else (codes[index] if codes else 0)
+            (length,) = struct.unpack_from("!i", body, at)
+            at += 4
+            if length < 0:
+                values.append(None)
+                continue
+            if code != 0 or at + length > len(body):
+                return None
+            values.append(body[at : at + length].decode(codec))
+            at += length
+        return values
+    except (ValueError, IndexError, struct.error, UnicodeDecodeError, LookupError):
+        return None
+
+
 # -- the bookkeeping --------------------------------------------------------------------------
 
 
 class Bookkeeping:
     """The entries the server still owes answers for, the statements and portals it
     has, and the outcomes waiting for their ReadyForQuery."""
+
+    codec: str  # the client encoding's codec (RelayCore's)
 
     def __init__(self) -> None:
         self.pending: deque[Pending] = deque()
@@ -172,6 +224,13 @@ class Bookkeeping:
         # ReadyForQuery each) does not rescan the FIFO per answer (that was quadratic).
         self.statement_left = False
         self.batch: list[tuple[int, Outcome]] = []  # outcomes waiting for ReadyForQuery
+        # The session's analysis, once a statement that changes it was forwarded: the
+        # server's answers confirm what it changes (policy.analysis.SessionAnalysis).
+        self.confirms: SessionAnalysis | None = None
+        # Statements forwarded whose change to the analysis the server has not yet
+        # confirmed (or refused): nothing more is decided until it has, since the
+        # decision depends on it (relay: wait_for_confirms).
+        self.unconfirmed = 0
 
     # what the client sends -----------------------------------------------------------------
 
@@ -189,6 +248,12 @@ class Bookkeeping:
         if entry.blocked_error is None:
             entry.t0 = time.perf_counter()
             self.settled = False
+            for decision in decisions:
+                effect = effect_of(decision)
+                if effect is not None:
+                    self.confirms = effect.session
+                    entry.effects_left += 1
+            self.unconfirmed += entry.effects_left
             return None
         return wire.query(BLOCKED_SQL)
 
@@ -199,6 +264,12 @@ class Bookkeeping:
         first and what to forward once recorded (a blocked statement)."""
         blocked = any(d.blocked for d in decisions)
         info = Prepared(decisions, blocked, message.text)
+        info.generation = self._generation()
+        if blocked and decisions and all(needs_values(d) for d in decisions):
+            # Parsing runs nothing: the statement goes to the server, and is decided
+            # at each Bind with the values bound to it (refused at its Execute).
+            info.blocked = blocked = False
+            info.deferred = True
         entry = Pending(K_PARSE)
         entry.name = message.name
         entry.info = info
@@ -228,8 +299,73 @@ class Bookkeeping:
         if info is None:
             self.portals.pop(portal, None)
         else:
-            entry.info = self.portals[portal] = Portal(info)
+            bound = entry.info = self.portals[portal] = Portal(info)
+            if info.deferred:
+                self._decide_bound(bound, body)
         self.pending.append(entry)
+
+    # -- decisions made after the Parse ------------------------------------------------------
+
+    def _decide(self, raw: bytes) -> list[StatementDecision]:
+        raise NotImplementedError  # the relay's (ClientToServer)
+
+    def _generation(self) -> int:
+        """How many state changes of the session's analysis the server has confirmed
+        (0 before the first)."""
+        confirms = self.confirms
+        return 0 if confirms is None else confirms.generation
+
+    def _decide_bound(self, portal: Portal, body: bytes) -> None:
+        """A deferred statement's decision for this Bind: on its text with the bound
+        values as literals. Values the analysis cannot read (binary, not in the client
+        encoding) fail closed."""
+        original = portal.statement.decisions[0]
+        values = bind_values(body, self.codec)
+        text = None if values is None else held.bound_text(original.text, values)
+        portal.blocked = False
+        portal.generation = self._generation()
+        if text is None:
+            portal.decisions = [
+                refusal(
+                    original.text,
+                    "its parameters decide whether it is allowed, and the values bound "
+                    "are not readable as text (binary format, or not in the client "
+                    "encoding); refused: bind them in text format",
+                )
+            ]
+            return
+        portal.bound = text.encode(self.codec)
+        portal.decisions = self._bound_decisions(portal.bound, original)
+
+    def _bound_decisions(
+        self, bound: bytes, original: StatementDecision
+    ) -> list[StatementDecision]:
+        decisions = self._decide(bound)
+        if len(decisions) != 1:
+            return [refusal(original.text, "not one statement with its values bound; refused")]
+        (decision,) = decisions
+        # Recorded as the statement sent (its parameters, not their values).
+        own = decision._replace(
+            text=original.text, sha256=original.sha256, fingerprint=original.fingerprint
+        )
+        return [with_effect(own, effect_of(decision))]
+
+    def _decide_again(self, portal: Portal) -> None:
+        """The state the portal's decision was made in changed: decided again, now."""
+        generation = self._generation()
+        portal.generation = generation
+        if portal.bound is not None:
+            portal.decisions = self._bound_decisions(portal.bound, portal.statement.decisions[0])
+            return
+        text = portal.text or portal.decisions[0].text.encode(self.codec)
+        decisions = self._decide(text)
+        if len(decisions) != 1:
+            decisions = [refusal(portal.decisions[0].text, "not one statement; refused")]
+        statement = portal.statement
+        statement.decisions = portal.decisions = decisions
+        statement.generation = generation
+        statement.approved = any(d.decision is AuditDecision.APPROVED for d in decisions)
+        statement.runs = 0
 
     def _on_execute(self, body: bytes) -> Recording | None:
         portal_name, _ = wire.parse_execute(body)
@@ -240,6 +376,12 @@ class Bookkeeping:
             entry.t0 = time.perf_counter()
             self.pending.append(entry)
             return None
+        if (
+            isinstance(portal, Portal)
+            and not portal.ran
+            and portal.generation != self._generation()
+        ):
+            self._decide_again(portal)
         decisions = portal.decisions
         if isinstance(portal, Portal) and not portal.ran:
             portal.ran = True
@@ -267,6 +409,12 @@ class Bookkeeping:
         entry.seqs = seqs or NO_SEQS
         entry.t0 = time.perf_counter()
         self.settled = False
+        if decisions:
+            effect = effect_of(decisions[0])
+            if effect is not None:
+                self.confirms = effect.session
+                entry.effect = effect
+                self.unconfirmed += 1
         self.pending.append(entry)
         return None
 
@@ -296,6 +444,13 @@ class Bookkeeping:
     def _statement_done(self, head: Pending, tag: str | None, rows: int | None) -> None:
         kind = head.kind
         if kind == K_QUERY:
+            done = len(head.results)
+            if tag is not None and head.effects_left and done < len(head.decisions):
+                effect = effect_of(head.decisions[done])
+                if effect is not None:  # this statement's change is now the server's word
+                    head.effects_left -= 1
+                    self.unconfirmed -= 1
+                    effect.done(tag)
             if len(head.results) < len(head.seqs):
                 now = time.perf_counter()
                 head.results.append(
@@ -305,6 +460,11 @@ class Bookkeeping:
         elif kind == K_EXECUTE:
             self.pending.popleft()
             self.statement_left = True
+            effect = head.effect
+            if effect is not None:
+                if tag is not None:  # (a suspended portal has not finished: not confirmed)
+                    effect.done(tag)
+                self._effect_settled(head)
             if head.seqs:
                 outcome = Outcome(
                     tag=tag,
@@ -331,6 +491,9 @@ class Bookkeeping:
         )
 
     def _finish_query(self, entry: Pending) -> None:
+        if entry.effects_left:  # statements that failed or did not run: nothing confirmed
+            self.unconfirmed -= entry.effects_left
+            entry.effects_left = 0
         batch = self.batch
         results = entry.results
         for i, seq in enumerate(entry.seqs):
@@ -345,6 +508,8 @@ class Bookkeeping:
         """An entry the server skipped (after an error, until Sync)."""
         kind = entry.kind
         if kind == K_EXECUTE:
+            if entry.effect is not None:
+                self._effect_settled(entry)
             for i, seq in enumerate(entry.seqs):
                 self.batch.append((seq, blocked_outcome(entry, i)))
         elif kind == K_QUERY:
@@ -358,6 +523,36 @@ class Bookkeeping:
         elif kind == K_CLOSE and entry.prev is not None:
             mapping = self.statements if entry.target == ord("S") else self.portals
             mapping.setdefault(entry.name, entry.prev)
+
+    # -- the server's word on the analysis's state ----------------------------------------
+
+    def _effect_settled(self, entry: Pending) -> None:
+        """An Execute's effect confirmed or given up: decisions waiting on it go on."""
+        entry.effect = None
+        self.unconfirmed -= 1
+        if not self.unconfirmed:
+            self.confirms_settled()
+
+    def confirms_settled(self) -> None:
+        """Nothing forwarded is waiting for the server's confirmation any more (the
+        relay goes on with what it held, see RelayCore.wait_for_confirms)."""
+
+    def confirm_failed(self, head: Pending) -> None:
+        """An ErrorResponse for ``head``: what it would have changed is not confirmed,
+        and what was confirmed since the last ReadyForQuery may be rolled back too."""
+        if self.confirms is not None:
+            self.confirms.failed()
+        if head.kind == K_EXECUTE and head.effect is not None:
+            self._effect_settled(head)
+
+    def confirm_ready(self, status: int) -> None:
+        """ReadyForQuery: the server's word on the transaction, for the analysis."""
+        if not self.pending:
+            self.unconfirmed = 0  # (whatever was in flight has answered)
+        if self.confirms is not None:
+            self.confirms.ready(status)
+        if not self.unconfirmed:
+            self.confirms_settled()
 
     def _revert(self, mapping: dict[bytes, Prepared], entry: Pending, to: Prepared | None) -> None:
         """Undo what a Parse/Bind that did not take effect upstream did to the map."""

@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from runner.gateway import wire
+from runner.gateway.masking.relayside import BLIND, open_masker
 from runner.gateway.model import Outcome, StatementDecision
 from runner.gateway.proxy.aside import LARGE_TEXT_BYTES, AsideAnalysis
 from runner.gateway.proxy.events import record_event
@@ -60,6 +61,8 @@ from runner.gateway.proxy.state import (
 )
 
 if TYPE_CHECKING:
+    from runner.gateway.masking.relayside import ConnectionMasker
+    from runner.gateway.masking.rewrite import RowMask
     from runner.gateway.proxy.lane import LaneGlue
 
 _MAX_CLIENT_MESSAGE = wire.MAX_MESSAGE_LENGTH
@@ -71,8 +74,14 @@ _READY_FOR_QUERY = wire.READY_FOR_QUERY
 _ERROR_RESPONSE = wire.ERROR_RESPONSE
 _NOTICE_RESPONSE = wire.NOTICE_RESPONSE
 # Upstream messages whose body the relay reads (all small); the others pass through.
+# Client messages decided (or decided again) when they arrive.
+_DECIDED = frozenset({wire.QUERY, wire.PARSE, wire.BIND, wire.EXECUTE})
 _NEED_BODY = frozenset(
     {_COMMAND_COMPLETE, _READY_FOR_QUERY, _ERROR_RESPONSE, wire.PARAMETER_STATUS}
+)
+# Upstream messages a masked session's masker reads whole (runner.gateway.masking).
+_MASKER_READS = frozenset(
+    {wire.NOTICE_RESPONSE, wire.COPY_OUT_RESPONSE, wire.COPY_DATA, wire.PORTAL_SUSPENDED}
 )
 
 
@@ -134,6 +143,8 @@ class UpstreamSide(asyncio.Protocol):
 
 class ClientToServer(RelayCore):
     """Client bytes: decided, recorded, forwarded (or refused)."""
+
+    masker: ConnectionMasker | None = None  # a masked session's (see ServerToClient)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -299,6 +310,10 @@ class ClientToServer(RelayCore):
                 else:
                     self.client_need = end - pos
                 break
+            if self.unconfirmed and kind in _DECIDED:
+                # Decided on what the statements ahead did: once the server has said.
+                self.wait_for_confirms(data, start, pos)
+                return None
             if kind == wire.QUERY:
                 raw = data[pos + 5 : end - 1]
                 if end - pos > LARGE_TEXT_BYTES and self.aside.defers(
@@ -367,7 +382,10 @@ class ClientToServer(RelayCore):
                 entry.copy_ends = self.copy_ends
                 pending.append(entry)
             elif kind == wire.DESCRIBE:
-                pending.append(Pending(K_DESCRIBE))
+                described = Pending(K_DESCRIBE)
+                if self.masker is not None:  # which statement's result it will describe
+                    described.info = self.masker.described_target(self, data[pos + 5 : end])
+                pending.append(described)
             elif kind == wire.CLOSE:
                 self._on_close(data[pos + 5 : end])
             elif kind == wire.COPY_DONE or kind == wire.COPY_FAIL:
@@ -465,9 +483,15 @@ class ClientToServer(RelayCore):
 
 
 class ServerToClient(RelayCore):
-    """Upstream bytes: relayed untouched, read enough to line answers up."""
+    """Upstream bytes: relayed untouched, read enough to line answers up (a masked
+    session's: see runner.gateway.masking.relayside)."""
 
     reading: ReadingWatch  # made by ClientToServer: the two halves are one Relay
+
+    # Masking: the connection's masker (None: the session's results are not masked)
+    # and the current result's RowMask (None: its rows go by untouched).
+    masker: ConnectionMasker | None = None
+    row_mask: RowMask | None = None
 
     def upstream_data(self, data: bytes) -> None:
         """Relay upstream bytes to the client (in the upstream transport's callback)."""
@@ -501,12 +525,27 @@ class ServerToClient(RelayCore):
                 (length,) = _U32.unpack_from(data, pos + 1)
                 end = pos + 1 + length
                 if kind == _DATA_ROW:
+                    mask = self.row_mask
+                    if mask is not None:  # masked: whole rows, rewritten
+                        if end > n:
+                            break
+                        stop, rows = mask.rewrite(data, pos, n)
+                        if pieces is None:
+                            pieces = []
+                        pieces.append(data[start:pos])
+                        pieces.append(rows)
+                        start = pos = stop
+                        continue
                     if end > n:
                         self.up_passthrough = end - n
                         pos = n
                         break
                     pos = end
                     continue
+                if kind == _ROW_DESCRIPTION and self.masker is not None:
+                    if end > n:
+                        break
+                    self.masker.described(self, data, pos + 5, end)
                 if kind == _ROW_DESCRIPTION and end <= n:
                     pending = self.pending
                     if pending and pending[0].kind == K_DESCRIBE:
@@ -529,11 +568,16 @@ class ServerToClient(RelayCore):
                     if end > n:
                         break
                     if kind == _COMMAND_COMPLETE:
-                        self._on_complete(data, pos + 5, end)
+                        if self.masker is not None:
+                            self.masker.complete(self, data, pos + 5, end)
+                        else:
+                            self._on_complete(data, pos + 5, end)
                     elif kind == _READY_FOR_QUERY:
                         self._on_ready(data[pos + 5])
                     elif kind == _ERROR_RESPONSE:
                         replacement = self._on_error(data[pos + 5 : end])
+                        if replacement is None and self.masker is not None:
+                            replacement = self.masker.scrub_error(self, data[pos + 5 : end])
                         if replacement is not None:
                             if pieces is None:
                                 pieces = []
@@ -542,6 +586,17 @@ class ServerToClient(RelayCore):
                             start = end
                     else:
                         self._on_parameter_status(data[pos + 5 : end])
+                elif self.masker is not None and kind in _MASKER_READS:
+                    if end > n:
+                        break
+                    self._on_header(kind)
+                    replacement = self.masker.message(self, kind, data[pos + 5 : end])
+                    if replacement is not None:
+                        if pieces is None:
+                            pieces = []
+                        pieces.append(data[start:pos])
+                        pieces.append(replacement)
+                        start = end
                 else:
                     self._on_header(kind)
                     if end > n:
@@ -642,6 +697,7 @@ class ServerToClient(RelayCore):
             # Written with the next commit of the audit log, not waited for.
             self.submit_outcomes(self.batch)
             self.batch = []
+        self.confirm_ready(status)
 
     def _on_error(self, body: bytes) -> bytes | None:
         """Attribute an ErrorResponse; the replacement bytes for a blocked statement's."""
@@ -655,6 +711,7 @@ class ServerToClient(RelayCore):
             return None
         sqlstate = fields.get("C")
         head = pending[0]
+        self.confirm_failed(head)
         now = time.perf_counter()
         if head.kind == K_QUERY:
             if head.blocked_error is not None:
@@ -709,6 +766,12 @@ class ServerToClient(RelayCore):
 
 class Relay(ClientToServer, ServerToClient):
     """One connection's relay, both directions (the connection's protocols call it)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.masker = open_masker(self.backend, self.session)
+        if self.masker is not None:
+            self.row_mask = BLIND  # no rows without a description
 
     def attach_lane(self, glue: LaneGlue) -> None:
         """From now on the C lane takes what it can (see runner.gateway.proxy.lane)."""

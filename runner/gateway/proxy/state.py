@@ -21,6 +21,7 @@ WRITE_HIGH_WATER = 1 << 20  # bytes buffered for a slow peer before the other si
 CLIENT_BACKLOG_MAX = 1 << 20  # client bytes queued for the connection task before pausing
 BACKLOG = 1  # why client reading is paused: backlog while a statement is recorded ...
 UPSTREAM_FULL = 2  # ... or the upstream is not taking bytes fast enough
+_FLUSH = wire.message(wire.FLUSH)
 
 
 def end_reason(error: Exception) -> str:
@@ -84,6 +85,9 @@ class RelayCore(Bookkeeping):
         # nothing going on.
         self.lane: Any = None
         self.lane_glue: LaneGlue | None = None
+        # The client bytes are held (``hold``) until the server confirmed what the
+        # statements ahead changed in the session's analysis (wait_for_confirms).
+        self.confirm_wait = False
         # The database's server-side guard (runner.gateway.dbguard): None when the
         # gateway writes no marks for it; and the text the held statement is marked for.
         self.guard: GuardLink | None = None
@@ -92,10 +96,49 @@ class RelayCore(Bookkeeping):
     def end(self, reason: str) -> None:
         if self.end_reason is None:
             self.end_reason = reason
+        if self.confirm_wait:  # held for the server's word only: nothing to record
+            self.confirm_wait = False
+            self.hold = None
         if self.lane is not None:
             self.lane.end()  # what it has in flight is this relay's from now on
         if not self.ended.done():
             self.ended.set_result(None)
+
+    def feed(self, data: bytes) -> None:
+        raise NotImplementedError  # ClientToServer's
+
+    def wait_for_confirms(self, data: bytes, start: int, pos: int) -> None:
+        """Hold the message at data[pos] (and what follows) until the server has
+        answered the statements ahead of it that change the session's analysis: it is
+        decided on what the server did, never on what was sent. What comes before it
+        goes now, with a Flush: in the middle of an extended-protocol batch the server
+        would otherwise keep its answers until the Sync still held here."""
+        self.ut.write(data[start:pos] + _FLUSH)
+        self.hold = (data, pos, pos, pos)
+        self.confirm_wait = True
+
+    def confirms_settled(self) -> None:
+        if self.confirm_wait:
+            self.confirm_wait = False
+            hold = self.hold
+            # Not in the upstream's callback that brought the answer: once it is done.
+            asyncio.get_running_loop().call_soon(self._resume_confirmed, hold)
+
+    def _resume_confirmed(self, hold: tuple[bytes, int, int, int] | None) -> None:
+        if hold is None or self.hold is not hold or self.end_reason is not None:
+            return
+        self.hold = None
+        data, _, pos, _ = hold
+        rest = data[pos:]
+        chunks = self.chunks
+        if chunks:
+            rest = b"".join([rest, *chunks])
+            chunks.clear()
+            self.backlog = 0
+            if self.read_blocks & BACKLOG:
+                self.unblock_client(BACKLOG)
+        if rest:
+            self.feed(rest)
 
     def block_client(self, why: int) -> None:
         if not self.read_blocks:
