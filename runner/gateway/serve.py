@@ -20,7 +20,7 @@ from runner.errors import SignoffError
 from runner.gateway.app import create_app
 from runner.gateway.config import GatewayConfig
 from runner.gateway.dbguard.link import attach
-from runner.gateway.dbguard.status import start_guards
+from runner.gateway.dbguard.status import guard_markers, log_guards
 from runner.gateway.dbguard.testing import SWITCH, GuardOnlyPolicy, guard_only, switch_problem
 from runner.gateway.httpguard import BodyTimeout, guarded_protocol
 from runner.gateway.model import utcnow
@@ -77,9 +77,9 @@ async def serve(
             SWITCH,
         )
         service.policy = GuardOnlyPolicy.over(service.policy)
-    # Each database's server-side guard: its status in the log, and the markers the
-    # connections mark approved statements with.
-    markers = await start_guards(config)
+    # The markers each database's connections mark approved statements with (the
+    # guard's status is logged once the gateway listens: a start-up error stays one line).
+    markers = guard_markers(config)
     attach(service, markers)
     proxy = PgProxy(
         service,
@@ -134,6 +134,7 @@ async def serve(
             config.pg_host,
             proxy.port,
         )
+        await log_guards(config)
         sweeper = (
             asyncio.create_task(_sweep_archive(service)) if config.archive is not None else None
         )

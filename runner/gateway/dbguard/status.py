@@ -52,16 +52,21 @@ def _guard_warnings(database: DatabaseConfig, status: GuardStatus) -> list[str]:
     return warnings
 
 
-async def start_guards(config: GatewayConfig) -> dict[str, GuardMarker]:
-    """Log each database's guard status; the markers of the databases with a guard
-    credential (the gateway runs without a guard, and says what it cannot stop)."""
+def guard_markers(config: GatewayConfig) -> dict[str, GuardMarker]:
+    """The markers of the databases with a guard credential (nothing connects yet)."""
     markers: dict[str, GuardMarker] = {}
+    for database in config.databases.values():
+        guard = database.guard_upstream()
+        if guard is not None:
+            markers[database.name] = GuardMarker(database.name, guard)
+    return markers
+
+
+async def log_guards(config: GatewayConfig) -> None:
+    """Each database's guard status in the log (the gateway runs without a guard, and
+    says what it cannot stop)."""
     for database in config.databases.values():
         line, warnings = await asyncio.to_thread(database_report, database)
         _log.info("database %s: %s", database.name, line)
         for warning in warnings:
             _log.warning("%s", warning)
-        guard = database.guard_upstream()
-        if guard is not None:
-            markers[database.name] = GuardMarker(database.name, guard)
-    return markers
