@@ -369,9 +369,7 @@ def test_set_config_is_decided_on_its_bound_values(gateway: Gateway) -> None:
         assert row == ("via-bind",)
         assert conn.execute("SHOW application_name").fetchone() == ("via-bind",)
         with pytest.raises(Refused):
-            conn.execute(
-                "select set_config(%s, %s, false)", ["standard_conforming_strings", "off"]
-            )
+            conn.execute("select set_config(%s, %s, false)", ["standard_conforming_strings", "off"])
         # Named and reused, with other values each time.
         for value in ("one", "two"):
             got = conn.execute(
