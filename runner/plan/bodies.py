@@ -187,6 +187,8 @@ class _Expander:
                     continue  # recursion: its body is being judged already
                 noun = "trigger function" if call.trigger else _noun(function)
                 label = f"inside {noun} {function.qualified}"
+                if call.via and not call.trigger:
+                    label += f" (the {call.via}'s)"
                 self.function(function, prefix, label, depth, stack, runs_now, review_only)
 
     def function(

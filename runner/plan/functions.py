@@ -200,10 +200,17 @@ class Call:
     """A call: the function's name as written (qualified or not) and its argument count."""
 
     parts: tuple[str, ...]
-    nargs: int
-    trigger: bool = False  # CREATE TRIGGER ... EXECUTE FUNCTION f()
+    nargs: int  # -1: not stated (every overload of the name is judged)
+    # How it runs when not called by name: "trigger" (CREATE TRIGGER ... EXECUTE
+    # FUNCTION f()), "cast" (CREATE CAST ... WITH FUNCTION), "aggregate" (SFUNC and
+    # the like), "operator" (CREATE OPERATOR ... FUNCTION); "" for a call.
+    via: str = ""
     # Each argument's value when it is a literal (text, boolean, integer), else None.
     literals: tuple[str | bool | int | None, ...] = ()
+
+    @property
+    def trigger(self) -> bool:
+        return self.via == "trigger"
 
     @property
     def written(self) -> str:
@@ -244,10 +251,51 @@ def _calls(tree: Any) -> Iterator[Call]:
                 literals = tuple(_literal(arg) for arg in args)
                 pending.append(Call(_names(value.get("funcname")), len(args), literals=literals))
             elif key == "CreateTrigStmt" and isinstance(value, Mapping):
-                pending.append(Call(_names(value.get("funcname")), 0, trigger=True))
+                pending.append(Call(_names(value.get("funcname")), 0, via="trigger"))
+            elif key == "CreateCastStmt" and isinstance(value, Mapping):
+                func = value.get("func")
+                if isinstance(func, Mapping):
+                    nargs = len(func.get("objargs") or ())
+                    pending.append(Call(_names(func.get("objname")), nargs, via="cast"))
+            elif key == "DefineStmt" and isinstance(value, Mapping):
+                pending.extend(_support_functions(value))
             if isinstance(value, dict | list):
                 stack.append(value)
     yield from pending
+
+
+# The functions an aggregate or an operator runs (CREATE AGGREGATE / OPERATOR).
+_SUPPORT_FUNCTIONS = frozenset(
+    {
+        "sfunc",
+        "finalfunc",
+        "combinefunc",
+        "serialfunc",
+        "deserialfunc",
+        "msfunc",
+        "minvfunc",
+        "mfinalfunc",
+        "function",
+        "procedure",
+        "restrict",
+        "join",
+    }
+)
+_DEFINE_KINDS = {"OBJECT_AGGREGATE": "aggregate", "OBJECT_OPERATOR": "operator"}
+
+
+def _support_functions(define: Mapping[str, Any]) -> Iterator[Call]:
+    via = _DEFINE_KINDS.get(str(define.get("kind")))
+    if via is None:
+        return
+    for item in define.get("definition") or ():
+        element = item.get("DefElem") if isinstance(item, Mapping) else None
+        if not isinstance(element, Mapping) or element.get("defname") not in _SUPPORT_FUNCTIONS:
+            continue
+        arg = element.get("arg")
+        named = arg.get("TypeName") if isinstance(arg, Mapping) else None
+        if isinstance(named, Mapping):
+            yield Call(_names(named.get("names")), -1, via=via)
 
 
 def _sets_search_path(action: Any) -> bool:

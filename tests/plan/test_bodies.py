@@ -446,3 +446,20 @@ def test_a_functions_own_search_path_resolves_its_body() -> None:
     assert 3 not in found
     # Altered: the function the analysis knew is no longer what runs; not known now.
     assert {r for r, _ in found[5]} == {"SO011"}
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "CREATE CAST (int AS text) WITH FUNCTION boom(int)",
+        "CREATE AGGREGATE agg(int) (SFUNC = boom, STYPE = int)",
+        "CREATE AGGREGATE agg2(int) (SFUNC = int4pl, STYPE = int, FINALFUNC = boom)",
+    ],
+)
+def test_casts_and_aggregates_run_their_functions_later(statement: str) -> None:
+    define = (
+        "CREATE FUNCTION boom(a int, b int DEFAULT 0) RETURNS int LANGUAGE sql AS "
+        "$$ DELETE FROM t RETURNING 1 $$;\n"
+    )
+    messages = [m for r, m in by_line(define + statement).get(2, []) if r == "SO111"]
+    assert messages and "inside function public.boom (the " in messages[0], messages
