@@ -10,6 +10,8 @@ import psycopg
 import pytest
 from gateway_harness import Gateway, running_gateway
 
+from runner.gateway.dbguard.install import install
+
 
 def _objects(url: str) -> tuple[str | None, int, int]:
     """(schema comment, enabled guard event triggers, TRUNCATE triggers), read directly."""
@@ -87,3 +89,27 @@ def test_install_needs_a_guard_credential_or_an_admin_url(
         unknown = gateway.cli("install-guard", "--database", "nope")
     assert done.returncode == 2 and "no [databases.guard] credential" in done.stderr
     assert unknown.returncode == 2 and "no database 'nope'" in unknown.stderr
+
+
+def test_a_marker_role_installed_by_a_dba_may_mark_and_nothing_more(gateway: Gateway) -> None:
+    """--admin-url's path: the DBA installs, the gateway's own role only marks."""
+    url = gateway.upstream_url
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE ROLE signoff_marker_t LOGIN PASSWORD 'm4rker'")
+    try:
+        assert "installed" in install(url, marker_role="signoff_marker_t")
+        marker_url = psycopg.conninfo.make_conninfo(url, user="signoff_marker_t", password="m4rker")
+        with (
+            psycopg.connect(marker_url, autocommit=True) as marker,
+            psycopg.connect(url, autocommit=True) as victim,
+        ):
+            pid = victim.info.backend_pid
+            made = marker.execute("SELECT signoff_guard.mark(%s, 'n1', 'h1')", (pid,)).fetchone()
+            assert made == (True,)
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                marker.execute("SELECT * FROM signoff_guard.granted")
+            marker.execute("SELECT signoff_guard.unmark(%s, ARRAY['n1'])", (pid,))
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("DROP OWNED BY signoff_marker_t")
+            conn.execute("DROP ROLE signoff_marker_t")

@@ -36,9 +36,7 @@ _MARKED_CATEGORIES = frozenset({"destructive"})
 _MARKED_RULES = frozenset({"SO207"})
 MAX_NESTED = 1000  # per statement: what an audit record lists of what the guard saw
 
-_markers: weakref.WeakKeyDictionary[object, Mapping[str, GuardMarker]] = (
-    weakref.WeakKeyDictionary()
-)
+_markers: weakref.WeakKeyDictionary[object, Mapping[str, GuardMarker]] = weakref.WeakKeyDictionary()
 
 
 def attach(backend: object, markers: Mapping[str, GuardMarker]) -> None:
@@ -130,9 +128,7 @@ class GuardLink:
             detail = {}
         seen = self._nested.setdefault(target, [])
         if len(seen) < MAX_NESTED and isinstance(detail, dict):
-            seen.append(
-                {k: str(detail.get(k)) for k in ("tag", "type", "identity") if k in detail}
-            )
+            seen.append({k: str(detail.get(k)) for k in ("tag", "type", "identity") if k in detail})
         return True
 
     def outcomes(self, owed: list[tuple[int, Outcome]]) -> list[tuple[int, Outcome]]:
