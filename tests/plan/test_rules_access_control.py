@@ -69,6 +69,10 @@ FLAGGED = [
     ("ALTER ROLE app SET pgaudit.log = '-all'", "SO513"),
     ("GRANT pg_read_all_data TO reporting", "SO514"),
     ("GRANT pg_write_server_files TO app", "SO514"),
+    ("SET ROLE postgres", "SO515"),
+    ("SET SESSION AUTHORIZATION postgres", "SO515"),
+    ("CREATE PUBLICATION everything FOR ALL TABLES", "SO516"),
+    ("ALTER PUBLICATION feed ADD TABLE patients", "SO516"),
     ("DO $$ BEGIN EXECUTE 'GRANT SELECT ON patients TO PUBLIC'; END $$", "SO501"),
     ('GRANT SELECT ON patients TO U&"\\0070ublic"', "SO501"),
     ('SELECT U&"signoff\\005fguard".mark(1)', "SO512"),
@@ -117,6 +121,9 @@ ROUTINE = [
     "ALTER SEQUENCE patients_id_seq OWNED BY NONE",
     "ALTER SEQUENCE patients_id_seq OWNED BY patients.id",
     "SELECT * FROM patients WHERE owner = 'x'",
+    "RESET ROLE",
+    "SET ROLE NONE",
+    "ALTER PUBLICATION feed DROP TABLE patients",
 ]
 
 

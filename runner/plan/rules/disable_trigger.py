@@ -35,15 +35,25 @@ from runner.plan.rules.base import Context, StatementView, rule
         "ALTER TABLE patients DISABLE TRIGGER USER",
         "ALTER TABLE ONLY patients DISABLE TRIGGER patients_audit",
         "ALTER TABLE patients ENABLE REPLICA TRIGGER patients_audit",
+        "ALTER TABLE patients ADD COLUMN note text, DISABLE TRIGGER ALL",
     ],
     passes=[
         "ALTER TABLE patients ENABLE TRIGGER patients_audit",
         "ALTER TABLE patients ENABLE ALWAYS TRIGGER patients_audit",
         "ALTER TABLE patients ENABLE TRIGGER ALL",
     ],
-    kinds=("alter_table_disable_trigger", "alter_table_enable_trigger"),
+    kinds=("alter_table_disable_trigger", "alter_table_enable_trigger", None),
 )
 def disable_trigger(view: StatementView, context: Context) -> Iterator[str]:
+    if view.kind is None:
+        # Several actions in one ALTER TABLE are not classified: read the words.
+        ws = [w.text for w in words(view.raw.tokens) if not w.is_string]
+        if ws[:2] == ["ALTER", "TABLE"] and any(
+            ws[i : i + 2] in (["DISABLE", "TRIGGER"], ["ENABLE", "REPLICA"])
+            for i in range(len(ws))
+        ):
+            yield "disables a trigger (among other actions): what it records or enforces stops"
+        return
     if view.shape is None:
         return
     table = view.shape.relation or "?"
