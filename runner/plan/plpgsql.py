@@ -58,15 +58,6 @@ class Body:
     statements: list[BodyStatement] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # what could not be read
 
-    # The DO reader's interface (analysis of a DO block predates function bodies).
-    @property
-    def unreadable(self) -> list[str]:
-        return self.problems
-
-
-# Kept for readers of the DO-block interface.
-DoBody = Body
-
 
 def read_do(raw: RawStatement) -> Body:
     """The statements of ``DO [LANGUAGE x] 'body'``."""
