@@ -70,6 +70,8 @@ FLAGGED = [
     ("GRANT pg_read_all_data TO reporting", "SO514"),
     ("GRANT pg_write_server_files TO app", "SO514"),
     ("SET ROLE postgres", "SO515"),
+    ("CREATE ROLE backdoor LOGIN PASSWORD 'hunter2'", "SO517"),
+    ("ALTER ROLE app PASSWORD 'known'", "SO517"),
     ("SET SESSION AUTHORIZATION postgres", "SO515"),
     ("CREATE PUBLICATION everything FOR ALL TABLES", "SO516"),
     ("ALTER PUBLICATION feed ADD TABLE patients", "SO516"),

@@ -36,6 +36,14 @@ _ADMIN_FUNCTIONS = frozenset(
         "pg_replication_origin_drop",
         "pg_replication_origin_session_setup",
         "pg_replication_origin_advance",
+        # The statistics monitoring and investigations read, wiped.
+        "pg_stat_reset",
+        "pg_stat_reset_shared",
+        "pg_stat_reset_single_table_counters",
+        "pg_stat_reset_single_function_counters",
+        "pg_stat_reset_slru",
+        "pg_stat_reset_replication_slot",
+        "pg_stat_statements_reset",
     }
 )
 
@@ -54,7 +62,8 @@ _ADMIN_FUNCTIONS = frozenset(
         dropping a replication slot breaks a replica or a change-data feed, and
         a logical slot read with pg_logical_slot_get_changes streams every row
         change of every table, PHI included, past grants and row-level
-        security. Denied by default.
+        security; pg_stat_reset and pg_stat_statements_reset wipe the record
+        of what ran that monitoring and investigations read. Denied by default.
     """,
     safer="""
         Leave server configuration, failover and replication to the database's
@@ -65,6 +74,7 @@ _ADMIN_FUNCTIONS = frozenset(
         "SELECT pg_catalog.pg_promote()",
         "SELECT * FROM pg_logical_slot_get_changes('s', NULL, NULL)",
         "SELECT pg_drop_replication_slot('replica_1')",
+        "SELECT pg_stat_statements_reset()",
     ],
     passes=[
         "SELECT slot_name FROM pg_replication_slots",
