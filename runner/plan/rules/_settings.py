@@ -20,6 +20,21 @@ from runner.plan.commands import Word, words
 from runner.plan.rules._calls import calls, unicode_unescaped
 from runner.plan.rules.base import StatementView
 
+# The first two words of the other statements that can change a setting.
+_SETTING_STARTS = frozenset(
+    {
+        ("ALTER", "SYSTEM"),
+        ("ALTER", "ROLE"),
+        ("ALTER", "USER"),
+        ("ALTER", "DATABASE"),
+        ("ALTER", "FUNCTION"),
+        ("ALTER", "PROCEDURE"),
+        ("ALTER", "ROUTINE"),
+        ("CREATE", "OR"),
+        ("CREATE", "FUNCTION"),
+        ("CREATE", "PROCEDURE"),
+    }
+)
 # ALTER <what> ... SET name = value: the forms that set a default for later.
 _ALTER_DEFAULTS = frozenset({"ROLE", "USER", "DATABASE", "FUNCTION", "PROCEDURE", "ROUTINE"})
 
@@ -41,11 +56,17 @@ class SettingChange:
 
 
 def setting_changes(view: StatementView) -> list[SettingChange]:
-    ws = words(view.raw.tokens)
-    if not ws:
+    tokens = view.raw.tokens
+    if not tokens:
         return []
-    changes = _from_words(ws)
-    if any(c.name == "set_config" for c in calls(view)):
+    # Asked of every statement by several rules: words only for the statements
+    # whose first word can change a setting.
+    first = tokens[0].text.upper()
+    second = tokens[1].text.upper() if len(tokens) > 1 else ""
+    may_set = first in ("SET", "RESET") or (first, second) in _SETTING_STARTS
+    changes = _from_words(words(tokens)) if may_set else []
+    # (a necessary condition on the text first: most statements call no set_config)
+    if "set_config" in view.raw.text.lower() and any(c.name == "set_config" for c in calls(view)):
         changes.extend(_set_config(view))
     return changes
 

@@ -52,6 +52,8 @@ def change_owner(view: StatementView, context: Context) -> Iterator[str]:
     tokens = view.raw.tokens
     if not tokens or tokens[0].text.upper() not in ("ALTER", "REASSIGN"):
         return  # every kind may carry OWNER TO; this keeps the rest cheap
+    if tokens[0].text.upper() == "ALTER" and not any(t.text.upper() == "OWNER" for t in tokens):
+        return
     ws = [w.text for w in words(view.raw.tokens) if not w.is_string]
     if not ws:
         return

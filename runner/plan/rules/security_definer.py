@@ -17,6 +17,10 @@ def _routine_words(view: StatementView) -> list[Word] | None:
     tokens = view.raw.tokens
     if not tokens or tokens[0].text.upper() not in ("CREATE", "ALTER"):
         return None
+    # Asked of every CREATE / ALTER: the routine's keyword is the 2nd or 4th word.
+    heads = {t.text.upper() for t in tokens[1:4]}
+    if not heads & {"FUNCTION", "PROCEDURE", "ROUTINE"}:
+        return None
     ws = words(tokens)
     i = 1
     if ws[0].text == "CREATE" and [w.text for w in ws[1:3]] == ["OR", "REPLACE"]:

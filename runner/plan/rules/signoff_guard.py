@@ -64,7 +64,13 @@ def _names_guard(text: str) -> bool:
     ],
 )
 def signoff_guard(view: StatementView, context: Context) -> Iterator[str]:
-    for token in unicode_folded(view.raw.tokens):
+    tokens = view.raw.tokens
+    # Asked of every statement: a cheap necessary condition on the text first (the
+    # name, or a Unicode escape that could spell it), then the tokens decide.
+    lowered = view.raw.text.lower()
+    if GUARD_SCHEMA not in lowered and "u&" not in lowered:
+        return
+    for token in unicode_folded(tokens):
         kind = token.token_type
         if kind in _STRINGS:
             if _names_guard(token.text):
