@@ -15,7 +15,7 @@ from runner.plan.rules.base import CATALOGUE, Rule
 
 # Bumped whenever a rule is added, removed or changes what it flags: it is part
 # of the plan hash, so a plan judged by other rules needs a new approval.
-RULESET_VERSION = "2026.12.2"
+RULESET_VERSION = "2026.12.3"
 
 
 def catalogue() -> dict[str, Rule]:
