@@ -463,3 +463,20 @@ def test_casts_and_aggregates_run_their_functions_later(statement: str) -> None:
     )
     messages = [m for r, m in by_line(define + statement).get(2, []) if r == "SO111"]
     assert messages and "inside function public.boom (the " in messages[0], messages
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "BEGIN ASSERT boom() > 0; END",
+        "BEGIN RAISE EXCEPTION 'x' USING DETAIL = boom()::text; END",
+        "DECLARE c CURSOR (p int) FOR SELECT p; BEGIN OPEN c(boom()); END",
+        "DECLARE a int[] := ARRAY[boom()]; BEGIN NULL; END",
+        "BEGIN CASE WHEN boom() = 1 THEN NULL; ELSE NULL; END CASE; END",
+        "BEGIN EXECUTE 'SELECT $1' USING boom(); END",
+        "BEGIN FOR i IN REVERSE boom()..1 LOOP END LOOP; END",
+    ],
+)
+def test_every_expression_of_a_block_is_searched_for_calls(body: str) -> None:
+    define = "CREATE FUNCTION boom() RETURNS int LANGUAGE sql AS $$ DELETE FROM t RETURNING 1 $$;\n"
+    assert "SO111" in rules_on(define + f"DO $$ {body} $$", 2)
