@@ -45,7 +45,17 @@ class Word:
         return kind not in _PUNCTUATION and kind not in _STRINGS and kind is not TokenType.NUMBER
 
 
+# The last statement's words: a dozen readers (the classifier, the state, the rules)
+# ask for the words of the same token tuple, one after another. One entry, replaced
+# whole (threads may share it: the gateway analyses large texts in workers).
+_LAST_WORDS: tuple[Sequence[Token] | None, tuple[Word, ...]] = (None, ())
+
+
 def words(tokens: Sequence[Token]) -> list[Word]:
+    global _LAST_WORDS
+    last_tokens, last_words = _LAST_WORDS
+    if tokens is last_tokens:
+        return list(last_words)
     result = []
     for token in tokens:
         if token.token_type is TokenType.IDENTIFIER:
@@ -54,6 +64,8 @@ def words(tokens: Sequence[Token]) -> list[Word]:
             result.append(Word(token.text, token))
         else:
             result.append(Word(token.text.upper(), token))
+    if type(tokens) is tuple:  # a statement's own tokens (a list may be changed later)
+        _LAST_WORDS = (tokens, tuple(result))
     return result
 
 

@@ -65,6 +65,9 @@ _WRITES: dict[str, type[exp.Expression]] = {
 }
 
 
+_WRITE_KEYS = {name: f'"{name}"' for name in _WRITES}
+
+
 @dataclass(frozen=True)
 class PgReading:
     """How PostgreSQL's grammar reads one statement's text."""
@@ -83,15 +86,40 @@ def read(text: str) -> PgReading:
     if len(pieces) != 1:
         return PgReading(statements=len(pieces))
     try:
-        tree = json.loads(pg_parser.parse_sql_json(text))
+        document = pg_parser.parse_sql_json(text)
     except pg_parser.ParseError:
         return PgReading(statements=1)
+    node = _lone_top_node(document)
+    if node is not None:  # no write node anywhere in it: nothing more to read
+        return PgReading(statements=1, node=node)
+    tree = json.loads(document)
     statements = tree.get("stmts") or []
     if len(statements) != 1:
         return PgReading(statements=len(statements))
     top: dict[str, Any] = statements[0].get("stmt") or {}
     (node, body), *_ = top.items() if top else (("", {}),)
-    return PgReading(statements=1, node=node, nested_writes=frozenset(_writes_in(body)))
+    # Most statements hold no write node at all: then the tree need not be walked (a
+    # node's name is a key, so it is in the document as "Name" whenever it is in the tree).
+    nested = (
+        frozenset(_writes_in(body))
+        if any(_WRITE_KEYS[name] in document for name in _WRITES)
+        else frozenset()
+    )
+    return PgReading(statements=1, node=node, nested_writes=nested)
+
+
+def _lone_top_node(document: str) -> str | None:
+    """The top node of libpg_query's JSON for one statement with no write node below
+    it, read off the document without decoding it (most statements of a migration);
+    None when that is not plainly so (then the document is decoded). A key is in the
+    document as "key": (a string value's own quotes are escaped there)."""
+    if document.count('"stmt":') != 1 or any(key in document for key in _WRITE_KEYS.values()):
+        return None
+    head = document.index('"stmt":') + len('"stmt":')
+    if not document.startswith('{"', head):
+        return None
+    end = document.find('"', head + 2)
+    return document[head + 2 : end] if end > head + 2 else None
 
 
 def disagreement(text: str, tree: exp.Expression | None) -> str | None:
