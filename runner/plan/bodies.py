@@ -158,6 +158,11 @@ class _Expander:
             # DEFAULTs and functions that call it run the new body from now on, and
             # none of them is judged again, so what needs a reviewer in it is lifted.
             view.defines = function
+            if view.kind is None:
+                # sqlglot cannot read some definitions (RETURNS trigger, RETURNS
+                # SETOF); PostgreSQL's parser did, and a definition runs nothing:
+                # it is a CREATE FUNCTION, not an unrecognised statement.
+                view.kind = "create_procedure" if function.procedure else "create_function"
             if self.context.functions.replaces(function):
                 label = f"in the new body of {_noun(function)} {function.qualified}"
                 self.function(function, prefix, label, depth, stack, False, True)

@@ -118,6 +118,15 @@ def test_bodies_that_destroy_are_refused_at_the_call(gateway: Gateway, protocol:
             "LOOP END LOOP; END $$",
             "SO111",
         )
+        # A trigger function may be defined; the trigger that would run it is refused.
+        session.allowed(
+            "CREATE FUNCTION tg() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN DELETE FROM charts; RETURN NEW; END $$"
+        )
+        session.refused(
+            "CREATE TRIGGER tg AFTER INSERT ON charts FOR EACH ROW EXECUTE FUNCTION tg()",
+            "SO111",
+        )
         session.allowed("CREATE PROCEDURE p() LANGUAGE sql AS $$ TRUNCATE charts $$")
         session.refused("CALL p()", "SO109")
         # A DEFAULT and a view run the function later, for every row and every read.
