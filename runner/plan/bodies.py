@@ -99,7 +99,7 @@ def _creates_routine(view: StatementView) -> bool:
 
 def _ddl(view: StatementView) -> bool:
     kind = view.kind or ""
-    return kind.startswith(("create_", "alter_", "drop_", "create", "comment"))
+    return kind.startswith(("create", "alter_", "drop_", "comment"))
 
 
 @dataclass
