@@ -41,11 +41,12 @@ _CATALOG = FunctionFacts(
     "unreadable-function-body",
     Category.UNANALYSABLE,
     Severity.ERROR,
-    summary="The statement runs or defines a function whose body cannot be read.",
+    summary="The statement runs, or replaces, a function whose body cannot be read.",
     rationale="""
         A call runs the function's body, so the body is analysed like the
-        statement itself at every call (defining a function runs nothing and is
-        not reported). A body written in
+        statement itself at every call (defining a new function runs nothing and
+        is not reported; replacing one already in place is, as what calls it runs
+        the new body). A body written in
         another language (plpython, plperl, C), dynamic SQL (EXECUTE of a
         computed string), a PL/pgSQL body PostgreSQL's parser rejects, or calls
         nested deeper than the analysis follows reveal what they run only when
