@@ -38,6 +38,7 @@ not replace.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -79,6 +80,15 @@ class PgReading:
 
 
 def read(text: str) -> PgReading:
+    """How PostgreSQL's grammar reads ``text`` (a short text seen before: from memory;
+    migrations repeat BEGIN, COMMIT, SET lock_timeout...)."""
+    return _read_short(text) if len(text) <= _SHORT_TEXT else _read(text)
+
+
+_SHORT_TEXT = 256  # what is remembered: bounded (4096 entries of at most this)
+
+
+def _read(text: str) -> PgReading:
     try:
         pieces = [piece for piece in pg_parser.split(text, with_parser=False) if piece.strip()]
     except pg_parser.ParseError as error:
@@ -106,6 +116,9 @@ def read(text: str) -> PgReading:
         else frozenset()
     )
     return PgReading(statements=1, node=node, nested_writes=nested)
+
+
+_read_short = functools.lru_cache(maxsize=4096)(_read)
 
 
 def _lone_top_node(document: str) -> str | None:
@@ -143,6 +156,8 @@ def disagreement(text: str, tree: exp.Expression | None) -> str | None:
             f"PostgreSQL reads it as {_plain(reading.node)}, "
             f"the analysis as {type(tree).__name__.upper()}"
         )
+    if not reading.nested_writes:
+        return None  # nothing nested to look for in the tree (the common case)
     seen = {type(node) for node in tree.find_all(*_WRITES.values())}
     for missing in sorted(reading.nested_writes):
         if _WRITES[missing] not in seen:
