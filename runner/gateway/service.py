@@ -33,6 +33,7 @@ from runner.audit.writer import AuditWriter
 from runner.errors import DatabaseError
 from runner.gateway.archive import archive_quietly, archived
 from runner.gateway.config import AccessRule, GatewayConfig
+from runner.gateway.masking.engine import MaskingEngine
 from runner.gateway.model import (
     AuditDecision,
     EntryKind,
@@ -112,6 +113,10 @@ class GatewayService:
             max_statement_bytes=config.max_statement_bytes,
         )
         self._facts: dict[str, ServerFacts] = {}
+        # PHI masking of results (runner.gateway.masking): None when nothing is masked.
+        self.masking = (
+            MaskingEngine(config.masking, self._admin_url) if config.masking.enabled else None
+        )
         # Plans submitted for review and the approvals the gateway verifies itself.
         self.review = ReviewDesk(
             config,
@@ -189,8 +194,19 @@ class GatewayService:
             database=database,
             role=rule.role,
             expires_at=session.expires_at.isoformat(),
+            **self._masking_event(rule.role),
         )
         return Exchanged(session, secret)
+
+    def _masking_event(self, role: str) -> dict[str, Any]:
+        """What session-created says of masking: the policy's digest (the attestation
+        carries it) and whether this role's results are masked."""
+        if self.masking is None:
+            return {}
+        return {
+            "masking_policy_digest": self.masking.digest(),
+            "masked": self.config.masking.masks(role),
+        }
 
     def _access_rule(self, principal: Principal, database: str) -> AccessRule | None:
         issuer_names = {i.issuer: i.name for i in self.config.issuers}
@@ -265,7 +281,10 @@ class GatewayService:
         session = await asyncio.to_thread(self.store.get_session, session_id)
         if session is not None:
             # Read the server's facts now, off the event loop, not at the first statement.
+            await asyncio.to_thread(self._fresh_functions, session.database)
             await asyncio.to_thread(self._server_facts, session.database)
+            if self.masking is not None and self.masking.masks(session):
+                await asyncio.to_thread(self.masking.database, session.database)
         return session
 
     def upstream(self, session: Session) -> Upstream:
@@ -285,8 +304,16 @@ class GatewayService:
     def decide(
         self, session: Session, sql: str, *, in_transaction: bool
     ) -> list[StatementDecision]:
-        return self.policy.decide(
-            session, sql, in_transaction=in_transaction, lanes=self.fast_lanes
+        masking = self.masking
+        if masking is None or not masking.masks(session):
+            return self.policy.decide(
+                session, sql, in_transaction=in_transaction, lanes=self.fast_lanes
+            )
+        # A masked session never fills the C lane's caches (the lane relays rows as
+        # they are); its decisions are reviewed for COPY and unmask grants.
+        decisions = self.policy.decide(session, sql, in_transaction=in_transaction, lanes=False)
+        return masking.review(
+            session, decisions, consume_grant=self._consume_grant, now=utcnow
         )
 
     def fast_lane(self, session: Session) -> FastLane | None:
@@ -294,6 +321,8 @@ class GatewayService:
         caches), or None: every statement goes through the Python relay."""
         if not self.fast_lanes:
             return None
+        if self.masking is not None and self.masking.masks(session):
+            return None  # its results are masked: no statement of it goes by the lane
         shapes, texts = self.policy.lane_caches(session)
         database = session.database
         return FastLane(
@@ -353,22 +382,46 @@ class GatewayService:
             return facts
         from runner.dryrun.facts import read_facts
 
-        upstream = self.config.databases[database].upstream()
-        auth = quote(upstream.user, safe="")
-        if upstream.password is not None:
-            auth += ":" + quote(upstream.password, safe="")
-        url = (
-            f"postgresql://{auth}@{upstream.host}:{upstream.port}/"
-            f"{quote(upstream.dbname, safe='')}?sslmode={upstream.sslmode}"
-        )
+        url = self._admin_url(database)
         try:
             read = read_facts(url)
-            facts = ServerFacts(read.server_version_num, read.columns)
+            facts = ServerFacts(read.server_version_num, read.columns, read.functions)
         except DatabaseError:
             facts = ServerFacts(None, {})
         with self._lock:
             self._facts[database] = facts
         return facts
+
+    def _fresh_functions(self, database: str) -> None:
+        """Functions as pg_proc holds them now, for a session about to start: another
+        session may have replaced one since the facts were read (a call is judged by
+        the body it runs). Unreadable: no user function is known (a call to one needs
+        approval)."""
+        from runner.dryrun.facts import read_function_facts
+        from runner.plan.functions import FunctionFacts
+
+        with self._lock:
+            facts = self._facts.get(database)
+        if facts is None or facts.functions is None:
+            return  # read whole by _server_facts, or unreadable
+        builtins = facts.functions.builtins
+        try:
+            functions = read_function_facts(self._admin_url(database), builtins=builtins)
+        except DatabaseError:
+            functions = FunctionFacts(builtins=builtins)
+        with self._lock:
+            self._facts[database] = replace(facts, functions=functions)
+
+    def _admin_url(self, database: str) -> str:
+        """The held credential's URL for the gateway's own reads (facts, catalog)."""
+        upstream = self.config.databases[database].upstream()
+        auth = quote(upstream.user, safe="")
+        if upstream.password is not None:
+            auth += ":" + quote(upstream.password, safe="")
+        return (
+            f"postgresql://{auth}@{upstream.host}:{upstream.port}/"
+            f"{quote(upstream.dbname, safe='')}?sslmode={upstream.sslmode}"
+        )
 
     # -- grants (admin CLI; approvals later) -------------------------------------------------
 
