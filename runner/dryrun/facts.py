@@ -20,7 +20,7 @@ from psycopg.rows import TupleRow
 
 from runner.errors import DatabaseError
 from runner.pgurl import describe, scrub, to_psycopg_conninfo
-from runner.plan.functions import CatalogFunction, FunctionFacts, parse_search_path
+from runner.plan.functions import CatalogFunction, FunctionFacts, Signature, parse_search_path
 
 __all__ = [
     "DatabaseFacts",
@@ -156,8 +156,15 @@ _SYSTEM_SCHEMA = """
  OR n.nspname LIKE 'pg\\_toast%' OR n.nspname LIKE 'pg\\_temp\\_%')
 """
 
+# A function's input argument types by typname, in order (proargtypes is an oidvector).
+_ARG_TYPES = """
+ARRAY(SELECT t.typname::text
+      FROM pg_catalog.unnest(p.proargtypes::pg_catalog.oid[]) WITH ORDINALITY AS a(oid, i)
+      JOIN pg_catalog.pg_type t ON t.oid = a.oid ORDER BY a.i)
+"""
+
 _BUILTIN_FUNCTIONS_SQL = f"""
-SELECT DISTINCT n.nspname, p.proname
+SELECT n.nspname, p.proname, {_ARG_TYPES}
 FROM pg_catalog.pg_proc p
 JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
 WHERE n.nspname IN ('pg_catalog', 'information_schema') OR {_EXTENSION_MEMBER}
@@ -167,7 +174,8 @@ _USER_FUNCTIONS_SQL = f"""
 SELECT n.nspname, p.proname, p.prokind, l.lanname, p.pronargs, p.pronargdefaults,
        p.provariadic <> 0,
        CASE WHEN p.prokind IN ('f', 'p') AND l.lanname IN ('sql', 'plpgsql')
-            THEN pg_catalog.pg_get_functiondef(p.oid) END
+            THEN pg_catalog.pg_get_functiondef(p.oid) END,
+       {_ARG_TYPES}
 FROM pg_catalog.pg_proc p
 JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
 JOIN pg_catalog.pg_language l ON l.oid = p.prolang
@@ -176,14 +184,20 @@ ORDER BY n.nspname, p.proname, p.oid
 """
 
 
-def read_function_facts(url: str, *, builtins: frozenset[tuple[str, str]]) -> FunctionFacts:
-    """The user functions as they are now (``builtins`` as read before): the gateway
-    reads them at each connection, as another session may have replaced one."""
+def read_function_facts(
+    url: str,
+    *,
+    builtins: frozenset[tuple[str, str]],
+    signatures: frozenset[Signature] | None = None,
+) -> FunctionFacts:
+    """The user functions as they are now (``builtins`` and their ``signatures`` as
+    read before): the gateway reads them at each connection, as another session may
+    have replaced one."""
     with connect(url) as conn:
         conn.read_only = True
         try:
             with conn.cursor() as cur:
-                return read_functions(cur, builtins=builtins)
+                return read_functions(cur, builtins=builtins, signatures=signatures)
         except psycopg.Error as exc:
             raise DatabaseError(
                 f"cannot read the functions of database at {describe(url)}: "
@@ -195,13 +209,21 @@ def read_function_facts(url: str, *, builtins: frozenset[tuple[str, str]]) -> Fu
 
 
 def read_functions(
-    cur: psycopg.Cursor[TupleRow], *, builtins: frozenset[tuple[str, str]] | None = None
+    cur: psycopg.Cursor[TupleRow],
+    *,
+    builtins: frozenset[tuple[str, str]] | None = None,
+    signatures: frozenset[Signature] | None = None,
 ) -> FunctionFacts:
-    """The built-in function names (pg_catalog, information_schema, extensions'; read
-    unless given) and every other function with what its body is read from."""
-    if builtins is None:
+    """The built-in functions (pg_catalog, information_schema, extensions'; names and
+    argument types, read unless given) and every other function with what its body
+    is read from."""
+    if builtins is None or signatures is None:
         cur.execute(_BUILTIN_FUNCTIONS_SQL)
-        builtins = frozenset((str(schema), str(name)) for schema, name in cur.fetchall())
+        signatures = frozenset(
+            (str(schema), str(name), tuple(str(t) for t in types))
+            for schema, name, types in cur.fetchall()
+        )
+        builtins = frozenset((schema, name) for schema, name, _ in signatures)
     cur.execute("SELECT pg_catalog.current_setting('search_path')")
     row = cur.fetchone()
     search_path = parse_search_path(str(row[0])) if row else None
@@ -216,12 +238,18 @@ def read_functions(
             nargdefaults=int(nargdefaults),
             variadic=bool(variadic),
             definition=None if definition is None else str(definition),
+            arg_types=tuple(str(t) for t in arg_types),
         )
-        for schema, name, kind, language, nargs, nargdefaults, variadic, definition in (
+        for schema, name, kind, language, nargs, nargdefaults, variadic, definition, arg_types in (
             cur.fetchall()
         )
     )
-    return FunctionFacts(builtins=builtins, functions=functions, search_path=search_path)
+    return FunctionFacts(
+        builtins=builtins,
+        functions=functions,
+        search_path=search_path,
+        builtin_signatures=signatures,
+    )
 
 
 def _reason(exc: BaseException, url: str) -> str:

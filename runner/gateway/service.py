@@ -312,9 +312,7 @@ class GatewayService:
         # A masked session never fills the C lane's caches (the lane relays rows as
         # they are); its decisions are reviewed for COPY and unmask grants.
         decisions = self.policy.decide(session, sql, in_transaction=in_transaction, lanes=False)
-        return masking.review(
-            session, decisions, consume_grant=self._consume_grant, now=utcnow
-        )
+        return masking.review(session, decisions, consume_grant=self._consume_grant, now=utcnow)
 
     def fast_lane(self, session: Session) -> FastLane | None:
         """What a connection's C lane needs (the writer's queue, the session's lane
@@ -406,9 +404,15 @@ class GatewayService:
             return  # read whole by _server_facts, or unreadable
         builtins = facts.functions.builtins
         try:
-            functions = read_function_facts(self._admin_url(database), builtins=builtins)
+            functions = read_function_facts(
+                self._admin_url(database),
+                builtins=builtins,
+                signatures=facts.functions.builtin_signatures,
+            )
         except DatabaseError:
-            functions = FunctionFacts(builtins=builtins)
+            functions = FunctionFacts(
+                builtins=builtins, builtin_signatures=facts.functions.builtin_signatures
+            )
         with self._lock:
             self._facts[database] = replace(facts, functions=functions)
 

@@ -291,7 +291,16 @@ def define(raw: RawStatement, context: Context) -> Function | None:
         max_args=None if variadic else len(inputs),
         procedure=bool(stmt.is_procedure),
         definition=raw,
+        arg_types=tuple(_type_name(p.argType) for p in inputs),
     )
+
+
+def _type_name(type_name: ast.TypeName) -> str:
+    """A parameter's type as pg_type.typname calls it: PostgreSQL's parser already
+    spells the SQL-standard names as theirs (int -> int4, varchar(3) -> varchar);
+    an array is its element's name after an underscore."""
+    name = str(type_name.names[-1].sval) if type_name.names else ""
+    return "_" + name if type_name.arrayBounds else name
 
 
 def _create_statement(text: str) -> ast.CreateFunctionStmt | None:

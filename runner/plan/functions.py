@@ -42,6 +42,12 @@ class CatalogFunction:
     variadic: bool = False
     # pg_get_functiondef(): the CREATE statement, for sql and plpgsql bodies only.
     definition: str | None = None
+    # Its input arguments' types by pg_type.typname (int4, text, _text...).
+    arg_types: tuple[str, ...] | None = None
+
+
+# (schema, name, input argument types by typname): one built-in overload.
+Signature = tuple[str, str, tuple[str, ...]]
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,10 @@ class FunctionFacts:
     # catalog's reader, the same role and database; ALTER ROLE / DATABASE ... SET
     # change it), None when not read: ("public",) is assumed.
     search_path: tuple[str, ...] | None = None
+    # Every built-in overload's argument types: a user function with the same name and
+    # types later on the path than a built-in is never the one a call runs. None: not
+    # read (every such user function may be).
+    builtin_signatures: frozenset[Signature] | None = None
 
 
 @dataclass
@@ -72,6 +82,9 @@ class Function:
     # from it when a call needs it.
     definition: RawStatement | None = None
     definition_text: str | None = None
+    # Input argument types by typname (None: not known): decides whether a built-in
+    # earlier on the path with the same types shadows it.
+    arg_types: tuple[str, ...] | None = None
     # Where it came from, for messages: "" (this plan) or "catalog".
     source: str = ""
     # Set when the catalog's definition could not be had (an aggregate, C, ...).
@@ -102,10 +115,16 @@ class Functions:
     # judged, a call to anything else is assumed to be a built-in.
     builtins: frozenset[tuple[str, str]] | None = None
     known: dict[tuple[str, str], list[Function]] = field(default_factory=dict)
+    # (schema, name) -> the argument types of its built-in overloads, when read.
+    builtin_types: dict[tuple[str, str], set[tuple[str, ...]]] | None = None
 
     @classmethod
     def from_facts(cls, facts: FunctionFacts | None) -> Functions:
         functions = cls(builtins=None if facts is None else facts.builtins)
+        if facts is not None and facts.builtin_signatures is not None:
+            functions.builtin_types = {}
+            for schema, name, types in facts.builtin_signatures:
+                functions.builtin_types.setdefault((schema, name), set()).add(types)
         for entry in facts.functions if facts is not None else ():
             functions.known.setdefault((entry.schema, entry.name), []).append(_catalog(entry))
         return functions
@@ -160,13 +179,47 @@ class Functions:
                 return [f for f in anywhere if f.accepts(nargs)] or anywhere
             schemas = ("pg_catalog",)
         else:
-            schemas = path
+            return self._along(name, nargs, path)
         for schema in schemas:
             candidates = self.known.get((schema, name))
             if candidates:
                 return [f for f in candidates if f.accepts(nargs)] or list(candidates)
             if self.builtins is not None and (schema, name) in self.builtins:
                 return Resolved.BUILTIN
+        if self.builtins is None:
+            return Resolved.BUILTIN  # offline: anything the plan did not create
+        return Resolved.UNKNOWN
+
+    def _along(self, name: str, nargs: int, path: tuple[str, ...]) -> list[Function] | Resolved:
+        """An unqualified call along a known path. PostgreSQL chooses among every
+        function of that name on the path by argument types first and by path order
+        only between equal signatures, so a user's public.lower(integer) is what
+        lower(5) runs even behind pg_catalog.lower(text): every user function on the
+        path that takes ``nargs`` arguments may be the one called, unless one with the
+        same argument types (a built-in, or a user function) comes before it."""
+        shadowing: set[tuple[str, ...]] = set()
+        reachable: list[Function] = []
+        named: list[Function] = []
+        builtin = False
+        for schema in path:
+            here = self.known.get((schema, name), ())
+            named.extend(here)
+            for function in here:
+                if (nargs < 0 or function.accepts(nargs)) and (
+                    function.arg_types is None or function.arg_types not in shadowing
+                ):
+                    reachable.append(function)
+            shadowing.update(f.arg_types for f in here if f.arg_types is not None)
+            if self.builtins is not None and (schema, name) in self.builtins:
+                builtin = True
+                if self.builtin_types is not None:
+                    shadowing.update(self.builtin_types.get((schema, name), ()))
+        if reachable:
+            return reachable
+        if builtin:
+            return Resolved.BUILTIN
+        if named:
+            return named  # none takes that many arguments: every one of the name
         if self.builtins is None:
             return Resolved.BUILTIN  # offline: anything the plan did not create
         return Resolved.UNKNOWN
@@ -181,6 +234,7 @@ def _catalog(entry: CatalogFunction) -> Function:
         min_args=entry.nargs - entry.nargdefaults,
         max_args=max_args,
         procedure=entry.kind == "p",
+        arg_types=entry.arg_types,
         source="catalog",
     )
     if entry.kind == "a":

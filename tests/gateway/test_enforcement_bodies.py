@@ -230,3 +230,38 @@ def test_functions_from_the_catalog_are_judged_by_their_bodies(
             "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'charts'::regclass"
         ).fetchone()
     assert triggers == (0,)
+
+
+@pytest.mark.parametrize("protocol", ["simple", "extended"])
+def test_an_overload_reached_by_its_argument_types_is_judged(
+    gateway: Gateway, protocol: str
+) -> None:
+    # lower(5) runs public.lower(integer) although pg_catalog comes first on the path:
+    # PostgreSQL matches argument types before it looks at path order.
+    with psycopg.connect(gateway.upstream_url, autocommit=True) as direct:
+        direct.execute(
+            "CREATE FUNCTION public.lower(n integer) RETURNS text LANGUAGE sql AS "
+            "$$ DELETE FROM charts; SELECT 'x' $$"
+        )
+        # The premise, on the database itself inside a transaction rolled back.
+        with direct.transaction(force_rollback=True):
+            direct.execute("SELECT lower(5)")
+            emptied = direct.execute("SELECT count(*) FROM charts").fetchone()
+        assert emptied == (0,)
+    session = Session(gateway, protocol)
+    try:
+        session.refused("SELECT lower(5)", "SO111")
+        # The analysis does not type arguments: with an overload of other types on the
+        # path, any unqualified call may reach it (fail closed); qualified, it cannot.
+        session.refused("SELECT lower('A')", "SO111")
+        session.allowed("SELECT pg_catalog.lower('A')")
+        # Made in the session itself: its own argument types are read from its CREATE.
+        session.allowed(
+            "CREATE FUNCTION public.upper(n bigint) RETURNS text LANGUAGE sql AS "
+            "$$ TRUNCATE charts; SELECT 'x' $$"
+        )
+        session.refused("SELECT upper(7::bigint)", "SO109")
+        session.allowed("SELECT pg_catalog.upper('a')")
+    finally:
+        session.close()
+    assert chart_rows(gateway) == ROWS

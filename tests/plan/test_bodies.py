@@ -21,7 +21,12 @@ BUILTINS = frozenset(
     | {("pg_catalog", "format"), ("pg_catalog", "quote_ident"), ("public", "gen_uuid")}
     | {("pg_catalog", "set_config"), ("pg_catalog", "current_setting")}
 )
-CATALOG = ServerFacts(functions=FunctionFacts(builtins=BUILTINS))
+# The built-in overloads' argument types, as pg_proc gives them (lower(text) among them).
+SIGNATURES = frozenset(
+    {("pg_catalog", "lower", ("text",)), ("pg_catalog", "lower", ("anyrange",))}
+    | {("pg_catalog", "now", ()), ("pg_catalog", "count", ()), ("pg_catalog", "count", ("any",))}
+)
+CATALOG = ServerFacts(functions=FunctionFacts(builtins=BUILTINS, builtin_signatures=SIGNATURES))
 
 
 def by_line(sql: str, facts: ServerFacts | None = None) -> dict[int, list[tuple[str, str]]]:
@@ -410,13 +415,19 @@ def test_the_servers_own_search_path_is_where_a_session_starts() -> None:
             1,
             definition="CREATE OR REPLACE FUNCTION public.lower(text)\n RETURNS text\n"
             " LANGUAGE sql\nAS $function$ DROP TABLE t; SELECT 'x' $function$\n",
+            arg_types=("text",),
         ),
     )
-    default = ServerFacts(functions=FunctionFacts(builtins=BUILTINS, functions=shadow))
+    default = ServerFacts(
+        functions=FunctionFacts(builtins=BUILTINS, functions=shadow, builtin_signatures=SIGNATURES)
+    )
     assert by_line("SELECT lower('A')", default) == {}
     altered = ServerFacts(
         functions=FunctionFacts(
-            builtins=BUILTINS, functions=shadow, search_path=("public", "pg_catalog")
+            builtins=BUILTINS,
+            functions=shadow,
+            search_path=("public", "pg_catalog"),
+            builtin_signatures=SIGNATURES,
         )
     )
     assert rules_on("SELECT lower('A')", 1, altered) == {"SO101"}
@@ -491,3 +502,52 @@ def test_definitions_sqlglot_cannot_read_are_create_function(sql: str) -> None:
     plan = lint_text(sql, "t.sql", policy=PG15)
     assert plan.statements[0].kind == "create_function"
     assert list(plan.findings) == []
+
+
+def test_an_overload_with_other_argument_types_is_reached_behind_a_builtin() -> None:
+    # PostgreSQL picks by argument types before path order: lower(5) runs the user's
+    # public.lower(integer), although pg_catalog (with lower(text)) comes first.
+    define = (
+        "CREATE FUNCTION public.lower(n int) RETURNS text LANGUAGE sql AS "
+        "$$ DROP TABLE t; SELECT 'x' $$;\n"
+    )
+    assert "SO101" in rules_on(define + "SELECT lower(5);\n", 2, CATALOG)
+    same_types = define.replace("(n int)", "(s text)")
+    assert by_line(same_types + "SELECT lower('A');\n", CATALOG) == {}
+    # Built-in signatures not read: any user overload on the path may be the one called.
+    unknown = ServerFacts(functions=FunctionFacts(builtins=BUILTINS))
+    assert "SO101" in rules_on(same_types + "SELECT lower('A');\n", 2, unknown)
+
+
+def test_a_catalog_overload_behind_a_builtin_is_judged_by_its_types() -> None:
+    def catalog(arg_types: tuple[str, ...]) -> ServerFacts:
+        shadow = CatalogFunction(
+            "public",
+            "lower",
+            "f",
+            "sql",
+            1,
+            definition="CREATE OR REPLACE FUNCTION public.lower(integer)\n RETURNS text\n"
+            " LANGUAGE sql\nAS $function$ TRUNCATE t; SELECT 'x' $function$\n",
+            arg_types=arg_types,
+        )
+        return ServerFacts(
+            functions=FunctionFacts(
+                builtins=BUILTINS, functions=(shadow,), builtin_signatures=SIGNATURES
+            )
+        )
+
+    assert "SO109" in rules_on("SELECT lower(5)", 1, catalog(("int4",)))  # TRUNCATE
+    assert by_line("SELECT lower('A')", catalog(("text",))) == {}
+
+
+def test_every_user_overload_on_the_path_may_be_called() -> None:
+    sql = (
+        "CREATE SCHEMA other;\n"
+        "CREATE FUNCTION public.f(s text) RETURNS int LANGUAGE sql AS $$ SELECT 1 $$;\n"
+        "CREATE FUNCTION other.f(n int) RETURNS int LANGUAGE sql AS "
+        "$$ DELETE FROM t RETURNING 1 $$;\n"
+        "SET search_path = public, other;\n"
+        "SELECT f(5);\n"
+    )
+    assert "SO111" in rules_on(sql, 5, CATALOG)
