@@ -16,6 +16,8 @@
  *   4 CALL   fn     fn(value bytes) -> bytes | None (Python decides: detectors,
  *                   pseudonyms, non-ASCII values); a result that is not the value
  *                   object itself adds the position to ``hits`` (a set)
+ *   5 DETECT fn     as CALL, but a value with neither an '@' nor five ASCII digits
+ *                   is left as it is without calling fn (rewrite.might_hold_bytes)
  * A NULL stays NULL. A row of another width than ``width`` becomes all NULL.
  * Python owns the policy; this only applies it (the pure-Python RowMask is the
  * reference, and tests/gateway/test_masking_native.py holds both to the same bytes).
@@ -129,6 +131,14 @@ static int apply(Out *o, const Action *a, const unsigned char *v, Py_ssize_t n, 
         return out_put(o, v + at, n - at);
     }
     default: {
+        if (a->kind == 5) {
+            int digits = 0, any = 0;
+            for (Py_ssize_t i = 0; i < n && !any; i++) {
+                if (v[i] == '@') any = 1;
+                else if (v[i] >= '0' && v[i] <= '9' && ++digits >= 5) any = 1;
+            }
+            if (!any) return put_value(o, (const char *)v, n);
+        }
         int changed = call_fallback(o, a->arg, v, n);
         if (changed < 0) return -1;
         if (changed && hits != Py_None) {

@@ -99,11 +99,6 @@ def detectors(names: tuple[str, ...], mrn: str | None = None) -> list[Detector]:
     return [made[name] for name in DETECTORS if name in names]
 
 
-def might_hold(value: str) -> bool:
-    """A cheap filter before the patterns: every detector needs a digit, or an @."""
-    return "@" in value or any(c.isdigit() for c in value)
-
-
 def find(value: str, found: list[Detector]) -> list[tuple[int, int, Detector]]:
     """Non-overlapping spans of ``value`` matched by ``found`` (earlier detectors win)."""
     spans: list[tuple[int, int, Detector]] = []

@@ -75,6 +75,8 @@ class DatabaseMasking:
             detectors=self.detectors,
             key=key,
             non_text=config.non_text,
+            detector_rule=", ".join(r.name for r in config.rules if r.detect) or "detectors",
+            prefilter=config.mrn is None,
         )
         self._masked: dict[int, dict[str, Taint]] = {}
         self._visiting: set[int] = set()
@@ -414,7 +416,7 @@ def masked_columns_json(mask: RowMask | None, copy: Any = None) -> tuple[Mapping
                     "position": position,
                     "output": mask.names[position] if position < len(mask.names) else "",
                     "column": "(values)",
-                    "rule": "detectors",
+                    "rule": mask.detector_rule,
                     "how": "detected",
                 }
             )

@@ -19,9 +19,10 @@ the columns the server cannot trace, table OID 0) and the database's masking vie
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from .detectors import Detector
 from .lineage import StatementLineage, Taint
 from .replace import Replace, redactor, replacer
 from .rewrite import Action, MaskedColumn, RowMask, constant_action, detector_action, text_action
@@ -85,11 +86,15 @@ class Planner:
     def __init__(
         self,
         *,
-        is_text: object,
-        detectors: Sequence[tuple[object, Replace]],
+        is_text: Callable[[int], bool],
+        detectors: Sequence[tuple[Detector, Replace]],
         key: bytes | None,
         non_text: str,
+        detector_rule: str = "detectors",
+        prefilter: bool = True,
     ) -> None:
+        self._prefilter = prefilter
+        self._detector_rule = detector_rule  # the audit record names a detector's match by it
         self._is_text = is_text
         self._detectors = list(detectors)
         self._key = key
@@ -108,11 +113,15 @@ class Planner:
         detect = None
         detected: set[int] = set()
         for i, (field, verdict) in enumerate(zip(fields, verdicts, strict=True)):
-            text = is_text(field.type_oid)  # type: ignore[operator]
+            text = is_text(field.type_oid)
             if verdict is None:
                 if text and self._detectors:
                     if detect is None:
-                        detect = detector_action(self._detectors, codec)  # type: ignore[arg-type]
+                        detect = detector_action(
+                            self._detectors,
+                            codec,
+                            prefilter=self._prefilter,
+                        )
                     actions[i] = detect
                     detected.add(i)
                 continue
@@ -130,7 +139,9 @@ class Planner:
             masked.append(MaskedColumn(i, field.name, verdict.taint.source, rule.name, how))
         if not actions:
             return None
-        return RowMask(len(fields), actions, masked, frozenset(detected), [f.name for f in fields])
+        mask = RowMask(len(fields), actions, masked, frozenset(detected), [f.name for f in fields])
+        mask.detector_rule = self._detector_rule
+        return mask
 
 
 def verdict_for_computed(

@@ -153,7 +153,11 @@ class ConnectionMasker:
         view = self.view
         if self._error_act is None or self._error_view is not view:
             self._error_view = view
-            detect = detector_action(view.detectors, "utf-8") if view.detectors else None
+            detect = (
+                detector_action(view.detectors, "utf-8", prefilter=view.config.mrn is None)
+                if view.detectors
+                else None
+            )
 
             def act(value: bytes) -> bytes | None:
                 text = value.decode("utf-8", "replace")
