@@ -50,7 +50,7 @@ _ATTRIBUTES = {
     kinds=("create_role", "alter_role"),
 )
 def privileged_role(view: StatementView, context: Context) -> Iterator[str]:
-    if view.shape is None:
+    if view.kind not in ("create_role", "alter_role") or view.shape is None:
         return
     ws = words(view.raw.tokens)
     # Attributes come before any SET / RENAME / IN DATABASE of ALTER ROLE.

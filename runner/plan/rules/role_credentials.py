@@ -48,7 +48,7 @@ from runner.plan.rules.base import Context, StatementView, rule
     kinds=("create_role", "alter_role"),
 )
 def role_credentials(view: StatementView, context: Context) -> Iterator[str]:
-    if view.shape is None:
+    if view.kind not in ("create_role", "alter_role") or view.shape is None:
         return
     ws = words(view.raw.tokens)
     texts = [w.text for w in ws]
