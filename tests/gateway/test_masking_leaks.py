@@ -45,10 +45,39 @@ def test_a_unique_violation_does_not_echo_the_key(gateway: Gateway) -> None:
         gateway.connect(migrator(gateway)) as conn,
         pytest.raises(psycopg.errors.UniqueViolation) as raised,
     ):
-        conn.execute("INSERT INTO ehr.copies SELECT ssn FROM ehr.patients")
+        conn.execute("INSERT INTO ehr.copies VALUES ('123-45-6789')")
     detail = raised.value.diag.message_detail or ""
     assert "Key (ssn)=([REDACTED])" in detail
     assert leaked(SSNS, str(raised.value) + detail) == []
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "INSERT INTO ehr.scratch SELECT ssn FROM ehr.patients",
+        "INSERT INTO ehr.scratch SELECT upper(first_name) FROM ehr.patients",
+        "CREATE TABLE ehr.stash AS SELECT email AS x FROM ehr.patients",
+        "UPDATE ehr.scratch SET note = (SELECT max(email) FROM ehr.patients) WHERE note = 'x'",
+    ],
+)
+def test_a_write_that_copies_masked_data_needs_approval(gateway: Gateway, sql: str) -> None:
+    with psycopg.connect(gateway.upstream_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE ehr.scratch (note text)")
+        conn.execute("INSERT INTO ehr.scratch VALUES ('x')")
+        grant_reads(conn, "ehr")
+        conn.execute("GRANT INSERT, UPDATE ON ehr.scratch TO PUBLIC")
+        conn.execute("GRANT CREATE ON SCHEMA ehr TO PUBLIC")
+    session = migrator(gateway)
+    with (
+        gateway.connect(session) as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege, match="MASK002"),
+    ):
+        conn.execute(sql)
+    with psycopg.connect(gateway.upstream_url) as direct:  # nothing was copied
+        assert direct.execute("SELECT note FROM ehr.scratch").fetchall() == [("x",)]
+        assert direct.execute("SELECT to_regclass('ehr.stash')").fetchone() == (None,)
+    with gateway.connect(session) as conn:  # a write that reads no masked column runs
+        conn.execute("INSERT INTO ehr.scratch SELECT reason FROM ehr.encounters WHERE id = 1")
 
 
 def test_a_notice_raised_by_a_function_is_scrubbed(gateway: Gateway) -> None:

@@ -28,6 +28,7 @@ from .replace import Replace, replacer
 from .rewrite import CopyMask, RowMask
 
 UNMASK_RULE = "MASK001"
+WRITE_RULE = "MASK002"
 _UNKNOWN = MaskRule("catalog-unknown", names=("*",))
 _LINEAGE_CACHE = 1024
 GrantLookup = Callable[[str, str, str, datetime], Grant | None]
@@ -361,6 +362,10 @@ class MaskingEngine:
                         '"mask" (text and csv formats)'
                     ),
                 )
+            if changed is None and decision.decision is AuditDecision.ALLOWED:
+                writes = view.lineage(decision.text).writes_masked
+                if writes is not None:
+                    changed = self._write_of_masked(session, decision, writes, consume_grant, now)
             if (
                 changed is None
                 and unmask
@@ -379,6 +384,47 @@ class MaskingEngine:
                     out = list(decisions)
                 out[i] = changed
         return out
+
+    def _write_of_masked(
+        self,
+        session: Session,
+        decision: StatementDecision,
+        writes: Taint,
+        consume_grant: GrantLookup,
+        now: Callable[[], datetime],
+    ) -> StatementDecision:
+        """A masked role's write that reads masked data: it could copy PHI into a
+        column no rule masks, and read it back unmasked; it runs with a grant only."""
+        finding = {
+            "rule": WRITE_RULE,
+            "name": "write-of-masked-data",
+            "category": "access-control",
+            "severity": "error",
+            "decision": "needs-approval",
+            "needs_approval": True,
+            "message": (
+                f"a write that reads {writes.source} (masked by rule {writes.rule.name}) "
+                "could copy it where no rule masks it"
+            ),
+            "allowed": None,
+            "note": None,
+        }
+        findings = (*decision.findings, finding)
+        grant = consume_grant(session.database, decision.fingerprint, session.id, now())
+        if grant is not None:
+            return decision._replace(
+                decision=AuditDecision.APPROVED, grant=grant, findings=findings
+            )
+        return decision._replace(
+            decision=AuditDecision.BLOCKED,
+            findings=findings,
+            reason=(
+                f"needs approval ({WRITE_RULE} write-of-masked-data: it reads "
+                f"{writes.source}, which role {session.role}'s results mask); an approved "
+                f"plan or `signoff gateway grant --database {session.database} "
+                f"--fingerprint {decision.fingerprint}` allows it once"
+            ),
+        )
 
     def digest(self) -> str | None:
         return self.config.digest()

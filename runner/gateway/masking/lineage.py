@@ -51,6 +51,10 @@ class StatementLineage:
     # The text could not be analysed at all (FETCH, EXECUTE, unreadable): callers
     # mask every computed column when the database has masked columns at all.
     opaque: bool = False
+    # The statement writes (INSERT, UPDATE, DELETE, MERGE, CREATE ... AS, SELECT INTO)
+    # and something in it reads a masked column: it could copy PHI where no rule
+    # masks it (the engine makes it need approval for a masked role).
+    writes_masked: Taint | None = None
 
 
 # The masked columns of a relation: lowercase column name -> taint.
@@ -103,7 +107,10 @@ class _Analysis:
         self._propagate()
         outputs = self._outputs()
         any_taint = self.first or Taint("a function of the database's own", _UNKNOWN_RULE)
-        return StatementLineage(outputs, any_taint)
+        writes = None
+        if _writes(tree):
+            writes = self.taint_of(tree)
+        return StatementLineage(outputs, any_taint, writes_masked=writes)
 
     def _calls_own_function(self, node: exp.Expression) -> bool:
         functions = self.catalog.functions
@@ -217,3 +224,11 @@ def _branches(query: Any) -> list[list[exp.Expression]]:
     if isinstance(query, exp.Select):
         return [list(query.expressions)]
     return []
+
+
+def _writes(tree: exp.Expression) -> bool:
+    if isinstance(tree, exp.Insert | exp.Update | exp.Delete | exp.Merge):
+        return True
+    if isinstance(tree, exp.Create):
+        return tree.expression is not None
+    return isinstance(tree, exp.Select) and tree.args.get("into") is not None
