@@ -5,6 +5,7 @@ clients. Every test checks what the client received, and the database directly."
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -177,6 +178,28 @@ def test_psql_shows_masked_values_for_the_migrator(gateway: Gateway) -> None:
     )
     assert "1|***-**-6789|***@example.org||[REDACTED]" in done.stdout
     assert leaked(PHI, done.stdout) == []
+    record = next(r for r in gateway.audit(session) if "AS derived" in str(r.get("text")))
+    named = {(c["output"], c["column"], c["rule"]) for c in record["masked_columns"]}
+    assert named == {
+        ("ssn", "ehr.patients.ssn", "ssn"),
+        ("email", "ehr.patients.email", "email"),
+        ("date_of_birth", "ehr.patients.date_of_birth", "birth-date"),
+        ("derived", "ehr.patients.ssn", "ssn"),
+    }
+
+
+def test_the_catalog_is_read_again_after_ddl_through_the_gateway(gateway: Gateway) -> None:
+    with psycopg.connect(gateway.upstream_url, autocommit=True) as direct:
+        direct.execute("GRANT CREATE ON SCHEMA ehr TO PUBLIC")
+    with gateway.connect(migrator(gateway)) as conn:
+        conn.execute("CREATE TABLE ehr.contacts (id int, email text)")
+        conn.execute("INSERT INTO ehr.contacts VALUES (1, 'new@example.org')")
+        for _ in range(100):  # the refresh after the CREATE runs in a thread
+            got = conn.execute("SELECT id, email FROM ehr.contacts").fetchall()
+            if got[0][0] == 1:
+                break
+            time.sleep(0.05)
+    assert got == [(1, "***@example.org")]  # known by the email rule, id as it is
 
 
 def test_copy_to_stdout_is_refused_by_default(gateway: Gateway) -> None:
