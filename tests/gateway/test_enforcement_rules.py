@@ -126,6 +126,10 @@ def escape_hatches(victim_pid: int) -> list[tuple[str, str]]:
         ("SELECT pg_cancel_backend(pid) FROM pg_stat_activity", "SO610"),
         ("SELECT pg_reload_conf()", "SO611"),
         ("SELECT set_config('session_replication_role', 'replica', false)", "SO612"),
+        (
+            "CREATE FUNCTION rd(text) RETURNS text LANGUAGE internal AS 'pg_read_file_off_len'",
+            "SO613",
+        ),
         ("SET session_replication_role = replica", "SO612"),
         # Hidden in a subquery, a CTE, a DEFAULT, a DO block:
         ("SELECT id FROM patients WHERE mrn = (SELECT pg_read_file('/etc/hostname'))", "SO603"),
@@ -169,6 +173,7 @@ def test_every_escape_hatch_is_denied_and_changes_nothing(gateway: Gateway, prot
     assert direct(gateway, "SELECT count(*) FROM pg_foreign_server") == [(0,)]
     assert direct(gateway, "SELECT extname FROM pg_extension ORDER BY 1") == extensions
     assert direct(gateway, "SELECT to_regclass('leak'), to_regclass('remote')") == [(None, None)]
+    assert direct(gateway, "SELECT count(*) FROM pg_proc WHERE proname = 'rd'") == [(0,)]
     assert direct(
         gateway,
         "SELECT count(*) FROM pg_file_settings WHERE name = 'work_mem' AND setting = '77MB'",

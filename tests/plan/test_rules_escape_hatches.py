@@ -73,6 +73,8 @@ HATCHES = [
         "SO612",
     ),
     ("EXPLAIN ANALYZE SELECT pg_read_file('x')", "SO603"),
+    ("CREATE FUNCTION rd(text) RETURNS text LANGUAGE 'internal' AS 'pg_read_file'", "SO613"),
+    ("CREATE PROCEDURE p() LANGUAGE plpython3u AS $$ import os $$", "SO613"),
     ("CREATE VIEW v AS SELECT pg_read_file('x')", "SO603"),
     ("CREATE INDEX i ON patients ((pg_read_file('x')))", "SO603"),
     ("DO $$ BEGIN EXECUTE 'COPY patients TO ''/tmp/x'''; END $$", "SO602"),
