@@ -108,14 +108,19 @@ def test_a_table_made_after_the_catalog_was_read(gateway: Gateway) -> None:
     assert again[0] == (1, "[REDACTED]")  # code holds an SSN: the detector still masks it
 
 
-def test_rows_without_a_description_are_all_null(gateway: Gateway) -> None:
+@pytest.mark.parametrize("describe", [b"", b"S"])
+def test_rows_without_a_portal_description_are_all_null(gateway: Gateway, describe: bytes) -> None:
+    """An Execute with no Describe of its portal (none, or only of the statement, as
+    asyncpg does): the gateway cannot tell the rows' formats, they come all NULL."""
     session = migrator(gateway)
     client = RawClient(gateway.pg_port)
     try:
         assert client.startup(session["session_id"], "ehr", session["secret"])[-1][0] == "Z"
         bind = wire.message(wire.BIND, b"\x00s1\x00" + struct.pack("!hhh", 0, 0, 0))
+        described = [wire.message(wire.DESCRIBE, b"Ss1\x00")] if describe else []
         client.send(
             wire.parse(b"s1", "SELECT ssn, id FROM ehr.patients ORDER BY id"),
+            *described,
             bind,
             wire.message(wire.EXECUTE, b"\x00" + struct.pack("!i", 0)),  # no Describe
             wire.sync(),

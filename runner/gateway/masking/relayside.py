@@ -23,6 +23,7 @@ from runner.gateway.proxy.pending import (
     K_QUERY,
     K_SYNC,
     Bookkeeping,
+    Portal,
     Prepared,
 )
 
@@ -102,6 +103,12 @@ class ConnectionMasker:
         return None
 
     def described(self, relay: Relay, data: bytes, start: int, end: int) -> None:
+        pending = relay.pending
+        if pending and pending[0].kind == K_DESCRIBE and not isinstance(pending[0].info, Portal):
+            # A statement's description (Describe S): the rows of a later Execute may be
+            # of another portal by then, in formats it does not say; they come blind.
+            relay.row_mask = BLIND
+            return
         decision = self._statement(relay)
         if decision is not None and is_unmasked(decision):
             relay.row_mask = None
