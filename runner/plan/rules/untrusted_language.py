@@ -18,6 +18,11 @@ _UNCONFINED = frozenset(
 )
 
 
+# Native code: a C function's library is loaded (its initialisation run) when the
+# function is created; internal renames a built-in past the rules that know it.
+_NATIVE = frozenset({"c", "internal"})
+
+
 def _languages(view: StatementView) -> list[str]:
     """The LANGUAGE names of a CREATE FUNCTION / PROCEDURE / LANGUAGE or DO, outside
     parentheses (``LANGUAGE c``, ``LANGUAGE 'C'``, ``LANGUAGE "plpython3u"``)."""
@@ -50,13 +55,15 @@ def _languages(view: StatementView) -> list[str]:
     summary="A function, DO block or language in C, internal or an untrusted one (plpython3u...).",
     rationale="""
         LANGUAGE c loads a shared library file and runs its code inside the
-        server; LANGUAGE internal exposes any built-in under a new name (a
-        pg_read_file the escape-hatch rules do not recognise); plpython3u,
-        plperlu and the other untrusted languages run with the server's OS
-        rights: they open files and sockets and run programs. None of that is
-        bound by grants, row-level security or the gateway, and the body's code
-        is not SQL the analysis can read. Creating such a language (CREATE
-        LANGUAGE) is reported too. Denied by default.
+        server, already when the function is created; LANGUAGE internal exposes
+        any built-in under a new name (a pg_read_file the escape-hatch rules do
+        not recognise); plpython3u, plperlu and the other untrusted languages
+        run with the server's OS rights: they open files and sockets and run
+        programs. None of that is bound by grants, row-level security or the
+        gateway. Reported: C and internal functions when defined, a DO block in
+        an untrusted language (it runs at once), and CREATE LANGUAGE. A function
+        defined in an untrusted language runs nothing until called, and its call
+        is unanalysable (SO010). Denied by default.
     """,
     safer="""
         Write the function in SQL or PL/pgSQL; if native code is really needed,
@@ -65,9 +72,8 @@ def _languages(view: StatementView) -> list[str]:
     triggers=[
         "CREATE FUNCTION rd(text) RETURNS text LANGUAGE internal AS 'pg_read_file_off_len'",
         "CREATE FUNCTION evil() RETURNS void LANGUAGE c AS '/tmp/evil.so', 'evil'",
-        "CREATE OR REPLACE FUNCTION sh(cmd text) RETURNS text LANGUAGE plpython3u"
-        " AS $$ import os; return os.popen(cmd).read() $$",
         "DO LANGUAGE plperlu $$ system('id') $$",
+        "DO $$ import os $$ LANGUAGE plpython3u",
         "CREATE LANGUAGE plpython3u",
     ],
     passes=[
@@ -75,10 +81,21 @@ def _languages(view: StatementView) -> list[str]:
         "CREATE FUNCTION g() RETURNS int LANGUAGE plpgsql AS $$ BEGIN RETURN 1; END $$",
         "DO $$ BEGIN RAISE NOTICE 'LANGUAGE c'; END $$",
         "CREATE TABLE languages (language text)",
+        "CREATE FUNCTION sh(cmd text) RETURNS text LANGUAGE plpython3u"
+        " AS $$ import os; return os.popen(cmd).read() $$",
     ],
 )
 def unconfined_language(view: StatementView, context: Context) -> Iterator[str]:
+    routine = view.raw.tokens[0].text.upper() == "CREATE" and not any(
+        t.text.upper() == "LANGUAGE" for t in view.raw.tokens[1:4]
+    )
     for language in _languages(view):
-        if language.strip('"') in _UNCONFINED:
-            yield f"runs code in language {language}: outside what the database can confine"
-            return
+        name = language.strip('"')
+        if name not in _UNCONFINED:
+            continue
+        if routine and name not in _NATIVE:
+            # Defining a function in an untrusted language runs nothing; its call is
+            # unanalysable (SO010) and needs a reviewer there.
+            continue
+        yield f"runs code in language {language}: outside what the database can confine"
+        return
