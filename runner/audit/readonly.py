@@ -38,6 +38,8 @@ READ_FUNCTIONS = frozenset(
         "pg_table_is_visible",
         "format_type",
         "pg_get_userbyid",
+        "pg_get_functiondef",
+
         "has_table_privilege",
         "has_schema_privilege",
         "pg_try_advisory_lock",

@@ -21,6 +21,7 @@ from psycopg.rows import TupleRow
 from runner.errors import DatabaseError
 from runner.pgurl import describe, scrub, to_psycopg_conninfo
 from runner.plan.functions import CatalogFunction, FunctionFacts, Signature, parse_search_path
+from runner.plan.rules.signoff_guard import GUARD_SCHEMA
 
 __all__ = [
     "DatabaseFacts",
@@ -243,6 +244,11 @@ def read_functions(
         for schema, name, kind, language, nargs, nargdefaults, variadic, definition, arg_types in (
             cur.fetchall()
         )
+        # The server-side guard's own trigger functions (`signoff gateway
+        # install-guard`), never called by a statement; left out here rather than in
+        # the query, which would then name the schema (SO512) when read through the
+        # gateway.
+        if schema != GUARD_SCHEMA
     )
     return FunctionFacts(
         builtins=builtins,

@@ -434,3 +434,20 @@ def test_a_session_interleaved_with_another_verifies_and_foreign_entries_do_not(
     files["session.jsonl"] = "".join(lines).encode()
     failed = _failed(verify_loaded(Bundle(_remanifest(files)), sessions.pem))
     assert f"entry {other.seq} is of session {other.session_id}" in failed["chain"]
+
+
+def test_every_catalog_read_of_the_planner_is_housekeeping() -> None:
+    # `signoff apply --database-url` through the gateway reads the target's facts in the
+    # same session as the plan: each of those queries must verify as housekeeping, or a
+    # bundle fails with "executed statement(s) not in plan" (the pg_proc reader once did).
+    from runner.audit.readonly import is_housekeeping
+    from runner.dryrun import facts
+
+    queries = [
+        value
+        for name, value in vars(facts).items()
+        if name.endswith("_SQL") and isinstance(value, str)
+    ]
+    assert len(queries) >= 3
+    queries += ["SHOW server_version_num", "SELECT pg_catalog.current_setting('search_path')"]
+    assert [q for q in queries if not is_housekeeping(q)] == []

@@ -465,3 +465,21 @@ def test_redact_and_scrub_key_value_connection_strings() -> None:
     assert "hunter2" not in redact("host=db password=hunter2 user=u")
     assert "password=***" in redact("host=db password=hunter2 user=u")
     assert scrub("auth failed for hunter2", "host=db password=hunter2") == "auth failed for ***"
+
+
+def test_the_server_side_guards_functions_are_not_read_as_the_databases_own(
+    scratch_db_url: str,
+) -> None:
+    from runner.gateway.dbguard.install import install
+
+    with psycopg.connect(scratch_db_url, autocommit=True) as conn:
+        conn.execute("CREATE FUNCTION tidy() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$")
+    install(scratch_db_url)
+    with psycopg.connect(scratch_db_url) as conn:
+        guard_functions = conn.execute(
+            "SELECT count(*) FROM pg_proc WHERE pronamespace = 'signoff_guard'::regnamespace"
+        ).fetchone()
+    assert guard_functions is not None and guard_functions[0] > 0
+    functions = read_facts(scratch_db_url).functions
+    assert functions is not None
+    assert {(f.schema, f.name) for f in functions.functions} == {("public", "tidy")}
