@@ -58,6 +58,7 @@ def test_a_unique_violation_does_not_echo_the_key(gateway: Gateway) -> None:
         "INSERT INTO ehr.scratch SELECT upper(first_name) FROM ehr.patients",
         "CREATE TABLE ehr.stash AS SELECT email AS x FROM ehr.patients",
         "UPDATE ehr.scratch SET note = (SELECT max(email) FROM ehr.patients) WHERE note = 'x'",
+        "PREPARE w AS INSERT INTO ehr.scratch SELECT ssn FROM ehr.patients",
     ],
 )
 def test_a_write_that_copies_masked_data_needs_approval(gateway: Gateway, sql: str) -> None:

@@ -363,7 +363,8 @@ class MaskingEngine:
                     ),
                 )
             if changed is None and decision.decision is AuditDecision.ALLOWED:
-                writes = view.lineage(decision.text).writes_masked
+                body = _prepared_body(decision.text)  # PREPARE x AS <the write>
+                writes = view.lineage(body or decision.text).writes_masked
                 if writes is not None:
                     changed = self._write_of_masked(session, decision, writes, consume_grant, now)
             if (
@@ -439,6 +440,22 @@ def _is_copy_out(text: str) -> bool:
         return False
     words = [t.text.upper() for t in tokens]
     return bool(words) and words[0] == "COPY" and "TO" in words and "STDOUT" in words
+
+
+def _prepared_body(text: str) -> str | None:
+    """The statement a ``PREPARE name [(types)] AS statement`` holds, else None."""
+    from runner.plan.statements import tokenize
+
+    try:
+        tokens = tokenize(text)
+    except Exception:
+        return None
+    if not tokens or tokens[0].text.upper() != "PREPARE":
+        return None
+    for token in tokens[1:]:
+        if token.text.upper() == "AS":
+            return text[token.end + 1 :]
+    return None
 
 
 def _copy_text_format(text: str) -> bool:
