@@ -86,10 +86,13 @@ def _languages(view: StatementView) -> list[str]:
     ],
 )
 def unconfined_language(view: StatementView, context: Context) -> Iterator[str]:
-    routine = view.raw.tokens[0].text.upper() == "CREATE" and not any(
-        t.text.upper() == "LANGUAGE" for t in view.raw.tokens[1:4]
+    languages = _languages(view)  # (none for a statement without tokens)
+    tokens = view.raw.tokens
+    routine = bool(languages) and (
+        tokens[0].text.upper() == "CREATE"
+        and not any(t.text.upper() == "LANGUAGE" for t in tokens[1:4])
     )
-    for language in _languages(view):
+    for language in languages:
         name = language.strip('"')
         if name not in _UNCONFINED:
             continue
