@@ -97,6 +97,10 @@ def test_the_audit_record_names_each_masked_column_and_rule(gateway: Gateway) ->
         "SELECT to_char(date_of_birth, 'YYYY-MM-DD') FROM ehr.patients",
         "SELECT p.*, e.reason FROM ehr.patients p JOIN ehr.encounters e ON e.patient_id = p.id",
         "SELECT *, ssn || '' FROM ehr.patients",
+        "SELECT u FROM ehr.patients, unnest(array[ssn, first_name]) u",
+        "SELECT v.w FROM ehr.patients, LATERAL (SELECT first_name || '') AS v(w)",
+        "SELECT (p).first_name FROM ehr.patients p",
+        "SELECT to_jsonb(p) ->> 'email' FROM ehr.patients p",
     ],
 )
 def test_derived_columns_never_carry_phi(gateway: Gateway, sql: str) -> None:

@@ -161,6 +161,21 @@ class _Analysis:
                     if taint is not None:
                         self.names[name] = taint
                         changed = True
+            for table_alias in self.tree.find_all(exp.TableAlias):
+                # A set-returning source fed masked data (unnest(array[ssn]) u, a
+                # function in FROM): its alias and column names carry it.
+                source = table_alias.parent
+                if not isinstance(source, exp.Unnest | exp.Table | exp.Lateral):
+                    continue
+                taint = self.taint_of(source)
+                if taint is None:
+                    continue
+                for name in [table_alias.name, *(c.name for c in table_alias.columns)]:
+                    key = name.lower()
+                    if key and key not in self.names:
+                        self.names[key] = taint
+                        self.rows.setdefault(key, taint)
+                        changed = True
             for node in self.tree.find_all(exp.Subquery, exp.CTE):
                 body = node.this
                 if not isinstance(body, exp.Query):
