@@ -28,6 +28,8 @@ def preflight(config: GatewayConfig) -> list[str]:
         problems.append(switch)
     for host in config.code_hosts.values():
         _check(problems, host.token)
+    if config.masking.enabled and config.masking.uses_pseudonyms:
+        _check(problems, config.masking.secret)  # the pseudonyms' key ([masking])
     if config.signing_key is not None:
         problem = _signing_key_problem(config)
         if problem:

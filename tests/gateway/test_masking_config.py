@@ -127,3 +127,23 @@ def test_replacements() -> None:
     assert keep_domain("no-at-sign", "[R]") == "[R]"
     one, two = pseudonym(b"k", "MRN1"), pseudonym(b"k", "MRN1")
     assert one == two and one != pseudonym(b"other", "MRN1") and len(one) == 19
+
+
+def test_a_missing_pseudonym_key_stops_the_gateway_at_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from runner.gateway.preflight import preflight
+
+    monkeypatch.setenv("X", "db-password")
+    monkeypatch.delenv("H13_MASKING_KEY", raising=False)
+    masking = {
+        "roles": ["migrator"],
+        "secret_env": "H13_MASKING_KEY",
+        "rules": [{"name": "mrn", "names": ["mrn"], "action": "pseudonym"}],
+    }
+    config = parse_gateway_config({**BASE, "masking": masking})
+    assert "masking: environment variable H13_MASKING_KEY is not set; export it" in preflight(
+        config
+    )
+    monkeypatch.setenv("H13_MASKING_KEY", "a long random key")
+    assert not any("masking" in p for p in preflight(config))
