@@ -59,6 +59,8 @@ HEAD_SHA = "4e1d2c3b" * 5  # the PR's head commit
 PREVIEW_SHA = "9a8b7c6d" * 5  # GitHub's refs/pull/42/merge preview commit
 MERGE_SHA = "51f0e2d7" * 5  # the merge commit on main
 DATABASE = "production"
+# The gateway's upstream role: an owner of the tables, not a superuser (README: upstream roles).
+OWNER = "signoff_owner"
 BEFORE_LAST = "159bd3e0d7b6"  # the sample's revision before be942846c0a5 (drops patients.ssn)
 AUDIENCE = "signoff-gateway"
 PATIENTS = (
@@ -167,6 +169,15 @@ def _flow(
     progress.detail(
         f"alembic upgrade {BEFORE_LAST}: 10 of the sample's 11 revisions; "
         f"{len(PATIENTS)} patients, each with an ssn"
+    )
+    _owner_role(db_url)
+    progress.detail(
+        f"the gateway's upstream role {OWNER} owns the tables (not a superuser, no BYPASSRLS)"
+    )
+    _install_guard(db_url)
+    progress.detail(
+        "server-side guard installed (signoff gateway install-guard): the database itself "
+        "refuses a DROP, TRUNCATE or table rewrite the gateway did not mark as granted"
     )
 
     tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="signoff-demo-")))
@@ -332,6 +343,37 @@ def _seed(db_url: str) -> None:
             )
 
 
+def _owner_role(db_url: str) -> None:
+    """The upstream role README recommends: owns the application's objects, no more.
+    The embedded server outlives one demo, so the role may already be there."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (OWNER,)).fetchone()
+        if exists is None:
+            conn.execute(f"CREATE ROLE {OWNER} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEROLE")
+        conn.execute(f"GRANT USAGE, CREATE ON SCHEMA public TO {OWNER}")
+        owned = conn.execute(
+            "SELECT CASE c.relkind WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END, c.relname"
+            " FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace"
+            " AND c.relkind IN ('r', 'p', 'S')"
+            " AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid"
+            " AND d.deptype IN ('a', 'i'))"  # owned with their table
+        ).fetchall()
+        for kind, name in owned:
+            conn.execute(f'ALTER {kind} public."{name}" OWNER TO {OWNER}')
+        types = conn.execute(
+            "SELECT typname FROM pg_type WHERE typnamespace = 'public'::regnamespace"
+            " AND typtype = 'e'"
+        ).fetchall()
+        for (name,) in types:
+            conn.execute(f'ALTER TYPE public."{name}" OWNER TO {OWNER}')
+
+
+def _install_guard(db_url: str) -> None:
+    from runner.gateway.dbguard.install import install
+
+    install(db_url)  # as the embedded server's superuser: a DBA's one-time step
+
+
 def _has_ssn(db_url: str) -> bool:
     with psycopg.connect(db_url, autocommit=True) as conn:
         row = conn.execute(
@@ -414,8 +456,11 @@ name = {q(DATABASE)}
 host = {q(socket_dir)}
 port = {port}
 dbname = {q(dbname)}
-user = "postgres"
+user = {q(OWNER)}
 sslmode = "disable"
+
+[databases.guard]           # the server-side guard's marks are written as this role
+user = "postgres"
 
 [[access]]                  # the pull_request job runs the PR's code: it changes nothing
 database = {q(DATABASE)}

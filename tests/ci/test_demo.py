@@ -133,6 +133,13 @@ def test_demo_yes_applies_the_approved_drop_and_leaves_a_bundle_that_verifies(
     assert drops[0]["decision"] == "approved"
     assert drops[0]["grant"]["approver"] == "riley"
     assert drops[0]["database"] == "production"
+    # The database's own guard let the DROP through on the gateway's mark, and told the
+    # gateway what it dropped; the upstream role is an owner, not a superuser.
+    outcomes = [e["data"] for e in session_entries(bundle) if e["kind"] == "outcome"]
+    nested = [n for o in outcomes for n in o.get("nested", [])]
+    assert any("patients.ssn" in str(n.get("identity")) for n in nested), outcomes
+    assert "server-side guard installed" in output
+    assert "is a superuser" not in output + done.stderr
 
     # One flipped byte in a file of the bundle fails verification, naming the file.
     tampered = tmp_path / "tampered.tar.gz"
