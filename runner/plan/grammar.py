@@ -124,15 +124,21 @@ _read_short = functools.lru_cache(maxsize=4096)(_read)
 def _lone_top_node(document: str) -> str | None:
     """The top node of libpg_query's JSON for one statement with no write node below
     it, read off the document without decoding it (most statements of a migration);
-    None when that is not plainly so (then the document is decoded). A key is in the
-    document as "key": (a string value's own quotes are escaped there)."""
-    if document.count('"stmt":') != 1 or any(key in document for key in _WRITE_KEYS.values()):
+    None when that is not plainly so (then the document is decoded). Every key is in
+    the document as "Key" (so is a string value spelt so: then it is decoded), so
+    when the write nodes' names occur no more often than the top node's own, none is
+    below it."""
+    if document.count('"stmt":') != 1:
         return None
     head = document.index('"stmt":') + len('"stmt":')
     if not document.startswith('{"', head):
         return None
     end = document.find('"', head + 2)
-    return document[head + 2 : end] if end > head + 2 else None
+    if end <= head + 2:
+        return None
+    node = document[head + 2 : end]
+    writes = sum(document.count(key) for key in _WRITE_KEYS.values())
+    return node if writes == (1 if node in _WRITES else 0) else None
 
 
 def disagreement(text: str, tree: exp.Expression | None) -> str | None:
