@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from sqlglot.tokenizer_core import TokenType
 
 from runner.gateway.model import StatementDecision
+from runner.gateway.policy.guard import needs_literal_guard
 from runner.plan.analyse import Analysis, Judged, snapshot
 from runner.plan.functions import FunctionFacts
 from runner.plan.model import Finding
@@ -57,9 +58,13 @@ def plain_read(raw: RawStatement) -> bool:
     directive, which changes the findings but not the fingerprint. Nor a call of
     set_config: what it sets is in its literals, which the fingerprint does not
     keep (set_config('session_replication_role', 'origin') and '... replica' are
-    one fingerprint and two verdicts)."""
+    one fingerprint and two verdicts), nor any text holding a word of
+    ``LITERAL_GUARD_WORDS`` (its verdict may hang on a literal, as SO512's does on a
+    string naming schema signoff_guard)."""
     tokens = raw.tokens
     if not tokens or tokens[0].token_type is not TokenType.SELECT or raw.comments:
+        return False
+    if needs_literal_guard(raw.text):
         return False
     for token in tokens:
         kind = token.token_type

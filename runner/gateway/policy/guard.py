@@ -26,8 +26,12 @@ SCS_REFUSAL = (
 )
 
 
+# Words that make a text decided statement by statement, never from a cache (whose
+# keys mask literal values): its verdict may hang on a literal. standard_conforming_
+# strings by any spelling, and schema signoff_guard (the server-side guard's), which
+# SO512 also finds named inside strings ('signoff_guard.granted'::regclass).
 # Lower-case ASCII: the C lane (runner/_native) is handed these and folds A-Z.
-LITERAL_GUARD_WORDS: tuple[str, ...] = ("conforming", "set_config", "u&")
+LITERAL_GUARD_WORDS: tuple[str, ...] = ("conforming", "set_config", "u&", "signoff_guard")
 
 
 def needs_literal_guard(sql: str) -> bool:
