@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 
 import httpx
@@ -36,7 +37,7 @@ def gateway(
         )
     )
     with masking_gateway(
-        scratch_db_url, tmp_path, monkeypatch, copy="mask", signing_key=key
+        scratch_db_url, tmp_path, monkeypatch, copy="mask", non_text="constant", signing_key=key
     ) as running:
         yield running
 
@@ -89,3 +90,12 @@ def test_copy_out_is_masked_row_by_row_when_the_policy_says_so(gateway: Gateway)
     }
     with psycopg.connect(gateway.upstream_url) as direct:
         assert direct.execute("SELECT count(*) FROM ehr.patients").fetchone() == (3,)
+
+
+def test_non_text_values_become_a_constant_of_their_type_by_policy(gateway: Gateway) -> None:
+    with gateway.connect(migrator(gateway)) as conn:
+        text = conn.execute("SELECT date_of_birth FROM ehr.patients WHERE id = 1").fetchone()
+        with conn.cursor(binary=True) as cur:  # binary: no constant is written, NULL
+            binary = cur.execute("SELECT date_of_birth FROM ehr.patients WHERE id = 1").fetchone()
+    assert text == (date(1900, 1, 1),)
+    assert binary == (None,)
