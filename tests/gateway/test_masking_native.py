@@ -31,6 +31,9 @@ ACTIONS = [
     ),
     lambda: text_action(replacer(MaskRule("c", names=("x",), action="keep_domain"), KEY), "utf-8"),
     lambda: text_action(replacer(MaskRule("d", names=("x",), action="pseudonym"), KEY), "utf-8"),
+    lambda: text_action(  # a key longer than SHA-256's block: hashed first
+        replacer(MaskRule("d2", names=("x",), action="pseudonym"), b"long" * 40), "utf-8"
+    ),
     lambda: text_action(redactor(MaskRule("e", names=("x",))), "utf-8"),
     lambda: text_action(replacer(MaskRule("f", names=("x",), action="null"), KEY), "utf-8"),
     lambda: constant_action(None),

@@ -50,8 +50,8 @@ def pseudonym(key: bytes, value: str) -> str:
 
 
 # What the C row rewriter (runner/_native/_mask.c) can do itself for a replacement:
-# ("keep", n), ("domain", fallback text), ("const", text), ("null", None); a
-# replacement without one (a pseudonym) is called from C for each value.
+# ("keep", n), ("domain", fallback text), ("const", text), ("null", None),
+# ("pseudonym", key); a replacement without one is called from C for each value.
 Spec = tuple[str, object]
 
 
@@ -78,7 +78,7 @@ def replacer(rule: MaskRule, key: bytes | None) -> Replace:
         if key is None:
             raise ValueError("pseudonym without a key")
         k = key
-        return lambda v: pseudonym(k, v)
+        return _with_spec(lambda v: pseudonym(k, v), ("pseudonym", k))
     return redactor(rule)
 
 

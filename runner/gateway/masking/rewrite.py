@@ -74,6 +74,8 @@ def text_action(replace: Replace, codec: str) -> Action:
         return _c_spec(act, 3, str(arg).encode("utf-8"))
     if kind == "const":
         return _c_spec(act, 1, str(arg).encode("utf-8"))
+    if kind == "pseudonym" and isinstance(arg, bytes):
+        return _c_spec(act, 6, arg, act)
     return _c_spec(act, 0, None)
 
 
