@@ -23,7 +23,13 @@ here. Follow one text through it (``decide.SessionPolicy.decide``):
       from ``allowed_reads``;
    b. otherwise the session's ``Analysis`` (the same engine as ``signoff plan``,
       so a table the session created is new and a transaction is a transaction;
-      a plain read's findings are cached by fingerprint) gives the findings;
+      a plain read's findings are cached by fingerprint) judges it: findings, and
+      what it changes once it has run (``analysis.Effect``, carried on the
+      decision). The state changes only when the server confirms that statement
+      (its CommandComplete, seen by the relay), is taken back by ROLLBACK and
+      ROLLBACK TO SAVEPOINT, and counts its changes (``generation``: a prepared
+      statement is decided again at Execute once it moved). Statements of one
+      text are judged as if those before had run, on a copy;
    c. the role maps every finding to allow, needs-approval or deny
       (``decide.role_verdict``); a needs-approval statement runs only with a grant
       for its fingerprint, looked up and used up now (``decide.decide_statement``):
