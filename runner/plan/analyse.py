@@ -346,7 +346,7 @@ class Analysis:
         if view.kind in ("commit", "rollback"):
             self.context.transaction = None
             self.context.not_valid_in_transaction.clear()
-            self.context.local_lock_timeout = False
+            self.context.local_lock_timeout = None
 
     # -- rules ----------------------------------------------------------------------
 

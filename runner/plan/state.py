@@ -171,7 +171,9 @@ def _setting(view: StatementView, context: Context) -> None:
         return
     if ws[0] == "RESET":
         if len(ws) > 1 and ws[1] in ("LOCK_TIMEOUT", "ALL"):
-            context.lock_timeout_set = context.local_lock_timeout = False
+            # Back to the default, which may be none (apply's own SET is undone too).
+            context.session_lock_timeout = False
+            context.local_lock_timeout = None
         return
     local = len(ws) > 1 and ws[1] == "LOCAL"
     rest = ws[2:] if len(ws) > 1 and ws[1] in ("LOCAL", "SESSION") else ws[1:]
@@ -181,9 +183,11 @@ def _setting(view: StatementView, context: Context) -> None:
     enabled = value not in ("0", "default")
     if local:
         # Outside a transaction block PostgreSQL ignores SET LOCAL (with a warning).
-        context.local_lock_timeout = enabled and context.in_transaction
+        if context.in_transaction:
+            context.local_lock_timeout = enabled
     else:
-        context.lock_timeout_set = enabled
+        context.session_lock_timeout = enabled
+        context.local_lock_timeout = None
 
 
 def _enum(view: StatementView, context: Context) -> None:

@@ -135,3 +135,22 @@ def test_set_local_lock_timeout_counts_only_inside_its_transaction() -> None:
     assert "SO401" in {f.rule for _, f in outside.findings}
     assert "SO401" not in {f.rule for _, f in inside.findings}
     assert "SO401" in {f.rule for _, f in after.findings}
+
+
+def test_a_lock_timeout_switched_off_by_the_plan_is_not_assumed() -> None:
+    # apply sets lock_timeout; the migration's own SET lock_timeout = 0 (or RESET,
+    # which goes back to the server's default) takes it away again.
+    policy = Policy(server_version=150000, apply_lock_timeout=True)
+    alter = "ALTER TABLE patients ALTER COLUMN mrn SET DEFAULT 'x'"
+
+    def rules(sql: str) -> set[str]:
+        return {f.rule for _, f in lint_text(sql, policy=policy).findings}
+
+    assert "SO401" not in rules(f"{alter};")
+    assert "SO401" in rules(f"SET lock_timeout = 0; {alter};")
+    assert "SO401" in rules(f"SET lock_timeout TO DEFAULT; {alter};")
+    assert "SO401" in rules(f"RESET lock_timeout; {alter};")
+    assert "SO401" in rules(f"BEGIN; SET LOCAL lock_timeout = 0; {alter}; COMMIT;")
+    # A SET LOCAL ends with its transaction; a later non-zero SET restores one.
+    assert "SO401" not in rules(f"BEGIN; SET LOCAL lock_timeout = 0; COMMIT; {alter};")
+    assert "SO401" not in rules(f"SET lock_timeout = 0; SET lock_timeout = '3s'; {alter};")

@@ -373,7 +373,7 @@ class SessionAnalysis:
         context = self.analysis.context
         context.transaction = None
         context.not_valid_in_transaction.clear()
-        context.local_lock_timeout = False
+        context.local_lock_timeout = None
         self.marks = []
 
     def _held(self) -> None:

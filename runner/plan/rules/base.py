@@ -141,8 +141,12 @@ class Context:
     # Apply sets its own lock_timeout unless the configuration turns it off.
     apply_lock_timeout: bool = True
     transaction: int | None = None  # the explicit transaction we are in, if any
-    lock_timeout_set: bool = False  # a session-level SET lock_timeout is in force
-    local_lock_timeout: bool = False  # a SET LOCAL lock_timeout in this transaction
+    # What the plan itself set: None nothing, True a non-zero lock_timeout, False one
+    # switched off (0, DEFAULT, RESET: the server's default may be none). A session SET
+    # overrides what apply (or the gateway's role) put in force; a SET LOCAL overrides
+    # both until its transaction ends.
+    session_lock_timeout: bool | None = None
+    local_lock_timeout: bool | None = None
     # (table, constraint) added NOT VALID in the current transaction.
     not_valid_in_transaction: set[tuple[str, str]] = field(default_factory=set)
     # Enum labels added by ALTER TYPE ... ADD VALUE inside an explicit transaction,
@@ -178,7 +182,11 @@ class Context:
 
     @property
     def has_lock_timeout(self) -> bool:
-        return self.apply_lock_timeout or self.lock_timeout_set or self.local_lock_timeout
+        if self.local_lock_timeout is not None:
+            return self.local_lock_timeout
+        if self.session_lock_timeout is not None:
+            return self.session_lock_timeout
+        return self.apply_lock_timeout
 
     @property
     def resolution_path(self) -> tuple[str, ...]:
