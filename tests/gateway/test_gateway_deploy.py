@@ -332,9 +332,10 @@ def test_a_client_gone_mid_result_leaves_no_traceback_in_the_log(
     upstream: str, tmp_path: Path
 ) -> None:
     """Clients that leave while a large answer streams, on the loop `serve` runs
-    (uvloop): the log stays clean and other clients are served. (A report had
-    uvloop's 'the handler is closed' raised from the relay's write; this run does
-    not reproduce it, the relay now skips writes to a closing client anyway.)"""
+    (uvloop): the log stays clean and other clients are served. Clients that close
+    politely; tests/gateway/test_gateway_client_reset.py resets them (SO_LINGER 0),
+    which reproduces uvloop's 'the handler is closed' from the relay's write without
+    the relay's is_closing check."""
     with OidcIssuer() as github, OidcIssuer(style="gitlab", path="/gl") as gitlab:
         http, pg = _free_port(), _free_port()
         config = _config(
