@@ -225,6 +225,21 @@ class SchemaState:
         if self._get(identity) is not None:
             self.overlay[identity] = None
 
+    def disown(self, name: str) -> None:
+        """``name`` stays known but is no longer taken for a table this session made
+        (CREATE ... IF NOT EXISTS: the server's answer is the same whether it made
+        the table or found one there, rows and all)."""
+        identity = self.identity(name)
+        state = self._get(identity)
+        if state is not None and state.created_in_plan:
+            self.overlay[identity] = state.copy(created_in_plan=False)
+
+    def forget_temporary(self) -> None:
+        """DISCARD ALL / TEMP: the session's temporary tables are gone."""
+        for identity in list(self.overlay):
+            if identity.startswith(TEMP_SCHEMA + "."):
+                self.overlay[identity] = None
+
     def rename_table(self, old: str, new: str) -> None:
         identity = self.identity(old)
         state = self._get(identity)

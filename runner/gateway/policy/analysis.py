@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from sqlglot import exp
 from sqlglot.tokenizer_core import TokenType
 
 from runner.gateway.model import StatementDecision
@@ -23,7 +24,7 @@ from runner.plan.analyse import Analysis, Judged, snapshot
 from runner.plan.functions import FunctionFacts
 from runner.plan.model import Finding
 from runner.plan.policy import Policy
-from runner.plan.rules.base import Context
+from runner.plan.rules.base import Context, table_name
 from runner.plan.schema import SchemaState
 from runner.plan.statements import RawStatement
 
@@ -269,6 +270,13 @@ class SessionAnalysis:
     def ready(self, status: int) -> None:
         """The server's ReadyForQuery (``I``, ``T`` or ``E``): the truth about the
         transaction, whatever the analysis saw."""
+        idle = status == _IDLE
+        if (
+            self.batch is None
+            and idle is (self.analysis.context.transaction is None)
+            and not (idle and self.marks)
+        ):
+            return  # nothing to settle (the common case: no lock taken)
         with self.lock:
             self.batch = None
             context = self.analysis.context
@@ -339,6 +347,13 @@ class SessionAnalysis:
             analysis.confirm(judged)
             return
         analysis.confirm(judged)
+        node = judged.view.node
+        if isinstance(node, exp.Create) and node.args.get("exists"):
+            # CREATE ... IF NOT EXISTS answers CREATE TABLE (and a notice) when it
+            # found a table already there: not one this session made.
+            analysis.context.schema.disown(table_name(node.this))
+        elif kind == "discard":
+            analysis.context.schema.forget_temporary()
         self._bump()
 
     def _savepoint(self, raw: RawStatement) -> None:
