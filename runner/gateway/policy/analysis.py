@@ -253,7 +253,9 @@ class SessionAnalysis:
             self._apply(judged, tag)
             return
         with self.lock:
-            if self.batch is None:
+            if self.batch is None and judged.view.kind not in _TRANSACTION_CONTROL:
+                # (An error after a BEGIN or SAVEPOINT leaves it to the ROLLBACK that
+                # must follow, after a COMMIT nothing before it is undone: no copy.)
                 self.batch = snapshot(self.analysis.context)
             self._apply(judged, tag)
             self._held()
@@ -401,6 +403,7 @@ class SessionAnalysis:
 
 
 _IDLE = ord("I")
+_TRANSACTION_CONTROL = frozenset({"begin", "commit", "rollback", "savepoint"})
 
 
 def doubtful(before: Context, now: Context) -> Context:
