@@ -282,6 +282,7 @@ def test_copy_is_handed_over(gateway: Gateway) -> None:
     the server asks for or sends data, then the relay's."""
     with psycopg.connect(gateway.upstream_url, autocommit=True) as conn:
         conn.execute("CREATE TABLE copied (id int)")
+        conn.execute(f"ALTER TABLE copied OWNER TO {gateway.role}")  # the upstream role's
 
     def script(client: RawClient) -> list[Messages]:
         got = queries(client, ["COPY (SELECT id FROM patients WHERE id < 4 ORDER BY id) TO STDOUT"])
