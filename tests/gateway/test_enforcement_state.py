@@ -450,3 +450,22 @@ def test_binary_values_a_rule_needs_fail_closed(gateway: Gateway) -> None:
         with pytest.raises(Refused, match=r"signoff blocked.*text format"):
             conn.execute("select set_config(%b, %b, false)", ["application_name", "x"])
         assert conn.execute("SHOW standard_conforming_strings").fetchone() == ("on",)
+
+
+def test_an_analysis_that_cannot_follow_the_server_ends_the_connection(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Fail closed: a session whose state could not take in what the server did
+    # decides nothing more on that connection.
+    from runner.gateway.policy.analysis import SessionAnalysis
+
+    def broken(self: SessionAnalysis, judged: object, tag: str | None) -> None:
+        raise RuntimeError("cannot follow")
+
+    session = gateway.session()
+    with gateway.connect(session) as conn:
+        monkeypatch.setattr(SessionAnalysis, "confirm", broken)
+        # The CREATE's own answer may reach the client before the close does.
+        with pytest.raises(psycopg.Error):
+            conn.execute("CREATE TABLE unfollowed (id int)")
+            conn.execute("SELECT 1")

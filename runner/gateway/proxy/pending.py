@@ -450,7 +450,7 @@ class Bookkeeping:
                 if effect is not None:  # this statement's change is now the server's word
                     head.effects_left -= 1
                     self.unconfirmed -= 1
-                    effect.done(tag)
+                    self._confirm(effect, tag)
             if len(head.results) < len(head.seqs):
                 now = time.perf_counter()
                 head.results.append(
@@ -463,7 +463,7 @@ class Bookkeeping:
             effect = head.effect
             if effect is not None:
                 if tag is not None:  # (a suspended portal has not finished: not confirmed)
-                    effect.done(tag)
+                    self._confirm(effect, tag)
                 self._effect_settled(head)
             if head.seqs:
                 outcome = Outcome(
@@ -532,6 +532,17 @@ class Bookkeeping:
         self.unconfirmed -= 1
         if not self.unconfirmed:
             self.confirms_settled()
+
+    def _confirm(self, effect: Effect, tag: str) -> None:
+        try:
+            effect.done(tag)
+        except Exception as exc:  # the analysis cannot follow the server: fail closed
+            self.analysis_lost(exc)
+
+    def analysis_lost(self, error: Exception) -> None:
+        """The session's analysis failed to take in what the server did: nothing more
+        may be decided on this connection (RelayCore ends it)."""
+        raise error
 
     def confirms_settled(self) -> None:
         """Nothing forwarded is waiting for the server's confirmation any more (the

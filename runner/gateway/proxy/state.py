@@ -107,6 +107,10 @@ class RelayCore(Bookkeeping):
     def feed(self, data: bytes) -> None:
         raise NotImplementedError  # ClientToServer's
 
+    def analysis_lost(self, error: Exception) -> None:
+        # Decisions from here would rest on a state that is not the server's.
+        self.end(f"error: the session's analysis could not follow ({type(error).__name__})")
+
     def wait_for_confirms(self, data: bytes, start: int, pos: int) -> None:
         """Hold the message at data[pos] (and what follows) until the server has
         answered the statements ahead of it that change the session's analysis: it is
