@@ -234,6 +234,17 @@ class SchemaState:
         if state is not None and state.created_in_plan:
             self.overlay[identity] = state.copy(created_in_plan=False)
 
+    def move_table(self, name: str, schema: str) -> None:
+        """ALTER TABLE ... SET SCHEMA: the same table under another identity."""
+        identity = self.identity(name)
+        state = self._get(identity)
+        target = f"{_part(schema)}.{identity.rsplit('.', 1)[-1]}"
+        if state is not None:
+            self.overlay[identity] = None
+            self.overlay[target] = state
+        elif self._get(target) is not None:
+            self.overlay[target] = None  # a table the analysis does not know is there now
+
     def forget_temporary(self) -> None:
         """DISCARD ALL / TEMP: the session's temporary tables are gone."""
         for identity in list(self.overlay):

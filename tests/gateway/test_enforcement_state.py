@@ -352,6 +352,20 @@ def test_a_pipelined_search_path_change_is_in_force_for_what_follows(gateway: Ga
     assert rows(gateway, "public.t") == 5
 
 
+def test_a_table_moved_to_another_schema_goes_with_its_name(gateway: Gateway) -> None:
+    direct(gateway, "CREATE SCHEMA other")
+    direct(gateway, "GRANT ALL ON SCHEMA other TO PUBLIC")
+    session = gateway.session()
+    with gateway.connect(session) as conn:
+        conn.execute("CREATE TABLE moving (id int)")
+        conn.execute("ALTER TABLE moving SET SCHEMA other")
+        someone_elses(gateway, "public.moving")
+        with refused():
+            conn.execute("DROP TABLE moving")  # public.moving: someone else's
+        conn.execute("DROP TABLE other.moving")  # the session's own, where it went
+    assert rows(gateway, "public.moving") == 5
+
+
 def test_a_temporary_table_is_not_the_table_it_shadows(gateway: Gateway) -> None:
     session = gateway.session()
     with gateway.connect(session) as conn:

@@ -356,6 +356,12 @@ class SessionAnalysis:
             analysis.context.schema.disown(table_name(node.this))
         elif kind == "discard":
             analysis.context.schema.forget_temporary()
+        elif kind == "alter_table_set_schema":
+            shape = judged.view.shape
+            if shape is not None and shape.relation and shape.args:
+                # The session's table is then the one in the new schema, not a table
+                # someone makes under the old name.
+                analysis.context.schema.move_table(shape.relation, shape.args[0])
         self._bump()
 
     def _savepoint(self, raw: RawStatement) -> None:
