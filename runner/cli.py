@@ -8,8 +8,9 @@ environment error; 3 the plan needs a reviewer's approval.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -204,20 +205,49 @@ def dry_run(
     sys.exit(command.EXIT_FINDINGS if report.failed is not None else command.EXIT_OK)
 
 
-def _gateway_commands() -> None:
-    from runner.cli_audit import audit
-    from runner.cli_ci import apply_command, diff_command
-    from runner.cli_demo import demo_command
-    from runner.gateway.cli import gateway
+class _Commands(MutableMapping[str, click.Command]):
+    """``main``'s subcommands, the ones beyond the analysis imported when first asked
+    for: ``signoff lint`` and ``plan`` then start without loading the gateway, the
+    audit bundle's cryptography or psycopg (most of the start-up time otherwise)."""
 
-    main.add_command(gateway)
-    main.add_command(audit)
-    main.add_command(apply_command)
-    main.add_command(diff_command)
-    main.add_command(demo_command)
+    def __init__(
+        self, loaded: MutableMapping[str, click.Command], lazy: dict[str, tuple[str, str]]
+    ) -> None:
+        self._loaded = dict(loaded)
+        self._lazy = dict(lazy)  # name -> (module, attribute)
+
+    def __getitem__(self, name: str) -> click.Command:
+        if name not in self._loaded and name in self._lazy:
+            module, attribute = self._lazy.pop(name)
+            command_ = getattr(importlib.import_module(module), attribute)
+            self._loaded[name] = command_
+        return self._loaded[name]
+
+    def __setitem__(self, name: str, value: click.Command) -> None:
+        self._lazy.pop(name, None)
+        self._loaded[name] = value
+
+    def __delitem__(self, name: str) -> None:
+        if self._lazy.pop(name, None) is None:
+            del self._loaded[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([*self._loaded, *self._lazy])
+
+    def __len__(self) -> int:
+        return len(self._loaded) + len(self._lazy)
 
 
-_gateway_commands()
+main.commands = _Commands(
+    main.commands,
+    {
+        "gateway": ("runner.gateway.cli", "gateway"),
+        "audit": ("runner.cli_audit", "audit"),
+        "apply": ("runner.cli_ci", "apply_command"),
+        "diff": ("runner.cli_ci", "diff_command"),
+        "demo": ("runner.cli_demo", "demo_command"),
+    },
+)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -51,6 +51,15 @@ class Word:
 _LAST_WORDS: tuple[Sequence[Token] | None, tuple[Word, ...]] = (None, ())
 
 
+def word_text(token: Token) -> str:
+    """The text ``words`` gives ``token`` (for a reader that needs only one word)."""
+    if token.token_type is TokenType.IDENTIFIER:
+        return '"' + token.text + '"'
+    if token.token_type in _STRINGS:
+        return token.text
+    return token.text.upper()
+
+
 def words(tokens: Sequence[Token]) -> list[Word]:
     global _LAST_WORDS
     last_tokens, last_words = _LAST_WORDS

@@ -15,10 +15,12 @@ assumes the dangerous one.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sqlglot import exp
+from sqlglot.dialects.postgres import Postgres
 from sqlglot.tokenizer_core import Token, TokenType
 
 from runner.plan.rules.base import StatementView
@@ -141,7 +143,59 @@ def _token_calls(view: StatementView) -> tuple[Call, ...]:
 
 
 def calls_named(view: StatementView, names: frozenset[str]) -> list[Call]:
+    if not may_call(view, names.__contains__, names):
+        return []
     return [c for c in calls(view) if c.name in names]
+
+
+def may_call(
+    view: StatementView, matches: Callable[[str], bool], names: frozenset[str] = frozenset()
+) -> bool:
+    """False only when no call ``calls(view)`` finds can have a name ``matches`` accepts:
+    asked of every statement by several rules, it spares most the walk of the tree.
+
+    A call's name is a token's text lower-cased (``_name``, ``_token_calls``), except
+    for a name spelt by escapes (``U&"..."``: an ``&`` or a backslash among the
+    tokens, then every call is looked for) and for sqlglot's own functions, named
+    by sqlglot (``names`` must hold none of those: checked here, else looked for).
+    """
+    if names & _sqlglot_function_names():
+        return True
+    texts = _token_texts(view.raw.tokens)
+    return texts is None or any(matches(text) for text in texts)
+
+
+# The last statement's token texts (one entry, replaced whole, as commands.words).
+_LAST_TEXTS: tuple[Sequence[Token] | None, frozenset[str] | None] = (None, None)
+
+
+def _token_texts(tokens: Sequence[Token]) -> frozenset[str] | None:
+    """The statement's token texts lower-cased; None when a name may be spelt by escapes."""
+    global _LAST_TEXTS
+    last_tokens, last_texts = _LAST_TEXTS
+    if tokens is last_tokens:
+        return last_texts
+    texts: frozenset[str] | None = frozenset(t.text.lower() for t in tokens)
+    if any(t.token_type is TokenType.AMP or "\\" in t.text for t in tokens):
+        texts = None
+    if type(tokens) is tuple:
+        _LAST_TEXTS = (tokens, texts)
+    return texts
+
+
+@functools.cache
+def _sqlglot_function_names() -> frozenset[str]:
+    """Every name sqlglot gives a function it models (``Func.sql_name``) or parses by."""
+    found: set[str] = {name.lower() for name in Postgres.Parser.FUNCTIONS}
+    found |= {name.lower() for name in Postgres.Parser.FUNCTION_PARSERS}
+    found |= {name.lower() for name in Postgres.Parser.NO_PAREN_FUNCTIONS if isinstance(name, str)}
+    pending: list[type[exp.Func]] = [exp.Func]
+    while pending:
+        cls = pending.pop()
+        for sub in cls.__subclasses__():
+            pending.append(sub)
+            found |= {name.lower() for name in sub.sql_names()}
+    return frozenset(found)
 
 
 def unicode_folded(tokens: Sequence[Token]) -> list[Token]:

@@ -18,6 +18,9 @@ _FORMS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("CREATE", "USER", "MAPPING"), "stores credentials for a foreign server (user mapping)"),
     (("ALTER", "USER", "MAPPING"), "changes stored credentials for a foreign server"),
 )
+# Every form's second word: most CREATE / ALTER statements are answered by it,
+# before their words are built (this rule is asked of every statement).
+_SECOND_WORDS = frozenset(prefix[1] for prefix, _ in _FORMS)
 
 
 @rule(
@@ -57,6 +60,8 @@ def foreign_data(view: StatementView, context: Context) -> Iterator[str]:
     tokens = view.raw.tokens
     if not tokens or tokens[0].text.upper() not in ("CREATE", "ALTER", "IMPORT"):
         return  # asked of every statement: most are answered by their first word
+    if len(tokens) < 2 or tokens[1].text.upper() not in _SECOND_WORDS:
+        return  # (a quoted name is never one of the forms' keywords: not passed here either)
     ws = [w.text for w in words(tokens[:4])]
     for prefix, what in _FORMS:
         if ws[: len(prefix)] == list(prefix):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from runner.plan.model import Category, Severity
-from runner.plan.rules._calls import calls
+from runner.plan.rules._calls import calls, may_call
 from runner.plan.rules.base import Context, StatementView, rule
 from runner.plan.rules.server_file_functions import SERVER_FILE_FUNCTIONS
 
@@ -65,6 +65,8 @@ _LARGE_OBJECT_FUNCTIONS = frozenset(
     ],
 )
 def large_object_function(view: StatementView, context: Context) -> Iterator[str]:
+    if not may_call(view, _LARGE_OBJECT_FUNCTIONS.__contains__, _LARGE_OBJECT_FUNCTIONS):
+        return  # (asked of every statement: most name none of them)
     for call in calls(view):
         if call.name in _LARGE_OBJECT_FUNCTIONS and call.name not in SERVER_FILE_FUNCTIONS:
             yield f"calls {call.name}(): large-object data, outside the tables' grants and RLS"

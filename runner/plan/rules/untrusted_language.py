@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 from sqlglot.tokenizer_core import TokenType
 
-from runner.plan.commands import words
+from runner.plan.commands import word_text, words
 from runner.plan.model import Category, Severity
 from runner.plan.rules.base import Context, StatementView, rule
 
@@ -21,6 +21,7 @@ _UNCONFINED = frozenset(
 # Native code: a C function's library is loaded (its initialisation run) when the
 # function is created; internal renames a built-in past the rules that know it.
 _NATIVE = frozenset({"c", "internal"})
+_ROUTINE_HEADS = frozenset({"FUNCTION", "PROCEDURE", "LANGUAGE"})
 
 
 def _languages(view: StatementView) -> list[str]:
@@ -28,6 +29,12 @@ def _languages(view: StatementView) -> list[str]:
     parentheses (``LANGUAGE c``, ``LANGUAGE 'C'``, ``LANGUAGE "plpython3u"``)."""
     tokens = view.raw.tokens
     if not tokens or tokens[0].text.upper() not in ("CREATE", "DO"):
+        return []
+    if word_text(tokens[0]) == "CREATE" and not _ROUTINE_HEADS.intersection(
+        t.text.upper() for t in tokens[:5]
+    ):
+        # Asked of every CREATE: answered from its first tokens before building its
+        # words (a word's text is its token's, upper-cased or quoted: never more matches).
         return []
     ws = words(tokens)
     heads = [w.text for w in ws[:5]]
