@@ -247,8 +247,13 @@ class SchemaState:
 
     def forget_temporary(self) -> None:
         """DISCARD ALL / TEMP: the session's temporary tables are gone."""
+        self.forget_schema(TEMP_SCHEMA)
+
+    def forget_schema(self, schema: str) -> None:
+        """DROP SCHEMA: what the plan made in it is gone with it."""
+        prefix = _part(schema) + "."
         for identity in list(self.overlay):
-            if identity.startswith(TEMP_SCHEMA + "."):
+            if identity.startswith(prefix):
                 self.overlay[identity] = None
 
     def rename_table(self, old: str, new: str) -> None:

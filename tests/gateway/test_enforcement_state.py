@@ -366,6 +366,23 @@ def test_a_table_moved_to_another_schema_goes_with_its_name(gateway: Gateway) ->
     assert rows(gateway, "public.moving") == 5
 
 
+def test_a_dropped_schema_takes_the_sessions_tables_with_it(gateway: Gateway) -> None:
+    drop = "DROP SCHEMA scratch CASCADE"
+    granted = gateway.cli("grant", "--database", "ehr", "--sql", drop, "--approver", "alice")
+    assert granted.returncode == 0, granted.stderr
+    direct(gateway, f"CREATE SCHEMA scratch AUTHORIZATION {gateway.role}")
+    session = gateway.session()
+    with gateway.connect(session) as conn:
+        conn.execute("CREATE TABLE scratch.t (id int)")
+        conn.execute(drop)  # approved: its one run
+        # Someone else makes the schema again, with a table of that name.
+        direct(gateway, f"CREATE SCHEMA scratch AUTHORIZATION {gateway.role}")
+        someone_elses(gateway, "scratch.t")
+        with refused():
+            conn.execute("DROP TABLE scratch.t")
+    assert rows(gateway, "scratch.t") == 5
+
+
 def test_a_temporary_table_is_not_the_table_it_shadows(gateway: Gateway) -> None:
     session = gateway.session()
     with gateway.connect(session) as conn:

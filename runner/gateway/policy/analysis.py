@@ -356,6 +356,9 @@ class SessionAnalysis:
             analysis.context.schema.disown(table_name(node.this))
         elif kind == "discard":
             analysis.context.schema.forget_temporary()
+        elif kind == "drop_schema" and isinstance(node, exp.Drop):
+            for dropped in node.args.get("tables") or node.expressions:
+                analysis.context.schema.forget_schema(table_name(dropped))
         elif kind == "alter_table_set_schema":
             shape = judged.view.shape
             if shape is not None and shape.relation and shape.args:
