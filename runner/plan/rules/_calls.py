@@ -16,7 +16,7 @@ assumes the dangerous one.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlglot import exp
@@ -143,44 +143,54 @@ def _token_calls(view: StatementView) -> tuple[Call, ...]:
 
 
 def calls_named(view: StatementView, names: frozenset[str]) -> list[Call]:
-    if not may_call(view, names.__contains__, names):
+    if not may_call(view, names):
         return []
     return [c for c in calls(view) if c.name in names]
 
 
-def may_call(
-    view: StatementView, matches: Callable[[str], bool], names: frozenset[str] = frozenset()
-) -> bool:
-    """False only when no call ``calls(view)`` finds can have a name ``matches`` accepts:
-    asked of every statement by several rules, it spares most the walk of the tree.
+def may_call(view: StatementView, names: frozenset[str] = frozenset(), prefix: str = "") -> bool:
+    """False only when no call ``calls(view)`` finds can be named one of ``names`` (or,
+    with ``prefix``, a name starting so): asked of every statement by several rules,
+    it spares most of them the walk of the tree.
 
     A call's name is a token's text lower-cased (``_name``, ``_token_calls``), except
-    for a name spelt by escapes (``U&"..."``: an ``&`` or a backslash among the
-    tokens, then every call is looked for) and for sqlglot's own functions, named
-    by sqlglot (``names`` must hold none of those: checked here, else looked for).
+    for a name spelt by escapes (``U&"..."``: an ``&`` token or a backslash in a
+    token, then every call is looked for) and for sqlglot's own functions, named by
+    sqlglot (``names`` holding one, or a ``prefix`` starting one: always looked for).
     """
-    if names & _sqlglot_function_names():
+    if names & _sqlglot_function_names() or (prefix and _starts_a_sqlglot_function(prefix)):
         return True
     texts = _token_texts(view.raw.tokens)
-    return texts is None or any(matches(text) for text in texts)
+    if texts is None:
+        return True
+    lowered, joined = texts
+    # (each name a token's text: the joined texts hold the prefix whenever one starts so)
+    return not lowered.isdisjoint(names) or (bool(prefix) and prefix in joined)
 
 
 # The last statement's token texts (one entry, replaced whole, as commands.words).
-_LAST_TEXTS: tuple[Sequence[Token] | None, frozenset[str] | None] = (None, None)
+_LAST_TEXTS: tuple[Sequence[Token] | None, tuple[frozenset[str], str] | None] = (None, None)
 
 
-def _token_texts(tokens: Sequence[Token]) -> frozenset[str] | None:
-    """The statement's token texts lower-cased; None when a name may be spelt by escapes."""
+def _token_texts(tokens: Sequence[Token]) -> tuple[frozenset[str], str] | None:
+    """The statement's token texts lower-cased, as a set and joined; None when a name
+    may be spelt by escapes."""
     global _LAST_TEXTS
     last_tokens, last_texts = _LAST_TEXTS
     if tokens is last_tokens:
         return last_texts
-    texts: frozenset[str] | None = frozenset(t.text.lower() for t in tokens)
-    if any(t.token_type is TokenType.AMP or "\\" in t.text for t in tokens):
-        texts = None
+    lowered = frozenset({t.text.lower() for t in tokens})
+    joined = "".join(lowered)
+    # An AMP token's text is "&"; any backslash in a token is in the joined texts.
+    texts = None if "&" in lowered or "\\" in joined else (lowered, joined)
     if type(tokens) is tuple:
         _LAST_TEXTS = (tokens, texts)
     return texts
+
+
+@functools.cache
+def _starts_a_sqlglot_function(prefix: str) -> bool:
+    return any(name.startswith(prefix) for name in _sqlglot_function_names())
 
 
 @functools.cache

@@ -41,7 +41,7 @@ from runner.plan.rules.base import Context, StatementView, rule
     ],
 )
 def dblink(view: StatementView, context: Context) -> Iterator[str]:
-    if not may_call(view, _is_dblink):
+    if not may_call(view, prefix="dblink"):
         return  # (asked of every statement; sqlglot models no dblink* function of its own)
     for call in calls(view):
         if _is_dblink(call.name):

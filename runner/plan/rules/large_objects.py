@@ -65,7 +65,7 @@ _LARGE_OBJECT_FUNCTIONS = frozenset(
     ],
 )
 def large_object_function(view: StatementView, context: Context) -> Iterator[str]:
-    if not may_call(view, _LARGE_OBJECT_FUNCTIONS.__contains__, _LARGE_OBJECT_FUNCTIONS):
+    if not may_call(view, _LARGE_OBJECT_FUNCTIONS):
         return  # (asked of every statement: most name none of them)
     for call in calls(view):
         if call.name in _LARGE_OBJECT_FUNCTIONS and call.name not in SERVER_FILE_FUNCTIONS:
