@@ -356,7 +356,7 @@ class Analysis:
         context = self.context
         rules = self._rules_by_kind.get(view.kind)
         if rules is None:
-            rules = [r for r in self.rules if r.kinds is None or view.kind in r.kinds]
+            rules = [r for r in self.rules if r.reads_kind(view.kind)]
             self._rules_by_kind[view.kind] = rules
         for rule in rules:
             try:

@@ -10,6 +10,7 @@ a rule without both kinds of example does not pass.
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -224,7 +225,17 @@ class Rule:
     module: str = ""
     # The statement kinds (StatementView.kind; None for unrecognised) the check
     # can fire on. The engine skips the rule for any other kind; None: every kind.
+    # An entry with a ``*`` is a pattern (``drop*``: every kind starting ``drop``).
     kinds: frozenset[str | None] | None = None
+
+    def reads_kind(self, kind: str | None) -> bool:
+        """Whether the engine runs the check on a statement of ``kind``."""
+        if self.kinds is None or kind in self.kinds:
+            return True
+        return kind is not None and any(
+            pattern is not None and "*" in pattern and fnmatch.fnmatchcase(kind, pattern)
+            for pattern in self.kinds
+        )
 
     @property
     def version_dependent(self) -> bool:

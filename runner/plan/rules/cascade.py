@@ -92,6 +92,7 @@ for _alias in ("PROCEDURE", "ROUTINE", "AGGREGATE", "OPERATOR"):
         "ALTER TABLE users DROP CONSTRAINT users_email_key",
         "SELECT 'DROP TYPE mood CASCADE'",
     ],
+    kinds=(None, "truncate", "drop*", "alter_table*"),
 )
 def cascade(view: StatementView, context: Context) -> Iterator[str]:
     kind = view.kind

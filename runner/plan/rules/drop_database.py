@@ -36,6 +36,7 @@ from runner.plan.rules.drop_reader import read_drop
         "ALTER DATABASE analytics SET work_mem = '64MB'",
         "DROP SCHEMA IF EXISTS analytics_tmp CASCADE",
     ],
+    kinds=(None, "drop*"),
 )
 def drop_database(view: StatementView, context: Context) -> Iterator[str]:
     dropped = read_drop(view)

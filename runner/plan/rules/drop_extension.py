@@ -42,6 +42,7 @@ from runner.plan.rules.drop_reader import read_drop
         "ALTER EXTENSION hstore UPDATE TO '1.8'",
         "COMMENT ON EXTENSION hstore IS 'key/value pairs'",
     ],
+    kinds=(None, "drop*"),
 )
 def drop_extension(view: StatementView, context: Context) -> Iterator[str]:
     dropped = read_drop(view)

@@ -56,6 +56,7 @@ def _names_from_tokens(view: StatementView) -> tuple[str, list[str]]:
         "ALTER FUNCTION f(int) OWNER TO app",
         "DROP TRIGGER IF EXISTS audit ON patients",
     ],
+    kinds=(None, "drop*"),
 )
 def drop_function(view: StatementView, context: Context) -> Iterator[str]:
     node = view.node

@@ -37,6 +37,7 @@ from runner.plan.rules.drop_reader import read_drop
         "DROP ROLE IF EXISTS app_old",
         "REVOKE ALL ON ALL TABLES IN SCHEMA public FROM app_old",
     ],
+    kinds=(None, "drop*"),
 )
 def drop_owned(view: StatementView, context: Context) -> Iterator[str]:
     dropped = read_drop(view)

@@ -41,6 +41,7 @@ from runner.plan.rules.drop_reader import read_drop
         "DROP TABLE IF EXISTS archive",
         "SELECT 'DROP SCHEMA archive CASCADE'",
     ],
+    kinds=(None, "drop*"),
 )
 def drop_schema(view: StatementView, context: Context) -> Iterator[str]:
     dropped = read_drop(view)

@@ -41,6 +41,7 @@ from runner.plan.rules.drop_reader import read_drop
         "ALTER SEQUENCE invoices_seq RESTART WITH 100",
         "SELECT setval('invoices_seq', 100)",
     ],
+    kinds=(None, "drop*"),
 )
 def drop_sequence(view: StatementView, context: Context) -> Iterator[str]:
     dropped = read_drop(view)

@@ -48,6 +48,7 @@ from runner.plan.rules.drop_reader import read_drop
         "SELECT $tag$DROP TABLE users$tag$ AS not_executed",
         "/* DROP TABLE users; */ SELECT 1",
     ],
+    kinds=(None, "drop*"),
 )
 def drop_table(view: StatementView, context: Context) -> Iterator[str]:
     dropped = read_drop(view)

@@ -55,6 +55,7 @@ def table_after_on(view: StatementView) -> str | None:
         "ALTER TABLE patients ENABLE TRIGGER patients_audit",
         "DROP FUNCTION IF EXISTS audit_patients()",
     ],
+    kinds=(None, "drop*"),
 )
 def drop_trigger(view: StatementView, context: Context) -> Iterator[str]:
     node = view.node

@@ -49,6 +49,7 @@ from runner.plan.rules.drop_reader import read_drop
         "ALTER TYPE mood RENAME TO feeling",
         "DROP TABLE IF EXISTS mood_log;\nCREATE TABLE mood_log (id int)",
     ],
+    kinds=(None, "drop*"),
 )
 def drop_type(view: StatementView, context: Context) -> Iterator[str]:
     dropped = read_drop(view)

@@ -41,6 +41,7 @@ from runner.plan.rules.base import Context, StatementView, drop_kind, rule, tabl
         "REFRESH MATERIALIZED VIEW CONCURRENTLY reporting.daily_totals",
         "DROP INDEX CONCURRENTLY active_users_idx",
     ],
+    kinds=(None, "drop*"),
 )
 def drop_view(view: StatementView, context: Context) -> Iterator[str]:
     kind = drop_kind(view)

@@ -52,6 +52,7 @@ _KINDS = frozenset({"merge", "insert", "select", "delete", "update"})
         "CREATE TABLE scratch (id int);\n"
         "MERGE INTO scratch t USING staged s ON t.id = s.id WHEN MATCHED THEN DELETE",
     ],
+    kinds=_KINDS,
 )
 def merge_delete(view: StatementView, context: Context) -> Iterator[str]:
     node = view.node

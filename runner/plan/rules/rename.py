@@ -127,6 +127,7 @@ def _string_after_to(view: StatementView) -> str | None:
         "ALTER INDEX users_email_idx RENAME TO users_email_key",
         "ALTER TABLE users RENAME COLUMN email TO email_address",
     ],
+    kinds=("*alter*",),
 )
 def rename_table(view: StatementView, context: Context) -> Iterator[str]:
     if view.kind is None or "alter" not in view.kind:
@@ -169,6 +170,7 @@ def rename_table(view: StatementView, context: Context) -> Iterator[str]:
         "ALTER TABLE users RENAME TO people",
         "ALTER TABLE users ADD COLUMN email_address text",
     ],
+    kinds=("*alter*",),
 )
 def rename_column(view: StatementView, context: Context) -> Iterator[str]:
     if view.kind is None or "alter" not in view.kind:
@@ -243,6 +245,7 @@ def rename_schema(view: StatementView, context: Context) -> Iterator[str]:
         "ALTER TABLE t RENAME CONSTRAINT t_a_check TO t_a_positive",
         "ALTER TABLE users VALIDATE CONSTRAINT users_email_key",
     ],
+    kinds=("alter_table_rename_constraint", "alter_foreign_table_rename_constraint"),
 )
 def rename_constraint(view: StatementView, context: Context) -> Iterator[str]:
     if view.shape is None or view.kind not in (

@@ -59,6 +59,7 @@ def _coarse_target(view: StatementView) -> str | None:
         "ALTER FUNCTION full_name(patients) SET search_path = public",
         "ALTER TABLE reports OWNER TO reporting",
     ],
+    kinds=(*_SHAPES, *_COARSE),
 )
 def set_schema(view: StatementView, context: Context) -> Iterator[str]:
     shape = view.shape

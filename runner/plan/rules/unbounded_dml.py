@@ -352,6 +352,7 @@ def _unparsed(view: StatementView, context: Context, kind: type[exp.Expression])
         "/* DELETE FROM users; */ SELECT 1",
         "DELETE FROM alembic_version WHERE alembic_version.version_num = '2b3c4d5e6f7a'",
     ],
+    kinds=(None, *_DML_KINDS),
 )
 def delete_without_where(view: StatementView, context: Context) -> Iterator[str]:
     return unbounded(view, context, exp.Delete)
@@ -396,6 +397,7 @@ def delete_without_where(view: StatementView, context: Context) -> Iterator[str]
         "MERGE INTO users u USING staged s ON u.id = s.id"
         " WHEN MATCHED THEN UPDATE SET status = s.status",
     ],
+    kinds=(None, *_DML_KINDS),
 )
 def update_without_where(view: StatementView, context: Context) -> Iterator[str]:
     return unbounded(view, context, exp.Update)
