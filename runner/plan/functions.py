@@ -26,6 +26,7 @@ from pglast.parser import ParseError, parse_sql_json
 from sqlglot.errors import TokenError
 from sqlglot.tokenizer_core import TokenType
 
+from runner.plan.grammar import parse_json
 from runner.plan.statements import RawStatement, tokenize
 
 
@@ -276,7 +277,8 @@ def calls_in(text: str) -> list[Call] | str:
     block's are not looked into: they are read as bodies); an error message when
     PostgreSQL's parser cannot read the statement."""
     try:
-        tree = json.loads(parse_sql_json(text))
+        # (parsed once for this and the grammar cross-check, which reads it next)
+        tree = json.loads(parse_json(text))
     except ParseError as error:
         return str(error).splitlines()[0] if str(error) else "syntax error"
     return list(_calls(tree))

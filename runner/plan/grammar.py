@@ -34,6 +34,18 @@ server agree on what the statement is, or it is refused) at a few microseconds
 per statement the analysis reads (cached decisions do not repeat it), with
 sqlglot's 0-disagreement record on the lint corpus kept. Decided: cross-check,
 not replace.
+
+One call into libpg_query per statement, not two, and one parse shared: a text
+with no semicolon in it (92% of the benchmark's) has nothing for the scanner to
+split at, so it goes to the parser alone, and only when that does not read
+exactly one statement is the scanner asked as well (the reading is then the
+one the two-call path gives). ``parse_json`` remembers the last text's parse,
+so the function-call finder (``functions.calls_in``, asked first once the plan
+or the catalog knows a function) and this cross-check parse a statement once.
+Measured on this machine (the same 10,000 statements, best of five, in
+process): the scanner split 14-22 ms, the parse to JSON 24-30 ms, this
+module's reading 71 ms with both calls, 56 ms with one; a migration defining
+one function with 5,000 statements after it: 4,401 parses instead of 6,074.
 """
 
 from __future__ import annotations
@@ -87,8 +99,44 @@ def read(text: str) -> PgReading:
 
 _SHORT_TEXT = 256  # what is remembered: bounded (4096 entries of at most this)
 
+# The last text given to PostgreSQL's parser and what came back (its JSON, or the
+# error): the function-call finder (functions.calls_in) and the cross-check read
+# the same statement one after the other, so it is parsed once. One entry,
+# replaced whole (threads may share it).
+_LAST_PARSE: tuple[str | None, str | None, pg_parser.ParseError | None] = (None, None, None)
+
+
+def parse_json(text: str) -> str:
+    """``pglast.parser.parse_sql_json(text)``, remembered for the last text."""
+    global _LAST_PARSE
+    last_text, document, error = _LAST_PARSE
+    if last_text is not None and last_text == text:
+        if error is not None:
+            raise error
+        if document is not None:
+            return document
+    try:
+        document = pg_parser.parse_sql_json(text)
+    except pg_parser.ParseError as failed:
+        _LAST_PARSE = (text, None, failed)
+        raise
+    _LAST_PARSE = (text, document, None)
+    return document
+
 
 def _read(text: str) -> PgReading:
+    if ";" not in text:
+        # No semicolon anywhere (most statements): the scanner has nothing to split
+        # at, so when the parser (which scans the whole text) reads one statement,
+        # the scanner's split is that one piece; one call into libpg_query, not two.
+        try:
+            document = parse_json(text)
+        except pg_parser.ParseError:
+            pass  # scanner or parser error: told apart below
+        else:
+            reading = _reading_of(document)
+            if reading.statements == 1:
+                return reading
     try:
         pieces = [piece for piece in pg_parser.split(text, with_parser=False) if piece.strip()]
     except pg_parser.ParseError as error:
@@ -96,9 +144,14 @@ def _read(text: str) -> PgReading:
     if len(pieces) != 1:
         return PgReading(statements=len(pieces))
     try:
-        document = pg_parser.parse_sql_json(text)
+        document = parse_json(text)
     except pg_parser.ParseError:
         return PgReading(statements=1)
+    return _reading_of(document)
+
+
+def _reading_of(document: str) -> PgReading:
+    """The reading of a text its scanner splits into one statement, from its parse."""
     node = _lone_top_node(document)
     if node is not None:  # no write node anywhere in it: nothing more to read
         return PgReading(statements=1, node=node)
