@@ -160,6 +160,10 @@ def may_call(view: StatementView, names: frozenset[str] = frozenset(), prefix: s
     """
     if names & _sqlglot_function_names() or (prefix and _starts_a_sqlglot_function(prefix)):
         return True
+    if "(" not in view.raw.text:
+        # No parenthesis in the text, so no "(" token: nothing is called there but
+        # sqlglot's own keyword functions (CURRENT_DATE...), looked for above.
+        return False
     texts = _token_texts(view.raw.tokens)
     if texts is None:
         return True
