@@ -16,10 +16,12 @@ like one in a SELECT list.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+from types import MappingProxyType
 from typing import Any
 
 from pglast.parser import ParseError, parse_sql_json
@@ -116,16 +118,15 @@ class Functions:
     # judged, a call to anything else is assumed to be a built-in.
     builtins: frozenset[tuple[str, str]] | None = None
     known: dict[tuple[str, str], list[Function]] = field(default_factory=dict)
-    # (schema, name) -> the argument types of its built-in overloads, when read.
-    builtin_types: dict[tuple[str, str], set[tuple[str, ...]]] | None = None
+    # (schema, name) -> the argument types of its built-in overloads, when read. Read
+    # only: a snapshot of the analysis (at every BEGIN in the gateway) shares it.
+    builtin_types: Mapping[tuple[str, str], frozenset[tuple[str, ...]]] | None = None
 
     @classmethod
     def from_facts(cls, facts: FunctionFacts | None) -> Functions:
         functions = cls(builtins=None if facts is None else facts.builtins)
         if facts is not None and facts.builtin_signatures is not None:
-            functions.builtin_types = {}
-            for schema, name, types in facts.builtin_signatures:
-                functions.builtin_types.setdefault((schema, name), set()).add(types)
+            functions.builtin_types = _builtin_types(facts.builtin_signatures)
         for entry in facts.functions if facts is not None else ():
             functions.known.setdefault((entry.schema, entry.name), []).append(_catalog(entry))
         return functions
@@ -224,6 +225,18 @@ class Functions:
         if self.builtins is None:
             return Resolved.BUILTIN  # offline: anything the plan did not create
         return Resolved.UNKNOWN
+
+
+@functools.lru_cache(maxsize=8)
+def _builtin_types(
+    signatures: frozenset[Signature],
+) -> Mapping[tuple[str, str], frozenset[tuple[str, ...]]]:
+    """Built once per catalog read (every session of a database starts from it), and
+    read-only (a MappingProxyType, not a dict: the snapshot copies dicts)."""
+    by_name: dict[tuple[str, str], set[tuple[str, ...]]] = {}
+    for schema, name, types in signatures:
+        by_name.setdefault((schema, name), set()).add(types)
+    return MappingProxyType({key: frozenset(value) for key, value in by_name.items()})
 
 
 def _catalog(entry: CatalogFunction) -> Function:
