@@ -32,7 +32,7 @@ from .plan import parse_row_description
 from .rewrite import Action, BlindMask, CopyMask, RowMask, detector_action, scrub_fields
 
 if TYPE_CHECKING:
-    from runner.gateway.proxy.relay import ServerToClient as Relay
+    from runner.gateway.proxy.results import ServerToClient as Relay
 
 BLIND = BlindMask()
 _DDL = ("CREATE", "ALTER", "DROP", "COMMENT", "GRANT", "REVOKE", "SECURITY")
