@@ -20,7 +20,13 @@ from psycopg.rows import TupleRow
 
 from runner.errors import DatabaseError
 from runner.pgurl import describe, scrub, to_psycopg_conninfo
-from runner.plan.functions import CatalogFunction, FunctionFacts, Signature, parse_search_path
+from runner.plan.functions import (
+    CatalogFunction,
+    CatalogTrigger,
+    FunctionFacts,
+    Signature,
+    parse_search_path,
+)
 from runner.plan.rules.signoff_guard import GUARD_SCHEMA
 
 __all__ = [
@@ -171,6 +177,20 @@ JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
 WHERE n.nspname IN ('pg_catalog', 'information_schema') OR {_EXTENSION_MEMBER}
 """
 
+# The triggers on user tables (enabled, not a constraint's internal one), with the
+# events that fire them: tgtype bits 2 INSERT, 3 DELETE, 4 UPDATE, 5 TRUNCATE.
+_TRIGGERS_SQL = f"""
+SELECT tn.nspname, c.relname, pn.nspname, p.proname, t.tgtype::int
+FROM pg_catalog.pg_trigger t
+JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
+JOIN pg_catalog.pg_namespace tn ON tn.oid = c.relnamespace
+JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
+JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace
+WHERE NOT t.tgisinternal AND t.tgenabled <> 'D' AND NOT {_SYSTEM_SCHEMA.replace("n.", "tn.")}
+ORDER BY 1, 2, t.tgname
+"""
+_TRIGGER_EVENTS = ((4, "INSERT"), (8, "DELETE"), (16, "UPDATE"), (32, "TRUNCATE"))
+
 _USER_FUNCTIONS_SQL = f"""
 SELECT n.nspname, p.proname, p.prokind, l.lanname, p.pronargs, p.pronargdefaults,
        p.provariadic <> 0,
@@ -250,11 +270,24 @@ def read_functions(
         # gateway.
         if schema != GUARD_SCHEMA
     )
+    cur.execute(_TRIGGERS_SQL)
+    triggers = tuple(
+        CatalogTrigger(
+            table_schema=str(table_schema),
+            table=str(table),
+            function_schema=str(function_schema),
+            function=str(function),
+            events=frozenset(event for bit, event in _TRIGGER_EVENTS if int(tgtype) & bit),
+        )
+        for table_schema, table, function_schema, function, tgtype in cur.fetchall()
+        if function_schema != GUARD_SCHEMA  # the guard's own TRUNCATE check
+    )
     return FunctionFacts(
         builtins=builtins,
         functions=functions,
         search_path=search_path,
         builtin_signatures=signatures,
+        triggers=triggers,
     )
 
 

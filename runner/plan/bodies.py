@@ -31,6 +31,7 @@ from pglast import ast
 from pglast.enums import FunctionParameterMode, VariableSetKind
 from pglast.parser import ParseError
 from pglast.stream import RawStream
+from sqlglot import exp
 from sqlglot.tokenizer_core import TokenType
 
 from runner.plan import plpgsql
@@ -70,7 +71,7 @@ class Inner:
 
 def expand(view: StatementView, context: Context, view_of: ViewOf) -> list[Inner]:
     """The statements ``view`` runs or defines besides itself (see the module doc)."""
-    if not _may_expand(view, context):
+    if not _may_expand(view, context) and not _fires_triggers(view, context):
         return []
     expander = _Expander(context, view_of, view)
     expander.statement(view, "", 0, (), runs_now=not _ddl(view), review_only=False, top=True)
@@ -84,6 +85,47 @@ def _may_expand(view: StatementView, context: Context) -> bool:
     if not functions.known and not functions.catalog_read:
         return False  # offline and nothing defined: every call is to a built-in
     return any(t.token_type is TokenType.L_PAREN for t in view.raw.tokens)
+
+
+# What a write fires: the trigger events of each kind of write.
+_WRITE_EVENTS: tuple[tuple[type[exp.Expression], frozenset[str]], ...] = (
+    (exp.Insert, frozenset({"INSERT"})),
+    (exp.Update, frozenset({"UPDATE"})),
+    (exp.Delete, frozenset({"DELETE"})),
+    (exp.Merge, frozenset({"INSERT", "UPDATE", "DELETE"})),
+    (exp.TruncateTable, frozenset({"TRUNCATE"})),
+)
+
+
+def _fires_triggers(view: StatementView, context: Context) -> bool:
+    return bool(context.functions.triggers) and isinstance(view.node, exp.Expression)
+
+
+def _writes(view: StatementView) -> list[tuple[tuple[str, ...], frozenset[str]]]:
+    """(table name as written, in parts; the trigger events it fires) of every write in
+    the statement, data-modifying CTEs included."""
+    node = view.node
+    if node is None:
+        return []
+    found: list[tuple[tuple[str, ...], frozenset[str]]] = []
+    for write in node.find_all(*(kind for kind, _ in _WRITE_EVENTS)):
+        events = next(e for kind, e in _WRITE_EVENTS if isinstance(write, kind))
+        if isinstance(write, exp.Insert) and write.args.get("conflict") is not None:
+            events = events | {"UPDATE"}  # ON CONFLICT DO UPDATE
+        targets = write.expressions if isinstance(write, exp.TruncateTable) else [write.this]
+        for target in targets:
+            table = target if isinstance(target, exp.Table) else target.find(exp.Table)
+            if table is not None and table.name:
+                parts = [p for p in (table.args.get("db"), table.this) if p is not None]
+                found.append((tuple(_name(p) for p in parts), events))
+    return found
+
+
+def _name(part: exp.Expression) -> str:
+    """As PostgreSQL's catalog spells it: a bare name folded to lower case."""
+    if isinstance(part, exp.Identifier):
+        return str(part.this) if part.quoted else str(part.this).lower()
+    return part.sql(dialect="postgres").lower()
 
 
 def _creates_routine(view: StatementView) -> bool:
@@ -167,6 +209,7 @@ class _Expander:
                 label = f"in the new body of {_noun(function)} {function.qualified}"
                 self.function(function, prefix, label, depth, stack, False, True)
             return
+        self.triggers(view, prefix, depth, stack, runs_now, review_only)
         if not _may_expand(view, self.context):
             return
         calls = calls_in(view.raw.text)
@@ -195,6 +238,42 @@ class _Expander:
                 if call.via and not call.trigger:
                     label += f" (the {call.via}'s)"
                 self.function(function, prefix, label, depth, stack, runs_now, review_only)
+
+    def triggers(
+        self,
+        view: StatementView,
+        prefix: str,
+        depth: int,
+        stack: tuple[int, ...],
+        runs_now: bool,
+        review_only: bool,
+    ) -> None:
+        """A write to a table with triggers in the catalog runs their functions: each
+        one whose events the write fires is judged as a call. An unqualified table is
+        taken to be every table of that name on the path that has triggers (which one
+        it is depends on tables the analysis may not know; fail closed)."""
+        by_table = self.context.functions.triggers
+        if not by_table:
+            return
+        path = self._path or ()
+        for parts, events in _writes(view):
+            schemas = parts[:-1] or tuple(s for s in path if s != "pg_catalog")
+            for schema in schemas:
+                for trigger in by_table.get((schema, parts[-1]), ()):
+                    if not trigger.events & events:
+                        continue
+                    name = (trigger.function_schema, trigger.function)
+                    resolved = self.context.functions.resolve(name, 0, self._path)
+                    if not isinstance(resolved, list):
+                        continue  # a built-in (an extension's), or known to no one
+                    for function in resolved:
+                        if id(function) in stack:
+                            continue
+                        label = (
+                            f"inside trigger function {function.qualified} "
+                            f"(a trigger on {schema}.{parts[-1]})"
+                        )
+                        self.function(function, prefix, label, depth, stack, runs_now, review_only)
 
     def function(
         self,

@@ -54,6 +54,18 @@ Signature = tuple[str, str, tuple[str, ...]]
 
 
 @dataclass(frozen=True)
+class CatalogTrigger:
+    """A trigger already in the database (``pg_trigger``, enabled, not internal): a
+    write of ``events`` to the table runs its function's body."""
+
+    table_schema: str
+    table: str
+    function_schema: str
+    function: str
+    events: frozenset[str]  # INSERT, UPDATE, DELETE, TRUNCATE
+
+
+@dataclass(frozen=True)
 class FunctionFacts:
     """What the catalog says about functions: the built-in ones (pg_catalog,
     information_schema, and those an extension installed), by (schema, name),
@@ -69,6 +81,8 @@ class FunctionFacts:
     # types later on the path than a built-in is never the one a call runs. None: not
     # read (every such user function may be).
     builtin_signatures: frozenset[Signature] | None = None
+    # The triggers on the database's tables: a plain INSERT runs them too.
+    triggers: tuple[CatalogTrigger, ...] = ()
 
 
 @dataclass
@@ -121,12 +135,18 @@ class Functions:
     # (schema, name) -> the argument types of its built-in overloads, when read. Read
     # only: a snapshot of the analysis (at every BEGIN in the gateway) shares it.
     builtin_types: Mapping[tuple[str, str], frozenset[tuple[str, ...]]] | None = None
+    # (schema, table) -> the catalog's triggers on it; read only, shared likewise.
+    triggers: Mapping[tuple[str, str], tuple[CatalogTrigger, ...]] = field(
+        default_factory=lambda: _NO_TRIGGERS
+    )
 
     @classmethod
     def from_facts(cls, facts: FunctionFacts | None) -> Functions:
         functions = cls(builtins=None if facts is None else facts.builtins)
         if facts is not None and facts.builtin_signatures is not None:
             functions.builtin_types = _builtin_types(facts.builtin_signatures)
+        if facts is not None and facts.triggers:
+            functions.triggers = _by_table(facts.triggers)
         for entry in facts.functions if facts is not None else ():
             functions.known.setdefault((entry.schema, entry.name), []).append(_catalog(entry))
         return functions
@@ -225,6 +245,18 @@ class Functions:
         if self.builtins is None:
             return Resolved.BUILTIN  # offline: anything the plan did not create
         return Resolved.UNKNOWN
+
+
+_NO_TRIGGERS: Mapping[tuple[str, str], tuple[CatalogTrigger, ...]] = MappingProxyType({})
+
+
+def _by_table(
+    triggers: tuple[CatalogTrigger, ...],
+) -> Mapping[tuple[str, str], tuple[CatalogTrigger, ...]]:
+    by_table: dict[tuple[str, str], list[CatalogTrigger]] = {}
+    for trigger in triggers:
+        by_table.setdefault((trigger.table_schema, trigger.table), []).append(trigger)
+    return MappingProxyType({key: tuple(value) for key, value in by_table.items()})
 
 
 @functools.lru_cache(maxsize=8)

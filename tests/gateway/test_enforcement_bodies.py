@@ -267,3 +267,30 @@ def test_an_overload_reached_by_its_argument_types_is_judged(
     finally:
         session.close()
     assert chart_rows(gateway) == ROWS
+
+
+@pytest.mark.parametrize("protocol", ["simple", "extended"])
+def test_a_write_is_judged_by_the_triggers_already_on_its_table(
+    gateway: Gateway, scratch_db_url: str, protocol: str
+) -> None:
+    # A trigger made on the database directly (before the session): every INSERT into
+    # charts would run charts_gone(), which empties the table.
+    with psycopg.connect(scratch_db_url, autocommit=True) as admin:
+        admin.execute(
+            "CREATE TRIGGER gone BEFORE INSERT ON charts FOR EACH ROW "
+            "EXECUTE FUNCTION charts_gone()"
+        )
+        admin.execute("CREATE TABLE notes (id int)")
+        admin.execute(f"ALTER TABLE notes OWNER TO {gateway.role}")
+    session = Session(gateway, protocol)
+    try:
+        session.refused("INSERT INTO charts (id) VALUES (1001)", "SO109")
+        assert any(
+            m.startswith("inside trigger function public.charts_gone (a trigger on public.charts)")
+            for m in session.findings("INSERT INTO charts (id) VALUES (1001)")
+        )
+        session.allowed("UPDATE charts SET note = 'm' WHERE id = 1")  # fires no trigger
+        session.allowed("INSERT INTO notes VALUES (1)")
+    finally:
+        session.close()
+    assert chart_rows(gateway) == ROWS

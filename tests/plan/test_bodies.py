@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from runner.plan.build import ServerFacts, lint_text
-from runner.plan.functions import CatalogFunction, FunctionFacts
+from runner.plan.functions import CatalogFunction, CatalogTrigger, FunctionFacts
 from runner.plan.model import Category, Decision
 from runner.plan.policy import Policy
 
@@ -551,3 +551,47 @@ def test_every_user_overload_on_the_path_may_be_called() -> None:
         "SELECT f(5);\n"
     )
     assert "SO111" in rules_on(sql, 5, CATALOG)
+
+
+def _with_trigger(events: frozenset[str], body: str = "DELETE FROM charts") -> ServerFacts:
+    purge = CatalogFunction(
+        "public",
+        "purge",
+        "f",
+        "plpgsql",
+        0,
+        definition="CREATE OR REPLACE FUNCTION public.purge()\n RETURNS trigger\n"
+        f" LANGUAGE plpgsql\nAS $function$ BEGIN {body}; RETURN NEW; END $function$\n",
+        arg_types=(),
+    )
+    trigger = CatalogTrigger("public", "charts", "public", "purge", events)
+    return ServerFacts(
+        functions=FunctionFacts(
+            builtins=BUILTINS,
+            functions=(purge,),
+            builtin_signatures=SIGNATURES,
+            triggers=(trigger,),
+        )
+    )
+
+
+def test_a_write_runs_the_catalogs_triggers_on_its_table() -> None:
+    on_insert = _with_trigger(frozenset({"INSERT"}))
+    found = by_line("INSERT INTO charts (id) VALUES (1)", on_insert)
+    assert [r for r, _ in found[1]] == ["SO111"], found
+    assert found[1][0][1].startswith(
+        "inside trigger function public.purge (a trigger on public.charts)"
+    )
+    assert "SO111" in rules_on("INSERT INTO public.charts (id) VALUES (1)", 1, on_insert)
+    # Through a data-modifying CTE, and an upsert's UPDATE for an UPDATE trigger.
+    cte = "WITH n AS (INSERT INTO charts (id) VALUES (2) RETURNING id) SELECT * FROM n"
+    assert "SO111" in rules_on(cte, 1, on_insert)
+    on_update = _with_trigger(frozenset({"UPDATE"}))
+    upsert = "INSERT INTO charts (id) VALUES (1) ON CONFLICT (id) DO UPDATE SET id = 1"
+    assert "SO111" in rules_on(upsert, 1, on_update)
+    # Quiet: another event, another table, another schema, a harmless body.
+    assert by_line("UPDATE charts SET note = 'x' WHERE id = 1", on_insert) == {}
+    assert by_line("INSERT INTO notes (id) VALUES (1)", on_insert) == {}
+    assert by_line("INSERT INTO other.charts (id) VALUES (1)", on_insert) == {}
+    audit = _with_trigger(frozenset({"INSERT"}), body="INSERT INTO log VALUES (now())")
+    assert by_line("INSERT INTO charts (id) VALUES (1)", audit) == {}
