@@ -39,6 +39,7 @@ READ_FUNCTIONS = frozenset(
         "format_type",
         "pg_get_userbyid",
         "pg_get_functiondef",
+        "pg_get_expr",
 
         "has_table_privilege",
         "has_schema_privilege",

@@ -21,6 +21,7 @@ from psycopg.rows import TupleRow
 from runner.errors import DatabaseError
 from runner.pgurl import describe, scrub, to_psycopg_conninfo
 from runner.plan.functions import (
+    CatalogDefault,
     CatalogFunction,
     CatalogTrigger,
     FunctionFacts,
@@ -190,6 +191,15 @@ WHERE NOT t.tgisinternal AND t.tgenabled <> 'D' AND NOT {_SYSTEM_SCHEMA.replace(
 ORDER BY 1, 2, t.tgname
 """
 _TRIGGER_EVENTS = ((4, "INSERT"), (8, "DELETE"), (16, "UPDATE"), (32, "TRUNCATE"))
+# Column defaults and generated columns of user tables, as expressions.
+_DEFAULTS_SQL = f"""
+SELECT tn.nspname, c.relname, pg_catalog.pg_get_expr(d.adbin, d.adrelid)
+FROM pg_catalog.pg_attrdef d
+JOIN pg_catalog.pg_class c ON c.oid = d.adrelid
+JOIN pg_catalog.pg_namespace tn ON tn.oid = c.relnamespace
+WHERE NOT {_SYSTEM_SCHEMA.replace("n.", "tn.")}
+ORDER BY 1, 2, d.adnum
+"""
 
 _USER_FUNCTIONS_SQL = f"""
 SELECT n.nspname, p.proname, p.prokind, l.lanname, p.pronargs, p.pronargdefaults,
@@ -282,12 +292,19 @@ def read_functions(
         for table_schema, table, function_schema, function, tgtype in cur.fetchall()
         if function_schema != GUARD_SCHEMA  # the guard's own TRUNCATE check
     )
+    cur.execute(_DEFAULTS_SQL)
+    defaults = tuple(
+        CatalogDefault(str(schema), str(table), str(expression))
+        for schema, table, expression in cur.fetchall()
+        if expression is not None and "(" in str(expression)  # only a call can run a body
+    )
     return FunctionFacts(
         builtins=builtins,
         functions=functions,
         search_path=search_path,
         builtin_signatures=signatures,
         triggers=triggers,
+        defaults=defaults,
     )
 
 

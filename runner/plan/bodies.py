@@ -23,6 +23,7 @@ noted on the outer statement for the unanalysable rules to report.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -35,7 +36,7 @@ from sqlglot import exp
 from sqlglot.tokenizer_core import TokenType
 
 from runner.plan import plpgsql
-from runner.plan.functions import Function, Resolved, calls_in
+from runner.plan.functions import Call, Function, Resolved, calls_in
 from runner.plan.plpgsql import Body, BodyStatement
 from runner.plan.rules.base import Context, StatementView
 from runner.plan.statements import RawStatement, split_statements
@@ -98,7 +99,8 @@ _WRITE_EVENTS: tuple[tuple[type[exp.Expression], frozenset[str]], ...] = (
 
 
 def _fires_triggers(view: StatementView, context: Context) -> bool:
-    return bool(context.functions.triggers) and isinstance(view.node, exp.Expression)
+    functions = context.functions
+    return bool(functions.triggers or functions.defaults) and isinstance(view.node, exp.Expression)
 
 
 def _writes(view: StatementView) -> list[tuple[tuple[str, ...], frozenset[str]]]:
@@ -119,6 +121,12 @@ def _writes(view: StatementView) -> list[tuple[tuple[str, ...], frozenset[str]]]
                 parts = [p for p in (table.args.get("db"), table.this) if p is not None]
                 found.append((tuple(_name(p) for p in parts), events))
     return found
+
+
+@functools.lru_cache(maxsize=1024)
+def _default_calls(expression: str) -> tuple[Call, ...]:
+    calls = calls_in(f"SELECT {expression}")
+    return () if isinstance(calls, str) else tuple(calls)
 
 
 def _name(part: exp.Expression) -> str:
@@ -217,6 +225,19 @@ class _Expander:
             if self.context.functions.catalog_read:
                 self.problem(f"{prefix}cannot find the functions it calls: {calls}")
             return
+        self.calls(calls, prefix, depth, stack, runs_now, review_only)
+
+    def calls(
+        self,
+        calls: list[Call],
+        prefix: str,
+        depth: int,
+        stack: tuple[int, ...],
+        runs_now: bool,
+        review_only: bool,
+        via: str = "",
+    ) -> None:
+        """Each call judged by the bodies it reaches (``via``: how it runs unnamed)."""
         for call in calls:
             resolved = self.context.functions.resolve(call.parts, call.nargs, self._path)
             if resolved is Resolved.BUILTIN:
@@ -237,7 +258,7 @@ class _Expander:
                 label = f"inside {noun} {function.qualified}"
                 if call.via and not call.trigger:
                     label += f" (the {call.via}'s)"
-                self.function(function, prefix, label, depth, stack, runs_now, review_only)
+                self.function(function, prefix, via + label, depth, stack, runs_now, review_only)
 
     def triggers(
         self,
@@ -249,16 +270,29 @@ class _Expander:
         review_only: bool,
     ) -> None:
         """A write to a table with triggers in the catalog runs their functions: each
-        one whose events the write fires is judged as a call. An unqualified table is
+        one whose events the write fires is judged as a call; an INSERT or UPDATE may
+        evaluate the table's column defaults and generated columns, whose calls are
+        judged too. An unqualified table is
         taken to be every table of that name on the path that has triggers (which one
         it is depends on tables the analysis may not know; fail closed)."""
         by_table = self.context.functions.triggers
-        if not by_table:
+        defaults = self.context.functions.defaults
+        if not by_table and not defaults:
             return
         path = self._path or ()
         for parts, events in _writes(view):
             schemas = parts[:-1] or tuple(s for s in path if s != "pg_catalog")
             for schema in schemas:
+                if events & {"INSERT", "UPDATE"}:
+                    # An INSERT (or an UPDATE ... SET c = DEFAULT, a generated column)
+                    # may evaluate the table's defaults: the calls in them run.
+                    for expression in defaults.get((schema, parts[-1]), ()):
+                        found = _default_calls(expression)
+                        if found:
+                            via = f"in a DEFAULT of {schema}.{parts[-1]}, "
+                            self.calls(
+                                list(found), prefix, depth, stack, runs_now, review_only, via
+                            )
                 for trigger in by_table.get((schema, parts[-1]), ()):
                     if not trigger.events & events:
                         continue

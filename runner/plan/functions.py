@@ -66,6 +66,16 @@ class CatalogTrigger:
 
 
 @dataclass(frozen=True)
+class CatalogDefault:
+    """A column DEFAULT (or generated column) already in the database that calls a
+    function (``pg_attrdef``): an INSERT or UPDATE of the table may run it."""
+
+    table_schema: str
+    table: str
+    expression: str  # pg_get_expr()
+
+
+@dataclass(frozen=True)
 class FunctionFacts:
     """What the catalog says about functions: the built-in ones (pg_catalog,
     information_schema, and those an extension installed), by (schema, name),
@@ -83,6 +93,8 @@ class FunctionFacts:
     builtin_signatures: frozenset[Signature] | None = None
     # The triggers on the database's tables: a plain INSERT runs them too.
     triggers: tuple[CatalogTrigger, ...] = ()
+    # The column defaults and generated columns that call functions.
+    defaults: tuple[CatalogDefault, ...] = ()
 
 
 @dataclass
@@ -139,6 +151,10 @@ class Functions:
     triggers: Mapping[tuple[str, str], tuple[CatalogTrigger, ...]] = field(
         default_factory=lambda: _NO_TRIGGERS
     )
+    # (schema, table) -> its defaults' expressions; read only, shared likewise.
+    defaults: Mapping[tuple[str, str], tuple[str, ...]] = field(
+        default_factory=lambda: _NO_DEFAULTS
+    )
 
     @classmethod
     def from_facts(cls, facts: FunctionFacts | None) -> Functions:
@@ -147,6 +163,8 @@ class Functions:
             functions.builtin_types = _builtin_types(facts.builtin_signatures)
         if facts is not None and facts.triggers:
             functions.triggers = _by_table(facts.triggers)
+        if facts is not None and facts.defaults:
+            functions.defaults = _defaults_by_table(facts.defaults)
         for entry in facts.functions if facts is not None else ():
             functions.known.setdefault((entry.schema, entry.name), []).append(_catalog(entry))
         return functions
@@ -248,6 +266,16 @@ class Functions:
 
 
 _NO_TRIGGERS: Mapping[tuple[str, str], tuple[CatalogTrigger, ...]] = MappingProxyType({})
+_NO_DEFAULTS: Mapping[tuple[str, str], tuple[str, ...]] = MappingProxyType({})
+
+
+def _defaults_by_table(
+    defaults: tuple[CatalogDefault, ...],
+) -> Mapping[tuple[str, str], tuple[str, ...]]:
+    by_table: dict[tuple[str, str], list[str]] = {}
+    for default in defaults:
+        by_table.setdefault((default.table_schema, default.table), []).append(default.expression)
+    return MappingProxyType({key: tuple(value) for key, value in by_table.items()})
 
 
 def _by_table(

@@ -294,3 +294,28 @@ def test_a_write_is_judged_by_the_triggers_already_on_its_table(
     finally:
         session.close()
     assert chart_rows(gateway) == ROWS
+
+
+@pytest.mark.parametrize("protocol", ["simple", "extended"])
+def test_an_insert_is_judged_by_the_functions_its_defaults_call(
+    gateway: Gateway, scratch_db_url: str, protocol: str
+) -> None:
+    # charts.note defaults to note(); replaced on the database directly (not through
+    # the gateway, which would have refused the replacement) by a body that empties
+    # charts: every INSERT that leaves note out would run it.
+    with psycopg.connect(scratch_db_url, autocommit=True) as admin:
+        admin.execute(
+            "CREATE OR REPLACE FUNCTION note() RETURNS text LANGUAGE sql AS "
+            "$$ DELETE FROM charts RETURNING 'x' $$"
+        )
+    session = Session(gateway, protocol)
+    try:
+        session.refused("INSERT INTO charts (id) VALUES (1002)", "SO111")
+        assert any(
+            m.startswith("in a DEFAULT of public.charts, inside function public.note")
+            for m in session.findings("INSERT INTO charts (id) VALUES (1002)")
+        )
+        session.allowed("DELETE FROM charts WHERE id = 1002")  # evaluates no default
+    finally:
+        session.close()
+    assert chart_rows(gateway) == ROWS

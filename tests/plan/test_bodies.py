@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from runner.plan.build import ServerFacts, lint_text
-from runner.plan.functions import CatalogFunction, CatalogTrigger, FunctionFacts
+from runner.plan.functions import CatalogDefault, CatalogFunction, CatalogTrigger, FunctionFacts
 from runner.plan.model import Category, Decision
 from runner.plan.policy import Policy
 
@@ -19,7 +19,7 @@ PG15 = Policy(server_version=150000)
 BUILTINS = frozenset(
     {("pg_catalog", "lower"), ("pg_catalog", "now"), ("pg_catalog", "count")}
     | {("pg_catalog", "format"), ("pg_catalog", "quote_ident"), ("public", "gen_uuid")}
-    | {("pg_catalog", "set_config"), ("pg_catalog", "current_setting")}
+    | {("pg_catalog", "set_config"), ("pg_catalog", "current_setting"), ("pg_catalog", "nextval")}
 )
 # The built-in overloads' argument types, as pg_proc gives them (lower(text) among them).
 SIGNATURES = frozenset(
@@ -595,3 +595,33 @@ def test_a_write_runs_the_catalogs_triggers_on_its_table() -> None:
     assert by_line("INSERT INTO other.charts (id) VALUES (1)", on_insert) == {}
     audit = _with_trigger(frozenset({"INSERT"}), body="INSERT INTO log VALUES (now())")
     assert by_line("INSERT INTO charts (id) VALUES (1)", audit) == {}
+
+
+def test_a_write_runs_the_calls_in_its_tables_defaults() -> None:
+    stamp = CatalogFunction(
+        "public",
+        "stamp",
+        "f",
+        "sql",
+        0,
+        definition="CREATE OR REPLACE FUNCTION public.stamp()\n RETURNS text\n"
+        " LANGUAGE sql\nAS $function$ DELETE FROM charts RETURNING 'x' $function$\n",
+        arg_types=(),
+    )
+    facts = ServerFacts(
+        functions=FunctionFacts(
+            builtins=BUILTINS,
+            functions=(stamp,),
+            builtin_signatures=SIGNATURES,
+            defaults=(
+                CatalogDefault("public", "charts", "stamp()"),
+                CatalogDefault("public", "charts", "nextval('charts_id_seq'::regclass)"),
+            ),
+        )
+    )
+    found = by_line("INSERT INTO charts (id) VALUES (1)", facts)
+    assert [r for r, _ in found[1]] == ["SO111"], found
+    assert found[1][0][1].startswith("in a DEFAULT of public.charts, inside function public.stamp")
+    assert "SO111" in rules_on("UPDATE charts SET note = DEFAULT WHERE id = 1", 1, facts)
+    assert by_line("DELETE FROM charts WHERE id = 1", facts) == {}  # evaluates no default
+    assert by_line("INSERT INTO notes (id) VALUES (1)", facts) == {}
