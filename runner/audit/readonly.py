@@ -40,6 +40,7 @@ READ_FUNCTIONS = frozenset(
         "pg_get_userbyid",
         "pg_get_functiondef",
         "pg_get_expr",
+        "pg_get_viewdef",
 
         "has_table_privilege",
         "has_schema_privilege",

@@ -24,6 +24,7 @@ from runner.plan.functions import (
     CatalogDefault,
     CatalogFunction,
     CatalogTrigger,
+    CatalogView,
     FunctionFacts,
     Signature,
     parse_search_path,
@@ -191,6 +192,14 @@ WHERE NOT t.tgisinternal AND t.tgenabled <> 'D' AND NOT {_SYSTEM_SCHEMA.replace(
 ORDER BY 1, 2, t.tgname
 """
 _TRIGGER_EVENTS = ((4, "INSERT"), (8, "DELETE"), (16, "UPDATE"), (32, "TRUNCATE"))
+# User views and materialized views, by their definitions.
+_VIEWS_SQL = f"""
+SELECT tn.nspname, c.relname, pg_catalog.pg_get_viewdef(c.oid)
+FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace tn ON tn.oid = c.relnamespace
+WHERE c.relkind IN ('v', 'm') AND NOT {_SYSTEM_SCHEMA.replace("n.", "tn.")}
+ORDER BY 1, 2
+"""
 # Column defaults and generated columns of user tables, as expressions.
 _DEFAULTS_SQL = f"""
 SELECT tn.nspname, c.relname, pg_catalog.pg_get_expr(d.adbin, d.adrelid)
@@ -298,6 +307,13 @@ def read_functions(
         for schema, table, expression in cur.fetchall()
         if expression is not None and "(" in str(expression)  # only a call can run a body
     )
+    cur.execute(_VIEWS_SQL)
+    views = tuple(
+        CatalogView(str(schema), str(name), str(definition))
+        for schema, name, definition in cur.fetchall()
+        # every view, a call in its definition or not: a view over a view runs both
+        if definition is not None
+    )
     return FunctionFacts(
         builtins=builtins,
         functions=functions,
@@ -305,6 +321,7 @@ def read_functions(
         builtin_signatures=signatures,
         triggers=triggers,
         defaults=defaults,
+        views=views,
     )
 
 

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pglast
+import sqlglot
 from pglast import ast
 from pglast.enums import FunctionParameterMode, VariableSetKind
 from pglast.parser import ParseError
@@ -100,7 +101,9 @@ _WRITE_EVENTS: tuple[tuple[type[exp.Expression], frozenset[str]], ...] = (
 
 def _fires_triggers(view: StatementView, context: Context) -> bool:
     functions = context.functions
-    return bool(functions.triggers or functions.defaults) and isinstance(view.node, exp.Expression)
+    return bool(functions.triggers or functions.defaults or functions.views) and isinstance(
+        view.node, exp.Expression
+    )
 
 
 def _writes(view: StatementView) -> list[tuple[tuple[str, ...], frozenset[str]]]:
@@ -125,8 +128,34 @@ def _writes(view: StatementView) -> list[tuple[tuple[str, ...], frozenset[str]]]
 
 @functools.lru_cache(maxsize=1024)
 def _default_calls(expression: str) -> tuple[Call, ...]:
-    calls = calls_in(f"SELECT {expression}")
+    return _query_calls(f"SELECT {expression}")
+
+
+@functools.lru_cache(maxsize=1024)
+def _query_calls(query: str) -> tuple[Call, ...]:
+    calls = calls_in(query)
     return () if isinstance(calls, str) else tuple(calls)
+
+
+def _query_of(definition: str) -> str:
+    """pg_get_viewdef()'s text (`` SELECT ...;``) as one statement."""
+    return definition.strip().rstrip(";")
+
+
+@functools.lru_cache(maxsize=1024)
+def _tables_of(query: str) -> tuple[tuple[str, ...], ...]:
+    """The tables and views a view's definition reads (to follow views over views)."""
+    try:
+        tree = sqlglot.parse_one(query, read="postgres")
+    except sqlglot.errors.SqlglotError:
+        return ()
+    if tree is None:
+        return ()
+    return tuple(_parts(table) for table in tree.find_all(exp.Table) if table.name)
+
+
+def _parts(table: exp.Table) -> tuple[str, ...]:
+    return tuple(_name(p) for p in (table.args.get("db"), table.this) if p is not None)
 
 
 def _name(part: exp.Expression) -> str:
@@ -277,6 +306,7 @@ class _Expander:
         it is depends on tables the analysis may not know; fail closed)."""
         by_table = self.context.functions.triggers
         defaults = self.context.functions.defaults
+        self.views(view, prefix, depth, stack, runs_now, review_only)
         if not by_table and not defaults:
             return
         path = self._path or ()
@@ -308,6 +338,40 @@ class _Expander:
                             f"(a trigger on {schema}.{parts[-1]})"
                         )
                         self.function(function, prefix, label, depth, stack, runs_now, review_only)
+
+    def views(
+        self,
+        view: StatementView,
+        prefix: str,
+        depth: int,
+        stack: tuple[int, ...],
+        runs_now: bool,
+        review_only: bool,
+    ) -> None:
+        """A statement that reads a view of the catalog runs the calls in its
+        definition, and in the definitions of the views it reads in turn (each once).
+        An unqualified name is taken to be every view of that name on the path."""
+        definitions = self.context.functions.views
+        kind = view.kind or ""
+        if not definitions or view.node is None or kind.startswith(("drop", "alter", "comment")):
+            return  # naming a view to drop, alter or comment on it does not read it
+        path = tuple(s for s in (self._path or ()) if s != "pg_catalog")
+        pending = [_parts(table) for table in view.node.find_all(exp.Table) if table.name]
+        seen: set[tuple[str, str]] = set()
+        while pending:
+            parts = pending.pop()
+            for schema in parts[:-1] or path:
+                key = (schema, parts[-1])
+                definition = definitions.get(key)
+                if definition is None or key in seen:
+                    continue
+                seen.add(key)
+                query = _query_of(definition)
+                found = _query_calls(query)
+                if found:
+                    via = f"in view {schema}.{parts[-1]}, "
+                    self.calls(list(found), prefix, depth, stack, runs_now, review_only, via)
+                pending.extend(_tables_of(query))
 
     def function(
         self,

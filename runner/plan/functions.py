@@ -76,6 +76,16 @@ class CatalogDefault:
 
 
 @dataclass(frozen=True)
+class CatalogView:
+    """A view already in the database (``pg_get_viewdef``): a statement that reads
+    it runs the calls in its definition, and what the views it reads run."""
+
+    schema: str
+    name: str
+    definition: str
+
+
+@dataclass(frozen=True)
 class FunctionFacts:
     """What the catalog says about functions: the built-in ones (pg_catalog,
     information_schema, and those an extension installed), by (schema, name),
@@ -95,6 +105,8 @@ class FunctionFacts:
     triggers: tuple[CatalogTrigger, ...] = ()
     # The column defaults and generated columns that call functions.
     defaults: tuple[CatalogDefault, ...] = ()
+    # The views and materialized views, by their definitions.
+    views: tuple[CatalogView, ...] = ()
 
 
 @dataclass
@@ -155,6 +167,8 @@ class Functions:
     defaults: Mapping[tuple[str, str], tuple[str, ...]] = field(
         default_factory=lambda: _NO_DEFAULTS
     )
+    # (schema, view) -> its definition; read only, shared likewise.
+    views: Mapping[tuple[str, str], str] = field(default_factory=lambda: _NO_VIEWS)
 
     @classmethod
     def from_facts(cls, facts: FunctionFacts | None) -> Functions:
@@ -165,6 +179,10 @@ class Functions:
             functions.triggers = _by_table(facts.triggers)
         if facts is not None and facts.defaults:
             functions.defaults = _defaults_by_table(facts.defaults)
+        if facts is not None and facts.views:
+            functions.views = MappingProxyType(
+                {(v.schema, v.name): v.definition for v in facts.views}
+            )
         for entry in facts.functions if facts is not None else ():
             functions.known.setdefault((entry.schema, entry.name), []).append(_catalog(entry))
         return functions
@@ -267,6 +285,7 @@ class Functions:
 
 _NO_TRIGGERS: Mapping[tuple[str, str], tuple[CatalogTrigger, ...]] = MappingProxyType({})
 _NO_DEFAULTS: Mapping[tuple[str, str], tuple[str, ...]] = MappingProxyType({})
+_NO_VIEWS: Mapping[tuple[str, str], str] = MappingProxyType({})
 
 
 def _defaults_by_table(

@@ -319,3 +319,28 @@ def test_an_insert_is_judged_by_the_functions_its_defaults_call(
     finally:
         session.close()
     assert chart_rows(gateway) == ROWS
+
+
+@pytest.mark.parametrize("protocol", ["simple", "extended"])
+def test_a_read_of_a_view_is_judged_by_the_functions_it_calls(
+    gateway: Gateway, scratch_db_url: str, protocol: str
+) -> None:
+    # A view made on the database directly over wipe_charts(): reading it empties charts.
+    with psycopg.connect(scratch_db_url, autocommit=True) as admin:
+        admin.execute("CREATE VIEW v_wipe AS SELECT wipe_charts()::text AS done")
+        admin.execute("CREATE VIEW v_over AS SELECT done FROM v_wipe")
+        admin.execute("CREATE VIEW v_rows AS SELECT count(*) AS n FROM charts")
+        for name in ("v_wipe", "v_over", "v_rows"):
+            admin.execute(f"ALTER VIEW {name} OWNER TO {gateway.role}")
+    session = Session(gateway, protocol)
+    try:
+        session.refused("SELECT * FROM v_wipe", "SO111")
+        session.refused("SELECT done FROM v_over", "SO111")
+        assert any(
+            m.startswith("in view public.v_wipe, inside function public.wipe_charts")
+            for m in session.findings("SELECT done FROM v_over")
+        )
+        session.allowed("SELECT n FROM v_rows")
+    finally:
+        session.close()
+    assert chart_rows(gateway) == ROWS

@@ -11,7 +11,13 @@ from __future__ import annotations
 import pytest
 
 from runner.plan.build import ServerFacts, lint_text
-from runner.plan.functions import CatalogDefault, CatalogFunction, CatalogTrigger, FunctionFacts
+from runner.plan.functions import (
+    CatalogDefault,
+    CatalogFunction,
+    CatalogTrigger,
+    CatalogView,
+    FunctionFacts,
+)
 from runner.plan.model import Category, Decision
 from runner.plan.policy import Policy
 
@@ -625,3 +631,35 @@ def test_a_write_runs_the_calls_in_its_tables_defaults() -> None:
     assert "SO111" in rules_on("UPDATE charts SET note = DEFAULT WHERE id = 1", 1, facts)
     assert by_line("DELETE FROM charts WHERE id = 1", facts) == {}  # evaluates no default
     assert by_line("INSERT INTO notes (id) VALUES (1)", facts) == {}
+
+
+def test_a_read_of_a_catalog_view_runs_the_calls_in_its_definition() -> None:
+    wipe = CatalogFunction(
+        "public",
+        "wipe",
+        "f",
+        "sql",
+        0,
+        definition="CREATE OR REPLACE FUNCTION public.wipe()\n RETURNS integer\n"
+        " LANGUAGE sql\nAS $function$ DELETE FROM charts RETURNING 1 $function$\n",
+        arg_types=(),
+    )
+    facts = ServerFacts(
+        functions=FunctionFacts(
+            builtins=BUILTINS,
+            functions=(wipe,),
+            builtin_signatures=SIGNATURES,
+            views=(
+                CatalogView("public", "v_wipe", " SELECT wipe() AS n;"),
+                CatalogView("public", "v_over", " SELECT v_wipe.n FROM v_wipe;"),
+                CatalogView("public", "v_count", " SELECT count(*) AS count FROM charts;"),
+            ),
+        )
+    )
+    found = by_line("SELECT * FROM v_wipe", facts)
+    assert [r for r, _ in found[1]] == ["SO111"], found
+    assert found[1][0][1].startswith("in view public.v_wipe, inside function public.wipe")
+    assert "SO111" in rules_on("SELECT n FROM public.v_over", 1, facts)  # a view over it
+    assert "SO111" in rules_on("CREATE TABLE copy AS SELECT * FROM v_wipe", 1, facts)
+    assert by_line("SELECT * FROM v_count", facts) == {}
+    assert by_line("COMMENT ON VIEW v_wipe IS 'x'", facts) == {}
