@@ -344,3 +344,19 @@ def test_a_read_of_a_view_is_judged_by_the_functions_it_calls(
     finally:
         session.close()
     assert chart_rows(gateway) == ROWS
+
+
+def test_with_a_grant_a_call_that_destroys_runs_once(gateway: Gateway) -> None:
+    call = "SELECT wipe_charts()"
+    granted = gateway.cli("grant", "--database", "ehr", "--sql", call, "--approver", "alice")
+    assert granted.returncode == 0, granted.stderr
+    session = Session(gateway, "simple")
+    try:
+        session.allowed(call)  # the grant's one run: the body empties charts
+        assert chart_rows(gateway) == 0
+        with psycopg.connect(gateway.upstream_url, autocommit=True) as direct:
+            direct.execute(f"INSERT INTO charts SELECT g, 'n' FROM generate_series(1, {ROWS}) g")
+        session.refused(call, "SO111")  # spent
+    finally:
+        session.close()
+    assert chart_rows(gateway) == ROWS
