@@ -8,9 +8,7 @@ from sqlglot import exp
 
 from runner.plan.model import Category, Severity
 from runner.plan.rules.base import Context, StatementView, rule, table_name
-from runner.plan.rules.unbounded_dml import always_true, data_modifying
-
-_KINDS = frozenset({"merge", "insert", "select", "delete", "update"})
+from runner.plan.rules.unbounded_dml import MERGE_KINDS, always_true, merges
 
 
 @rule(
@@ -52,17 +50,11 @@ _KINDS = frozenset({"merge", "insert", "select", "delete", "update"})
         "CREATE TABLE scratch (id int);\n"
         "MERGE INTO scratch t USING staged s ON t.id = s.id WHEN MATCHED THEN DELETE",
     ],
-    kinds=_KINDS,
+    kinds=MERGE_KINDS,
 )
 def merge_delete(view: StatementView, context: Context) -> Iterator[str]:
-    node = view.node
-    if view.kind not in _KINDS or node is None:
-        return
-    if not isinstance(node, exp.Merge) and node.args.get("with_") is None:
-        return
-    for merge in data_modifying(node):
-        if isinstance(merge, exp.Merge):
-            yield from _merge(merge, context)
+    for merge in merges(view):
+        yield from _merge(merge, context)
 
 
 def _merge(merge: exp.Expression, context: Context) -> Iterator[str]:

@@ -9,9 +9,7 @@ from sqlglot import exp
 from runner.plan.model import Category, Severity
 from runner.plan.rules._narrowing import target_of, why_not_narrowed
 from runner.plan.rules.base import Context, StatementView, rule
-from runner.plan.rules.unbounded_dml import always_true, data_modifying
-
-_KINDS = frozenset({"merge", "insert", "select", "delete", "update"})
+from runner.plan.rules.unbounded_dml import MERGE_KINDS, always_true, merges
 
 
 def _then(when: exp.Expression) -> str:
@@ -61,17 +59,11 @@ def _then(when: exp.Expression) -> str:
         "CREATE TABLE scratch (id int, amount int);\n"
         "MERGE INTO scratch t USING staged s ON true WHEN MATCHED THEN UPDATE SET amount = 0",
     ],
-    kinds=_KINDS,
+    kinds=MERGE_KINDS,
 )
 def merge_not_narrowing(view: StatementView, context: Context) -> Iterator[str]:
-    node = view.node
-    if view.kind not in _KINDS or node is None:
-        return
-    if not isinstance(node, exp.Merge) and node.args.get("with_") is None:
-        return
-    for merge in data_modifying(node):
-        if isinstance(merge, exp.Merge):
-            yield from _merge(merge, context)
+    for merge in merges(view):
+        yield from _merge(merge, context)
 
 
 def _merge(merge: exp.Merge, context: Context) -> Iterator[str]:

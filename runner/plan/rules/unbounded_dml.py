@@ -257,6 +257,22 @@ def data_modifying(node: exp.Expression) -> list[exp.Expression]:
     return [node, *(cte.this for cte in with_.expressions if isinstance(cte, exp.CTE))]
 
 
+# Statements that may hold a MERGE: itself, or in a top-level WITH query.
+MERGE_KINDS = frozenset({"merge", "insert", "select", "delete", "update"})
+
+
+def merges(view: StatementView) -> Iterator[exp.Merge]:
+    """The MERGEs of a statement: itself, or the bodies of its top-level WITH queries."""
+    node = view.node
+    if view.kind not in MERGE_KINDS or node is None:
+        return
+    if not isinstance(node, exp.Merge) and node.args.get("with_") is None:
+        return
+    for merge in data_modifying(node):
+        if isinstance(merge, exp.Merge):
+            yield merge
+
+
 def unbounded(view: StatementView, context: Context, kind: type[exp.Expression]) -> Iterator[str]:
     """Messages for every ``kind`` (Delete / Update) in the statement that touches every row."""
     if view.kind is None:
